@@ -1,0 +1,267 @@
+//! `pgferry`: run the replication state machine locally, or one step of it.
+//!
+//! `pgferry run JOB` interprets `statemachine/replication.asl.json` in-process with the same step
+//! code the Lambda functions run, so what runs on a laptop is what runs in AWS. Progress goes to
+//! stderr, the summary to stdout; the exit status is 0 only when the copy completed and
+//! verification found the target equal.
+
+mod summary;
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use clap::{Parser, Subcommand};
+use pgferry_core::asl::{Event, Execution, Outcome, StateMachine};
+use pgferry_core::context::{Credentials, StepContext};
+use pgferry_core::job::Job;
+use pgferry_core::runner::{self, LocalEnvironment};
+use pgferry_core::step::{CheckStatus, ChunkInput, StepInput, keys};
+use pgferry_core::store::ArtifactStore;
+use pgferry_core::{Error, plan, preflight, verify};
+
+use summary::{Phase, RunReport};
+
+#[derive(Debug, Parser)]
+#[command(name = "pgferry", version, about = "Copy a PostgreSQL/RDS database into another, and prove it is equal")]
+struct Cli {
+    /// Directory of the local artifact store (dumps, plans, reports).
+    #[arg(long, global = true, default_value = ".pgferry/artifacts")]
+    store: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the whole state machine locally: preflight, schema, copy, verify.
+    Run {
+        /// Job JSON file, or `-` for standard input.
+        job: String,
+        /// Write the JSON run report here.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// Execution name (default: a new `run-…` id).
+        #[arg(long)]
+        run_id: Option<String>,
+    },
+    /// Run the preflight checks only (reads both sides, writes nothing).
+    Preflight { job: String },
+    /// Plan the copy and print the chunks (reads the source only).
+    Plan { job: String },
+    /// Compare source and target chunk by chunk; exit 0 only when equal.
+    Verify {
+        job: String,
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    pgferry_core::telemetry::init_cli();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pgferry: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    runtime.block_on(async move {
+        match dispatch(cli).await {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("pgferry: {}", e.with_advice());
+                ExitCode::from(if e.kind() == pgferry_core::ErrorKind::InvalidInput { 2 } else { 1 })
+            }
+        }
+    })
+}
+
+async fn dispatch(cli: Cli) -> Result<ExitCode, Error> {
+    let store = ArtifactStore::local(&cli.store);
+    match cli.command {
+        Command::Run { job, report, run_id } => {
+            let (ctx, job) = load(&job, store)?;
+            run(ctx, job, report, run_id.unwrap_or_else(new_run_id)).await
+        }
+        Command::Preflight { job } => {
+            let (ctx, job) = load(&job, store)?;
+            let out = preflight::run(&ctx, &StepInput { job, run_id: new_run_id() }).await?;
+            for c in &out.checks {
+                let mark = match c.status {
+                    CheckStatus::Pass => "ok  ",
+                    CheckStatus::Warn => "WARN",
+                    CheckStatus::Fail => "FAIL",
+                };
+                println!("{mark} {:<20} {}", c.name, c.detail);
+                if let Some(advice) = c.advice.as_ref().filter(|_| c.status != CheckStatus::Pass) {
+                    println!("     {:<20} advice: {advice}", "");
+                }
+            }
+            Ok(if out.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Plan { job } => {
+            let (ctx, job) = load(&job, store)?;
+            let plan = plan::build(&ctx, &StepInput { job, run_id: new_run_id() }).await?;
+            println!("{:<10} {:<48} {:>14}", "chunk", "table", "est. bytes");
+            for c in &plan.chunks {
+                println!("{:<10} {:<48} {:>14}", c.id, c.table.to_string(), c.estimated_bytes);
+            }
+            for (name, why) in &plan.skipped {
+                println!("{:<10} {:<48} {why}", "skipped", name.to_string());
+            }
+            for name in &plan.materialized_views {
+                println!("{:<10} {:<48} refreshed after the copy", "matview", name.to_string());
+            }
+            println!("{} chunks, {} bytes estimated", plan.chunks.len(), plan.estimated_bytes);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Verify { job, report } => {
+            let (ctx, job) = load(&job, store)?;
+            verify_only(ctx, job, report).await
+        }
+    }
+}
+
+/// Reads and validates the job; takes the passwords out of it into the context.
+fn load(path: &str, store: ArtifactStore) -> Result<(StepContext, Job), Error> {
+    let text = if path == "-" {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s).map_err(|e| Error::io("read job from stdin", e))?;
+        s
+    } else {
+        std::fs::read_to_string(path).map_err(|e| Error::job(format!("cannot read {path}: {e}")))?
+    };
+    let job = Job::from_json(&text)?;
+    let mut credentials = Credentials::default();
+    let clean = credentials.take_from(&job)?;
+    Ok((StepContext::new(store, credentials), clean))
+}
+
+/// `run-20261126T103000Z-1a2b`: sortable, unique enough for a laptop, valid as an execution name.
+fn new_run_id() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("run-{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z-{:04x}", rem / 3600, rem % 3600 / 60, rem % 60, rand_suffix())
+}
+
+fn rand_suffix() -> u16 {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    (nanos ^ std::process::id().rotate_left(16)) as u16
+}
+
+async fn run(ctx: StepContext, job: Job, report_file: Option<PathBuf>, run_id: String) -> Result<ExitCode, Error> {
+    let machine = StateMachine::parse(runner::DEFINITION, &runner::local_substitutions())
+        .map_err(|e| Error::Internal(format!("state machine definition: {e}")))?;
+    let input = serde_json::to_value(&job).map_err(|e| Error::Internal(e.to_string()))?;
+    let phases: Arc<Mutex<Vec<Phase>>> = Arc::default();
+    let observer = progress_observer(work_states(runner::DEFINITION), Arc::clone(&phases));
+    let store = ctx.store.clone();
+    eprintln!("pgferry: run {run_id}");
+    let env = Arc::new(LocalEnvironment::new(ctx));
+    let outcome = Execution::new(&machine, env, run_id.clone())
+        .with_observer(observer)
+        .run(input)
+        .await
+        .map_err(|e| Error::Internal(format!("state machine: {e}")))?;
+
+    let phases = phases.lock().map(|p| p.clone()).unwrap_or_default();
+    let mut report = RunReport::gather(&store, &run_id, phases, &outcome).await;
+    report.fill_phase_totals();
+    print!("{}", report.table());
+    if let Some(path) = report_file {
+        let text = serde_json::to_string_pretty(&report).map_err(|e| Error::Internal(e.to_string()))?;
+        std::fs::write(&path, text + "\n").map_err(|e| Error::io(format!("write {}", path.display()), e))?;
+    }
+    match outcome {
+        Outcome::Succeeded(_) => {
+            println!("target equals source: {} rows in {} tables", report.rows(), report.tables());
+            Ok(ExitCode::SUCCESS)
+        }
+        Outcome::Failed { error, cause } => {
+            eprintln!("pgferry: {error}: {}", cause.lines().next().unwrap_or(""));
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// Top-level states that do work (Task and Map): the phases of the summary.
+fn work_states(definition: &str) -> Vec<String> {
+    let def: serde_json::Value = serde_json::from_str(definition).unwrap_or_default();
+    def["States"]
+        .as_object()
+        .map(|states| {
+            states
+                .iter()
+                .filter(|(_, s)| matches!(s["Type"].as_str(), Some("Task" | "Map")))
+                .map(|(name, _)| name.clone())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Prints a line per finished phase (and retries) and remembers each phase's duration.
+fn progress_observer(work: Vec<String>, phases: Arc<Mutex<Vec<Phase>>>) -> Arc<dyn Fn(&Event) + Send + Sync> {
+    Arc::new(move |event: &Event| match event {
+        Event::StateExited { name, map_index: None, elapsed, ok } if work.contains(name) => {
+            eprintln!("  {} {name} ({})", if *ok { "✓" } else { "✗" }, summary::human_duration(*elapsed));
+            if let Ok(mut p) = phases.lock() {
+                p.push(Phase::new(name, *elapsed, *ok));
+            }
+        }
+        Event::Retrying { name, error, attempt, delay } => {
+            eprintln!("  ↻ {name}: {error}, attempt {attempt} in {}", summary::human_duration(*delay));
+        }
+        _ => {}
+    })
+}
+
+/// `pgferry verify`: plan, hash every chunk on both sides, report.
+async fn verify_only(ctx: StepContext, job: Job, report_file: Option<PathBuf>) -> Result<ExitCode, Error> {
+    let input = StepInput { job, run_id: new_run_id() };
+    let started = std::time::Instant::now();
+    plan::run(&ctx, &input).await?;
+    let plan: plan::Plan = ctx.store.get_json(&keys::plan(&input.run_id)).await?;
+    let mut pending = plan.chunks.clone();
+    while !pending.is_empty() {
+        let batch: Vec<_> = pending.drain(..pending.len().min(4)).collect();
+        let jobs = batch.into_iter().map(|chunk| {
+            let chunk_input = ChunkInput { job: input.job.clone(), run_id: input.run_id.clone(), chunk };
+            let ctx = &ctx;
+            async move { verify::verify_chunk(ctx, &chunk_input).await }
+        });
+        for result in futures_util::future::join_all(jobs).await {
+            result?;
+        }
+    }
+    let out = verify::report(&ctx, &input).await?;
+    let report: verify::Report = ctx.store.get_json(&out.report_key).await?;
+    println!("{:<48} {:>12} {:>12}  result", "table", "source rows", "target rows");
+    for t in &report.tables {
+        println!(
+            "{:<48} {:>12} {:>12}  {}",
+            t.table.to_string(),
+            t.source_rows,
+            t.target_rows,
+            if t.equal { "equal" } else { "DIFFERS" }
+        );
+    }
+    println!("{} ({})", out.summary, summary::human_duration(started.elapsed()));
+    if let Some(path) = report_file {
+        let text = serde_json::to_string_pretty(&report).map_err(|e| Error::Internal(e.to_string()))?;
+        std::fs::write(&path, text + "\n").map_err(|e| Error::io(format!("write {}", path.display()), e))?;
+    }
+    Ok(if out.equal { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}

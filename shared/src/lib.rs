@@ -1,0 +1,24 @@
+//! pgferry-core: all domain logic of pgferry.
+//!
+//! The Lambda functions in `functions/*` and the `pgferry` CLI are thin adapters over the entry
+//! points here. Nothing in this crate's API mentions Lambda: a step takes its input, a
+//! [`context::StepContext`] (artifact store, credentials) and returns a value or an [`Error`]
+//! whose [`ErrorKind`] maps to a stable Step Functions error name.
+
+pub mod asl;
+pub mod catalog;
+pub mod context;
+pub mod copy;
+pub mod error;
+pub mod job;
+pub mod pg;
+pub mod plan;
+pub mod preflight;
+pub mod runner;
+pub mod schema;
+pub mod step;
+pub mod store;
+pub mod telemetry;
+pub mod verify;
+
+pub use error::{Error, ErrorKind, Result};

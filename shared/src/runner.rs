@@ -1,0 +1,146 @@
+//! Functions and the local runner: what a Task resource means, in AWS and on a laptop.
+//!
+//! The state machine names four Lambda functions through `DefinitionSubstitutions`
+//! (`${PreflightFunctionArn}` …). In AWS those resolve to deployed functions whose handlers call
+//! [`invoke`]; locally the same names resolve to ARNs that [`LocalEnvironment`] maps back to the
+//! same [`invoke`], in-process. The map's ItemReader reads the artifact store instead of S3.
+
+use std::collections::BTreeMap;
+
+use futures_util::future::BoxFuture;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::asl::{Environment, TaskFailure};
+use crate::context::StepContext;
+use crate::error::{Error, Result};
+use crate::step::{CopyRequest, SchemaRequest, StepInput, VerifyRequest};
+use crate::{copy, preflight, schema, verify};
+
+/// The state machine definition, compiled in so that `pgferry run` runs exactly this file.
+pub const DEFINITION: &str = include_str!("../../statemachine/replication.asl.json");
+
+/// The `DefinitionSubstitutions` name of the artifact bucket.
+pub const ARTIFACT_BUCKET: &str = "ArtifactBucket";
+
+/// The four Lambda functions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Function {
+    Preflight,
+    Schema,
+    Copy,
+    Verify,
+}
+
+impl Function {
+    pub const ALL: [Function; 4] = [Self::Preflight, Self::Schema, Self::Copy, Self::Verify];
+
+    /// The `DefinitionSubstitutions` key naming this function's ARN.
+    pub fn substitution(self) -> &'static str {
+        match self {
+            Self::Preflight => "PreflightFunctionArn",
+            Self::Schema => "SchemaFunctionArn",
+            Self::Copy => "CopyFunctionArn",
+            Self::Verify => "VerifyFunctionArn",
+        }
+    }
+
+    /// The function's name (`pgferry-copy`…), also the last part of its local ARN.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Preflight => "pgferry-preflight",
+            Self::Schema => "pgferry-schema",
+            Self::Copy => "pgferry-copy",
+            Self::Verify => "pgferry-verify",
+        }
+    }
+
+    /// The ARN the local runner substitutes.
+    pub fn local_arn(self) -> String {
+        format!("arn:aws:lambda:local:000000000000:function:{}", self.name())
+    }
+
+    /// The function an ARN (or bare name) refers to.
+    pub fn from_resource(resource: &str) -> Option<Self> {
+        let name = resource.rsplit(':').next().unwrap_or(resource);
+        Self::ALL.into_iter().find(|f| f.name() == name)
+    }
+}
+
+/// Substitutions for running the definition locally.
+pub fn local_substitutions() -> BTreeMap<String, String> {
+    let mut subs: BTreeMap<String, String> =
+        Function::ALL.iter().map(|f| (f.substitution().to_string(), f.local_arn())).collect();
+    subs.insert(ARTIFACT_BUCKET.to_string(), "local".to_string());
+    subs
+}
+
+fn request<T: DeserializeOwned>(function: Function, payload: Value) -> Result<T> {
+    serde_json::from_value(payload).map_err(|e| Error::job(format!("{} request: {e}", function.name())))
+}
+
+/// Runs one function on its payload: the body of every Lambda handler and of local Tasks.
+pub async fn invoke(ctx: &StepContext, function: Function, payload: Value) -> Result<Value> {
+    match function {
+        Function::Preflight => {
+            let input: StepInput = request(function, payload)?;
+            Ok(schema::to_value(preflight::run(ctx, &input).await?))
+        }
+        Function::Schema => schema::handle(ctx, request::<SchemaRequest>(function, payload)?).await,
+        Function::Copy => copy::handle(ctx, request::<CopyRequest>(function, payload)?).await,
+        Function::Verify => verify::handle(ctx, request::<VerifyRequest>(function, payload)?).await,
+    }
+}
+
+/// The Step Functions `{"Error", "Cause"}` of an error: a stable name and a message with advice.
+pub fn task_failure(err: &Error) -> TaskFailure {
+    TaskFailure { error: err.kind().step_error_name().to_string(), cause: err.with_advice() }
+}
+
+/// Runs Task states in-process and reads ItemReader objects from the artifact store.
+#[derive(Debug)]
+pub struct LocalEnvironment {
+    ctx: StepContext,
+}
+
+impl LocalEnvironment {
+    pub fn new(ctx: StepContext) -> Self {
+        Self { ctx }
+    }
+}
+
+impl Environment for LocalEnvironment {
+    fn invoke(&self, resource: &str, input: Value) -> BoxFuture<'_, std::result::Result<Value, TaskFailure>> {
+        let function = Function::from_resource(resource);
+        let resource = resource.to_string();
+        Box::pin(async move {
+            let Some(function) = function else {
+                return Err(TaskFailure {
+                    error: "States.Runtime".to_string(),
+                    cause: format!("no local handler for resource {resource}"),
+                });
+            };
+            invoke(&self.ctx, function, input).await.map_err(|e| task_failure(&e))
+        })
+    }
+
+    fn read_items(
+        &self,
+        resource: &str,
+        _reader_config: &Value,
+        parameters: Value,
+    ) -> BoxFuture<'_, std::result::Result<Vec<Value>, TaskFailure>> {
+        let resource = resource.to_string();
+        Box::pin(async move {
+            let failure = |cause: String| TaskFailure { error: "States.ItemReaderFailed".to_string(), cause };
+            if resource != "arn:aws:states:::s3:getObject" {
+                return Err(failure(format!("the local runner reads items only with s3:getObject, not {resource}")));
+            }
+            let key = parameters
+                .get("Key")
+                .and_then(Value::as_str)
+                .ok_or_else(|| failure("ItemReader Parameters have no Key".to_string()))?;
+            self.ctx.store.get_json::<Vec<Value>>(key).await.map_err(|e| failure(e.to_string()))
+        })
+    }
+}

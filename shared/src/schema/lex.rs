@@ -1,0 +1,375 @@
+//! Splits `pg_dump` / `pg_dumpall` plain-text output into statements and psql meta-commands.
+//!
+//! A real lexer, not a line or substring filter: a `;` inside a string, a dollar-quoted function
+//! body, a quoted identifier, a comment or a `BEGIN ATOMIC … END` body does not end a statement,
+//! and a backslash line (`\connect`, `\restrict`, `\unrestrict` — RDS-CASES T10) is its own item.
+//! Items are contiguous: concatenating their texts gives back the input byte for byte.
+
+/// What an item of a dump is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ItemKind {
+    /// SQL ending in `;` (or at end of input), including the comments and blank lines before it.
+    Statement,
+    /// A psql meta-command line, e.g. `\restrict KEY`.
+    MetaCommand,
+    /// Only whitespace and comments, at the end of the input.
+    Trailing,
+}
+
+/// One item of a dump, borrowed from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Item<'a> {
+    pub kind: ItemKind,
+    pub text: &'a str,
+    /// Byte offset of `text` in the input.
+    pub offset: usize,
+    /// 1-based line of the first significant character.
+    pub line: usize,
+}
+
+impl<'a> Item<'a> {
+    /// The item without leading comments and whitespace, and without the final `;`.
+    pub fn sql(&self) -> &'a str {
+        let body = skip_insignificant(self.text);
+        body.trim_end().strip_suffix(';').unwrap_or(body.trim_end()).trim_end()
+    }
+
+    /// True for a statement with no SQL in it (only comments or a lone `;`).
+    pub fn is_empty(&self) -> bool {
+        self.sql().is_empty()
+    }
+
+    /// The first line of the SQL, cut to 120 characters, for messages.
+    pub fn head(&self) -> String {
+        let first = self.sql().lines().next().unwrap_or("");
+        if first.chars().count() > 120 {
+            format!("{}…", first.chars().take(120).collect::<String>())
+        } else {
+            first.to_string()
+        }
+    }
+}
+
+/// Skips whitespace and comments at the start of `s`.
+fn skip_insignificant(s: &str) -> &str {
+    let b = s.as_bytes();
+    let mut i = 0;
+    loop {
+        while i < b.len() && b[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if b[i..].starts_with(b"--") {
+            while i < b.len() && b[i] != b'\n' {
+                i += 1;
+            }
+        } else if b[i..].starts_with(b"/*") {
+            i = skip_block_comment(b, i);
+        } else {
+            return &s[i..];
+        }
+    }
+}
+
+/// Returns the index just past a (nested) block comment starting at `i`; end of input if open.
+fn skip_block_comment(b: &[u8], mut i: usize) -> usize {
+    let mut depth = 0usize;
+    while i < b.len() {
+        if b[i..].starts_with(b"/*") {
+            depth += 1;
+            i += 2;
+        } else if b[i..].starts_with(b"*/") {
+            depth -= 1;
+            i += 2;
+            if depth == 0 {
+                return i;
+            }
+        } else {
+            i += 1;
+        }
+    }
+    b.len()
+}
+
+fn is_ident_start(c: u8) -> bool {
+    c.is_ascii_alphabetic() || c == b'_' || c >= 0x80
+}
+
+fn is_ident_char(c: u8) -> bool {
+    is_ident_start(c) || c.is_ascii_digit() || c == b'$'
+}
+
+/// If a dollar-quote tag (`$$`, `$tag$`) starts at `i`, its length.
+fn dollar_tag_len(b: &[u8], i: usize) -> Option<usize> {
+    let mut j = i + 1;
+    if j < b.len() && b[j] == b'$' {
+        return Some(2);
+    }
+    if j >= b.len() || !is_ident_start(b[j]) {
+        return None;
+    }
+    while j < b.len() && (is_ident_start(b[j]) || b[j].is_ascii_digit()) {
+        j += 1;
+    }
+    (j < b.len() && b[j] == b'$').then_some(j + 1 - i)
+}
+
+/// Splits a dump into items.
+pub fn split(input: &str) -> Vec<Item<'_>> {
+    let b = input.as_bytes();
+    let mut items = Vec::new();
+    let mut start = 0usize; // start of the current item
+    let mut i = 0usize;
+    let mut significant: Option<usize> = None; // first significant byte of the current statement
+    let mut words: Vec<String> = Vec::new(); // leading keywords, to detect CREATE FUNCTION bodies
+    let mut atomic_depth = 0usize;
+    let line_of = |pos: usize| input[..pos].bytes().filter(|&c| c == b'\n').count() + 1;
+
+    while i < b.len() {
+        let c = b[i];
+        // A meta-command: a backslash as the first significant character of an item.
+        if significant.is_none() && c == b'\\' {
+            let end = b[i..].iter().position(|&x| x == b'\n').map_or(b.len(), |p| i + p + 1);
+            items.push(Item { kind: ItemKind::MetaCommand, text: &input[start..end], offset: start, line: line_of(i) });
+            start = end;
+            i = end;
+            continue;
+        }
+        if c.is_ascii_whitespace() {
+            i += 1;
+            continue;
+        }
+        if b[i..].starts_with(b"--") {
+            while i < b.len() && b[i] != b'\n' {
+                i += 1;
+            }
+            continue;
+        }
+        if b[i..].starts_with(b"/*") {
+            i = skip_block_comment(b, i);
+            continue;
+        }
+        significant.get_or_insert(i);
+        match c {
+            b';' if atomic_depth == 0 => {
+                let end = i + 1;
+                let first = significant.unwrap_or(i);
+                items.push(Item {
+                    kind: ItemKind::Statement,
+                    text: &input[start..end],
+                    offset: start,
+                    line: line_of(first),
+                });
+                start = end;
+                i = end;
+                significant = None;
+                words.clear();
+                continue;
+            }
+            b'\'' => {
+                let escapes = i > 0 && (b[i - 1] == b'E' || b[i - 1] == b'e') && (i < 2 || !is_ident_char(b[i - 2]));
+                i = skip_quoted(b, i, b'\'', escapes);
+                continue;
+            }
+            b'"' => {
+                i = skip_quoted(b, i, b'"', false);
+                continue;
+            }
+            b'$' => {
+                if let Some(len) = dollar_tag_len(b, i) {
+                    let tag = &b[i..i + len];
+                    let body = i + len;
+                    i = b[body..].windows(len).position(|w| w == tag).map_or(b.len(), |p| body + p + len);
+                    continue;
+                }
+                i += 1;
+                continue;
+            }
+            _ if is_ident_start(c) => {
+                let s = i;
+                while i < b.len() && is_ident_char(b[i]) {
+                    i += 1;
+                }
+                let word = input[s..i].to_ascii_uppercase();
+                if words.len() < 4 {
+                    words.push(word.clone());
+                }
+                if defines_routine(&words) {
+                    match word.as_str() {
+                        // `BEGIN ATOMIC … END` bodies hold `;`; CASE … END nests inside them.
+                        "BEGIN" | "CASE" if atomic_depth > 0 || next_word_is(b, i, b"ATOMIC") => atomic_depth += 1,
+                        "END" if atomic_depth > 0 => atomic_depth -= 1,
+                        _ => {}
+                    }
+                }
+                continue;
+            }
+            _ => {
+                i += 1;
+            }
+        }
+    }
+    if start < b.len() {
+        let kind = if significant.is_some() { ItemKind::Statement } else { ItemKind::Trailing };
+        let line = line_of(significant.unwrap_or(start));
+        items.push(Item { kind, text: &input[start..], offset: start, line });
+    }
+    items
+}
+
+fn defines_routine(words: &[String]) -> bool {
+    matches!(
+        words.iter().map(String::as_str).collect::<Vec<_>>().as_slice(),
+        ["CREATE", "FUNCTION" | "PROCEDURE", ..] | ["CREATE", "OR", "REPLACE", "FUNCTION" | "PROCEDURE", ..]
+    )
+}
+
+fn next_word_is(b: &[u8], mut i: usize, word: &[u8]) -> bool {
+    while i < b.len() && b[i].is_ascii_whitespace() {
+        i += 1;
+    }
+    b.len() >= i + word.len()
+        && b[i..i + word.len()].eq_ignore_ascii_case(word)
+        && b.get(i + word.len()).is_none_or(|&c| !is_ident_char(c))
+}
+
+/// Index just past a quoted token starting at `i` (doubled quotes escape; with `escapes`, so does
+/// a backslash). End of input if unterminated.
+fn skip_quoted(b: &[u8], i: usize, quote: u8, escapes: bool) -> usize {
+    let mut j = i + 1;
+    while j < b.len() {
+        if escapes && b[j] == b'\\' {
+            j += 2;
+        } else if b[j] == quote {
+            if b.get(j + 1) == Some(&quote) {
+                j += 2;
+            } else {
+                return j + 1;
+            }
+        } else {
+            j += 1;
+        }
+    }
+    b.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sqls(input: &str) -> Vec<String> {
+        let items = split(input);
+        assert_eq!(items.iter().map(|i| i.text).collect::<String>(), input, "items must rebuild the input");
+        items.iter().filter(|i| i.kind == ItemKind::Statement && !i.is_empty()).map(|i| i.sql().to_string()).collect()
+    }
+
+    #[test]
+    fn semicolons_inside_strings_comments_and_identifiers_do_not_split() {
+        let got = sqls("SELECT 'a;b'; SELECT \"x;y\" FROM t; -- c;d\nSELECT /* e; /* nested; */ f; */ 1;");
+        assert_eq!(
+            got,
+            vec!["SELECT 'a;b'", "SELECT \"x;y\" FROM t", "-- c;d\nSELECT /* e; /* nested; */ f; */ 1"]
+                .into_iter()
+                .map(|s| skip_insignificant(s).to_string())
+                .collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn escape_strings_and_doubled_quotes_are_one_token() {
+        assert_eq!(sqls(r"SELECT E'it\'s;'; SELECT 'it''s;';"), vec![r"SELECT E'it\'s;'", "SELECT 'it''s;'"]);
+        // Without the E prefix a backslash is an ordinary character.
+        assert_eq!(sqls(r"SELECT 'a\'; SELECT 1;"), vec![r"SELECT 'a\'", "SELECT 1"]);
+    }
+
+    #[test]
+    fn dollar_quoted_bodies_with_tags_hold_semicolons() {
+        let f = "CREATE FUNCTION f() RETURNS int LANGUAGE plpgsql AS $body$ BEGIN RETURN 1; END; $body$";
+        let g = "CREATE FUNCTION g() RETURNS text LANGUAGE sql AS $$ SELECT '$x$;' $$";
+        let got = sqls(&format!("{f};\n{g};\nSELECT $1;"));
+        assert_eq!(got, vec![f, g, "SELECT $1"]);
+    }
+
+    #[test]
+    fn begin_atomic_bodies_hold_semicolons() {
+        let f = "CREATE FUNCTION f(a int) RETURNS int LANGUAGE sql\n    BEGIN ATOMIC\n SELECT CASE WHEN a > 0 THEN 1 ELSE 0 END;\n SELECT 2;\nEND";
+        assert_eq!(sqls(&format!("{f};\nSELECT 3;")), vec![f, "SELECT 3"]);
+    }
+
+    #[test]
+    fn t10_meta_commands_are_their_own_items() {
+        let input = "\\restrict abc123\nSET x = 1;\n\\connect shop\nSELECT 1;\n\\unrestrict abc123\n";
+        let items = split(input);
+        let kinds: Vec<_> = items.iter().map(|i| i.kind).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                ItemKind::MetaCommand,
+                ItemKind::Statement,
+                ItemKind::MetaCommand,
+                ItemKind::Statement,
+                ItemKind::MetaCommand
+            ]
+        );
+        assert_eq!(items[0].text, "\\restrict abc123\n");
+        assert_eq!(items[3].line, 4);
+    }
+
+    #[test]
+    fn trailing_comments_are_kept_and_unterminated_sql_is_a_statement() {
+        let items = split("SELECT 1;\n-- end\n");
+        assert_eq!(items.last().unwrap().kind, ItemKind::Trailing);
+        let items = split("SELECT 1");
+        assert_eq!(items[0].kind, ItemKind::Statement);
+        assert_eq!(items[0].sql(), "SELECT 1");
+    }
+
+    #[test]
+    fn unterminated_quotes_never_panic_and_rebuild_the_input() {
+        for input in ["SELECT 'abc", "SELECT $$abc", "SELECT \"x", "/* open", "E'\\", "$a", "\\", "--"] {
+            let items = split(input);
+            assert_eq!(items.iter().map(|i| i.text).collect::<String>(), input);
+        }
+    }
+
+    #[test]
+    fn rebuilds_arbitrary_byte_soup_exactly() {
+        // A cheap deterministic property test: random strings over SQL's special characters.
+        let alphabet = [
+            "'",
+            "\"",
+            "$",
+            "$a$",
+            ";",
+            "--",
+            "/*",
+            "*/",
+            "\n",
+            "E'",
+            "\\",
+            "x",
+            " ",
+            "BEGIN",
+            "ATOMIC",
+            "END",
+            "CREATE FUNCTION",
+            "é",
+        ];
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..5000 {
+            let mut s = String::new();
+            for _ in 0..(seed % 24) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                s.push_str(alphabet[(seed % alphabet.len() as u64) as usize]);
+            }
+            let items = split(&s);
+            assert_eq!(items.iter().map(|i| i.text).collect::<String>(), s);
+            let mut offset = 0;
+            for item in &items {
+                assert_eq!(item.offset, offset);
+                offset += item.text.len();
+            }
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! The contracts between states: every state's input and output as a named serde type.
+//!
+//! These are versioned interfaces between the state machine definition, the Lambda functions and
+//! the local runner. JSON is camelCase throughout; tests pin each type against a fixture in
+//! `shared/tests/fixtures/steps/` so that a renamed field fails a test rather than an execution.
+
+use serde::{Deserialize, Serialize};
+
+use crate::job::Job;
+use crate::pg::QualifiedName;
+
+/// What every step receives: the job and the execution's id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StepInput {
+    pub job: Job,
+    pub run_id: String,
+}
+
+/// Requests to the schema function.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "camelCase")]
+pub enum SchemaRequest {
+    /// Create the target database if missing; carry roles.
+    Globals(StepInput),
+    /// Dump the schema; apply its pre-data section.
+    PreData(StepInput),
+    /// Apply the post-data section (indexes, constraints, triggers); refresh materialized views.
+    PostData(StepInput),
+    /// Set every sequence on the target from the source.
+    Sequences(StepInput),
+}
+
+/// Requests to the copy function.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "camelCase")]
+pub enum CopyRequest {
+    /// Plan the chunks and write them to the artifact store.
+    Plan(StepInput),
+    /// Copy one chunk.
+    CopyChunk(ChunkInput),
+}
+
+/// Requests to the verify function.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "camelCase")]
+pub enum VerifyRequest {
+    /// Compare one chunk on both sides.
+    VerifyChunk(ChunkInput),
+    /// Gather copy and verify results into the run report.
+    Report(StepInput),
+    /// Record a failure with advice.
+    Diagnose(DiagnoseInput),
+}
+
+/// Result of the preflight step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PreflightOutput {
+    /// True when no check failed.
+    pub ok: bool,
+    /// One line naming the failed checks (empty when ok).
+    pub summary: String,
+    pub checks: Vec<Check>,
+    pub report_key: String,
+}
+
+/// One preflight finding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Check {
+    pub name: String,
+    pub status: CheckStatus,
+    pub detail: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advice: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum CheckStatus {
+    Pass,
+    Warn,
+    Fail,
+}
+
+/// Result of the globals step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GlobalsOutput {
+    pub database_created: bool,
+    pub roles_created: Vec<String>,
+    pub report_key: String,
+}
+
+/// Result of a schema section step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SchemaOutput {
+    pub section: String,
+    pub statements: usize,
+    pub dump_key: String,
+}
+
+/// Result of the plan step; the chunks themselves are in the artifact store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PlanOutput {
+    /// The full plan (tables, skipped relations, materialized views).
+    pub plan_key: String,
+    /// A JSON array of [`Chunk`], read by the Map states' ItemReader.
+    pub chunks_key: String,
+    pub tables: usize,
+    pub chunks: usize,
+    pub estimated_bytes: u64,
+}
+
+/// A unit of copy and verify work.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Chunk {
+    /// Stable id within the run, safe as a file name and S3 key part.
+    pub id: String,
+    pub table: QualifiedName,
+    /// Columns copied, in order (generated columns excluded).
+    pub columns: Vec<String>,
+    pub estimated_bytes: u64,
+}
+
+/// Input of the per-chunk states (built by the Map's ItemSelector).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ChunkInput {
+    pub job: Job,
+    pub run_id: String,
+    pub chunk: Chunk,
+}
+
+/// Result of copying one chunk (also stored at `runs/<run>/copy/<chunk>.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CopyChunkOutput {
+    pub chunk_id: String,
+    pub table: QualifiedName,
+    pub rows: u64,
+    pub bytes: u64,
+    pub elapsed_ms: u64,
+    /// True when the ledger showed the chunk committed by an earlier attempt.
+    pub already_committed: bool,
+}
+
+/// Result of the sequences step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SequencesOutput {
+    pub sequences: usize,
+}
+
+/// Result of verifying one chunk (also stored at `runs/<run>/verify/<chunk>.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VerifyChunkOutput {
+    pub chunk_id: String,
+    pub table: QualifiedName,
+    pub equal: bool,
+    pub source_rows: u64,
+    pub target_rows: u64,
+    pub source_hash: String,
+    pub target_hash: String,
+}
+
+/// Result of the report step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReportOutput {
+    pub equal: bool,
+    pub summary: String,
+    pub report_key: String,
+    pub tables: usize,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+/// The `{"Error", "Cause"}` object Step Functions puts at a Catch's ResultPath.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepError {
+    #[serde(rename = "Error")]
+    pub error: String,
+    #[serde(rename = "Cause", default)]
+    pub cause: String,
+}
+
+/// Input of the Diagnose state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DiagnoseInput {
+    pub job: Job,
+    pub run_id: String,
+    pub error: StepError,
+}
+
+/// Result of the Diagnose state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DiagnoseOutput {
+    pub report_key: String,
+    pub error: String,
+    pub cause: String,
+}
+
+/// Artifact keys of one run, in one place.
+pub mod keys {
+    pub fn preflight(run: &str) -> String {
+        format!("runs/{run}/preflight.json")
+    }
+    pub fn globals(run: &str) -> String {
+        format!("runs/{run}/globals.json")
+    }
+    pub fn dump(run: &str, section: &str) -> String {
+        format!("runs/{run}/schema/{section}.sql")
+    }
+    pub fn plan(run: &str) -> String {
+        format!("runs/{run}/plan.json")
+    }
+    pub fn chunks(run: &str) -> String {
+        format!("runs/{run}/chunks.json")
+    }
+    pub fn copy_prefix(run: &str) -> String {
+        format!("runs/{run}/copy/")
+    }
+    pub fn copy(run: &str, chunk: &str) -> String {
+        format!("runs/{run}/copy/{chunk}.json")
+    }
+    pub fn verify_prefix(run: &str) -> String {
+        format!("runs/{run}/verify/")
+    }
+    pub fn verify(run: &str, chunk: &str) -> String {
+        format!("runs/{run}/verify/{chunk}.json")
+    }
+    pub fn report(run: &str) -> String {
+        format!("runs/{run}/report.json")
+    }
+    pub fn failure(run: &str) -> String {
+        format!("runs/{run}/failure.json")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::de::DeserializeOwned;
+
+    /// Parses a fixture, re-serializes it and checks nothing was lost or renamed.
+    fn pinned<T: Serialize + DeserializeOwned + std::fmt::Debug>(fixture: &str) -> T {
+        let original: serde_json::Value = serde_json::from_str(fixture).unwrap();
+        let typed: T = serde_json::from_value(original.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&typed).unwrap(), original, "fixture changed shape: {typed:?}");
+        typed
+    }
+
+    macro_rules! fixture {
+        ($name:literal) => {
+            include_str!(concat!("../tests/fixtures/steps/", $name, ".json"))
+        };
+    }
+
+    #[test]
+    fn step_contracts_match_their_fixtures() {
+        let input: StepInput = pinned(fixture!("step-input"));
+        assert_eq!(input.run_id, "run-1");
+        pinned::<PreflightOutput>(fixture!("preflight-output"));
+        pinned::<GlobalsOutput>(fixture!("globals-output"));
+        pinned::<SchemaOutput>(fixture!("schema-output"));
+        pinned::<PlanOutput>(fixture!("plan-output"));
+        pinned::<ChunkInput>(fixture!("chunk-input"));
+        pinned::<CopyChunkOutput>(fixture!("copy-chunk-output"));
+        pinned::<SequencesOutput>(fixture!("sequences-output"));
+        pinned::<VerifyChunkOutput>(fixture!("verify-chunk-output"));
+        pinned::<ReportOutput>(fixture!("report-output"));
+        pinned::<DiagnoseInput>(fixture!("diagnose-input"));
+        pinned::<DiagnoseOutput>(fixture!("diagnose-output"));
+    }
+
+    #[test]
+    fn function_requests_are_tagged_by_action() {
+        let req: SchemaRequest = pinned(fixture!("schema-request"));
+        assert!(matches!(req, SchemaRequest::PreData(_)));
+        let req: CopyRequest = pinned(fixture!("copy-request"));
+        assert!(matches!(req, CopyRequest::CopyChunk(_)));
+        let req: VerifyRequest = pinned(fixture!("verify-request"));
+        assert!(matches!(req, VerifyRequest::Report(_)));
+    }
+
+    #[test]
+    fn a_misspelled_field_in_a_request_is_refused() {
+        let text = fixture!("step-input").replace("runId", "runID");
+        let err = serde_json::from_str::<StepInput>(&text).unwrap_err();
+        assert!(err.to_string().contains("runID"), "{err}");
+    }
+}

@@ -1,0 +1,160 @@
+//! The artifact store: where big things live while the state machine passes their keys.
+//!
+//! Step Functions state is capped at 256 KiB, so dumps, chunk plans and reports are written here
+//! and referenced by key (`runs/<run id>/…`). In AWS the store is an S3 bucket; locally (and in
+//! tests) it is a directory. Writes are atomic: a reader never sees half a file.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+
+/// Where artifacts are kept.
+#[derive(Debug, Clone)]
+pub enum ArtifactStore {
+    /// A local directory (the CLI and tests).
+    Local(LocalStore),
+}
+
+impl ArtifactStore {
+    pub fn local(root: impl Into<PathBuf>) -> Self {
+        Self::Local(LocalStore { root: root.into() })
+    }
+
+    pub async fn put_bytes(&self, key: &str, data: &[u8]) -> Result<()> {
+        match self {
+            Self::Local(s) => s.put(key, data).await,
+        }
+    }
+
+    pub async fn get_bytes(&self, key: &str) -> Result<Vec<u8>> {
+        match self {
+            Self::Local(s) => s.get(key).await,
+        }
+    }
+
+    /// Keys under `prefix`, sorted.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        match self {
+            Self::Local(s) => s.list(prefix).await,
+        }
+    }
+
+    pub async fn put_json<T: Serialize>(&self, key: &str, value: &T) -> Result<()> {
+        let data = serde_json::to_vec_pretty(value)
+            .map_err(|e| Error::Store { key: key.to_string(), reason: e.to_string() })?;
+        self.put_bytes(key, &data).await
+    }
+
+    pub async fn get_json<T: DeserializeOwned>(&self, key: &str) -> Result<T> {
+        let data = self.get_bytes(key).await?;
+        serde_json::from_slice(&data).map_err(|e| Error::Store { key: key.to_string(), reason: e.to_string() })
+    }
+}
+
+/// Artifacts as files under a root directory; keys are relative paths.
+#[derive(Debug, Clone)]
+pub struct LocalStore {
+    root: PathBuf,
+}
+
+impl LocalStore {
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf> {
+        let valid = !key.is_empty()
+            && !key.starts_with('/')
+            && key.split('/').all(|part| !part.is_empty() && part != "." && part != "..");
+        if !valid {
+            return Err(Error::Store { key: key.to_string(), reason: "not a valid artifact key".to_string() });
+        }
+        Ok(self.root.join(key))
+    }
+
+    async fn put(&self, key: &str, data: &[u8]) -> Result<()> {
+        let path = self.path(key)?;
+        let io_err = |e: std::io::Error| Error::Store { key: key.to_string(), reason: e.to_string() };
+        if let Some(dir) = path.parent() {
+            tokio::fs::create_dir_all(dir).await.map_err(io_err)?;
+        }
+        let tmp = path.with_extension(format!("tmp-{}", rand::random::<u32>()));
+        tokio::fs::write(&tmp, data).await.map_err(io_err)?;
+        tokio::fs::rename(&tmp, &path).await.map_err(io_err)
+    }
+
+    async fn get(&self, key: &str) -> Result<Vec<u8>> {
+        let path = self.path(key)?;
+        tokio::fs::read(&path).await.map_err(|e| Error::Store { key: key.to_string(), reason: e.to_string() })
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        let mut pending = vec![self.root.clone()];
+        while let Some(dir) = pending.pop() {
+            let mut entries = match tokio::fs::read_dir(&dir).await {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::Store { key: prefix.to_string(), reason: e.to_string() }),
+            };
+            while let Some(entry) = entries
+                .next_entry()
+                .await
+                .map_err(|e| Error::Store { key: prefix.to_string(), reason: e.to_string() })?
+            {
+                let path = entry.path();
+                if path.is_dir() {
+                    pending.push(path);
+                } else if let Ok(rel) = path.strip_prefix(&self.root) {
+                    let key = rel.to_string_lossy().replace('\\', "/");
+                    if key.starts_with(prefix) && !key.contains(".tmp-") {
+                        out.push(key);
+                    }
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_store() -> (ArtifactStore, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("pgferry-store-{}", rand::random::<u64>()));
+        (ArtifactStore::local(&dir), dir)
+    }
+
+    #[tokio::test]
+    async fn json_round_trips_and_lists_by_prefix() {
+        let (store, dir) = temp_store();
+        store.put_json("runs/r1/copy/c1.json", &serde_json::json!({"rows": 1})).await.unwrap();
+        store.put_json("runs/r1/copy/c2.json", &serde_json::json!({"rows": 2})).await.unwrap();
+        store.put_json("runs/r2/plan.json", &serde_json::json!([])).await.unwrap();
+        let keys = store.list("runs/r1/copy/").await.unwrap();
+        assert_eq!(keys, vec!["runs/r1/copy/c1.json", "runs/r1/copy/c2.json"]);
+        let v: serde_json::Value = store.get_json("runs/r1/copy/c2.json").await.unwrap();
+        assert_eq!(v["rows"], 2);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn keys_cannot_escape_the_root() {
+        let (store, _dir) = temp_store();
+        for key in ["../x", "/etc/passwd", "a//b", "a/./b", ""] {
+            assert!(store.put_bytes(key, b"x").await.is_err(), "{key}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_missing_artifact_names_its_key() {
+        let (store, _dir) = temp_store();
+        let err = store.get_bytes("runs/none/plan.json").await.unwrap_err();
+        assert!(err.to_string().contains("runs/none/plan.json"), "{err}");
+    }
+}

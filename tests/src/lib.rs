@@ -1,0 +1,145 @@
+//! Shared helpers of pgferry's integration tests: the RDS-like test bed and a NAT-like middlebox.
+//!
+//! The test bed (`scripts/testbed up`) runs two PostgreSQL servers that behave like RDS: TLS only,
+//! a master user that is not a superuser, RDS-internal roles. Its URLs come from the environment
+//! or, when the variables are not exported, from the file `testbed up` writes. Every test creates
+//! its own databases with unique names.
+
+pub mod middlebox;
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use pgferry_core::pg::{self, ConnSpec, Session};
+use tokio_postgres::Client;
+
+/// The test bed's variables.
+#[derive(Debug)]
+pub struct Testbed {
+    vars: HashMap<String, String>,
+}
+
+/// Which server of the test bed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Server {
+    Source,
+    Target,
+}
+
+const KEYS: [&str; 8] = [
+    "PGFERRY_TEST_SOURCE_URL",
+    "PGFERRY_TEST_TARGET_URL",
+    "PGFERRY_TEST_SOURCE_ADMIN_URL",
+    "PGFERRY_TEST_TARGET_ADMIN_URL",
+    "PGFERRY_TEST_CA",
+    "PGFERRY_TEST_SOURCE_PORT",
+    "PGFERRY_TEST_TARGET_PORT",
+    "PGFERRY_TEST_PG_BIN",
+];
+
+/// The running test bed; panics with instructions when it is not up.
+pub fn testbed() -> &'static Testbed {
+    static BED: OnceLock<Testbed> = OnceLock::new();
+    BED.get_or_init(|| {
+        let mut vars: HashMap<String, String> =
+            KEYS.iter().filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v))).collect();
+        if vars.len() < KEYS.len() {
+            let dir = std::env::var("PGFERRY_TESTBED_DIR").unwrap_or_else(|_| "/tmp/pgferry-testbed".to_string());
+            let path = format!("{dir}/testbed.env");
+            let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+                panic!("the test bed is not up ({path}: {e}); run `scripts/testbed up` or `scripts/test`")
+            });
+            for line in text.lines() {
+                if let Some((k, v)) = line.split_once('=') {
+                    vars.entry(k.trim().to_string()).or_insert_with(|| v.trim().to_string());
+                }
+            }
+        }
+        for k in KEYS {
+            assert!(vars.contains_key(k), "test bed variable {k} is missing");
+        }
+        Testbed { vars }
+    })
+}
+
+impl Testbed {
+    pub fn var(&self, key: &str) -> &str {
+        &self.vars[key]
+    }
+
+    fn url_key(server: Server, admin: bool) -> &'static str {
+        match (server, admin) {
+            (Server::Source, false) => "PGFERRY_TEST_SOURCE_URL",
+            (Server::Target, false) => "PGFERRY_TEST_TARGET_URL",
+            (Server::Source, true) => "PGFERRY_TEST_SOURCE_ADMIN_URL",
+            (Server::Target, true) => "PGFERRY_TEST_TARGET_ADMIN_URL",
+        }
+    }
+
+    /// The master user's URL for database `db`.
+    pub fn url(&self, server: Server, db: &str) -> String {
+        with_db(self.var(Self::url_key(server, false)), db)
+    }
+
+    /// The bootstrap superuser's URL (test setup only; pgferry never gets it).
+    pub fn admin_url(&self, server: Server, db: &str) -> String {
+        with_db(self.var(Self::url_key(server, true)), db)
+    }
+
+    pub fn ca(&self) -> &str {
+        self.var("PGFERRY_TEST_CA")
+    }
+
+    pub fn port(&self, server: Server) -> u16 {
+        let key = if server == Server::Source { "PGFERRY_TEST_SOURCE_PORT" } else { "PGFERRY_TEST_TARGET_PORT" };
+        self.var(key).parse().expect("port")
+    }
+
+    /// Path of a PostgreSQL program of the test bed's version.
+    pub fn pg_bin(&self, program: &str) -> String {
+        format!("{}/{program}", self.var("PGFERRY_TEST_PG_BIN"))
+    }
+}
+
+/// Replaces the database of a test bed URL (`…/postgres?…`).
+fn with_db(url: &str, db: &str) -> String {
+    let encoded: String = db
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    url.replacen("/postgres?", &format!("/{encoded}?"), 1)
+}
+
+/// A unique, valid database name for one test.
+pub fn unique_name(prefix: &str) -> String {
+    format!("{prefix}_{:08x}", rand::random::<u32>())
+}
+
+/// Connects with pgferry's own connect to a URL.
+pub async fn connect(url: &str) -> Client {
+    let spec = ConnSpec::parse(url).expect("test bed URL");
+    pg::connect(&spec, &Session::new("test", "test")).await.expect("connect to the test bed")
+}
+
+/// Creates a database owned by the master user of `server` and returns its name.
+pub async fn create_db(server: Server, prefix: &str) -> String {
+    let name = unique_name(prefix);
+    let master = connect(&testbed().url(server, "postgres")).await;
+    master.batch_execute(&format!("CREATE DATABASE {}", pg::quote_ident(&name))).await.expect("create database");
+    name
+}
+
+/// Drops a test database if it exists, closing its sessions.
+pub async fn drop_db(server: Server, name: &str) {
+    let admin = connect(&testbed().admin_url(server, "postgres")).await;
+    admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", pg::quote_ident(name)))
+        .await
+        .expect("drop database");
+}
