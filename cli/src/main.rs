@@ -7,7 +7,7 @@
 
 mod summary;
 
-use std::io::Read;
+use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -212,10 +212,21 @@ fn work_states(definition: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Prints a line per finished phase (and retries) and remembers each phase's duration.
+/// Prints a line per finished phase (and retries) and remembers each phase's duration. On a
+/// terminal, a live counter of finished chunks is redrawn in place while a Map state runs.
 fn progress_observer(work: Vec<String>, phases: Arc<Mutex<Vec<Phase>>>) -> Arc<dyn Fn(&Event) + Send + Sync> {
+    let live = std::io::stderr().is_terminal();
+    let done = std::sync::atomic::AtomicUsize::new(0);
     Arc::new(move |event: &Event| match event {
+        Event::StateExited { name, map_index: Some(_), ok: true, .. } if live => {
+            let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            eprint!("\r\x1b[2K  ⋯ {name}: {n} done");
+        }
         Event::StateExited { name, map_index: None, elapsed, ok } if work.contains(name) => {
+            if live {
+                done.store(0, std::sync::atomic::Ordering::Relaxed);
+                eprint!("\r\x1b[2K");
+            }
             eprintln!("  {} {name} ({})", if *ok { "✓" } else { "✗" }, summary::human_duration(*elapsed));
             if let Ok(mut p) = phases.lock() {
                 p.push(Phase::new(name, *elapsed, *ok));

@@ -114,6 +114,23 @@ async fn run_copies_pgbench_scale_10_into_a_missing_database_equal_with_keys() {
     assert_eq!(source_constraints.iter().filter(|c| c.1 == "p").count(), 3, "{source_constraints:?}");
     assert!(source_constraints.iter().filter(|c| c.1 == "f").count() >= 4, "{source_constraints:?}");
 
+    // The single-step commands on the same pair.
+    let job = job.to_str().unwrap();
+    let out = pgferry(&["plan", job], &dir);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"public\".\"pgbench_accounts\""));
+    let out = pgferry(&["preflight", job], &dir);
+    assert_eq!(out.status.code(), Some(1), "a populated target must fail preflight");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("FAIL target-empty"));
+    let out = pgferry(&["verify", job], &dir);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("4 tables equal"));
+    target.batch_execute("UPDATE pgbench_branches SET bbalance = bbalance + 1 WHERE bid = 1").await.unwrap();
+    let out = pgferry(&["verify", job], &dir);
+    assert_eq!(out.status.code(), Some(1), "one changed value must fail verification");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.lines().any(|l| l.contains("pgbench_branches") && l.contains("DIFFERS")), "{stdout}");
+
     drop(target);
     drop_db(Server::Target, &target_db).await;
     drop_db(Server::Source, &source_db).await;

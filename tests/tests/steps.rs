@@ -1,0 +1,113 @@
+//! Steps called directly, as a retrying state machine would call them: a retried step must never
+//! duplicate or lose anything (RDS-CASES T40, T60).
+
+use pgferry_core::context::{Credentials, StepContext};
+use pgferry_core::job::Job;
+use pgferry_core::step::{ChunkInput, SchemaRequest, StepInput};
+use pgferry_core::store::ArtifactStore;
+use pgferry_core::{copy, plan, schema};
+use pgferry_tests::{Server, connect, create_db, drop_db, testbed, unique_name};
+
+async fn setup(prefix: &str) -> (StepContext, StepInput, String, String) {
+    let source_db = create_db(Server::Source, prefix).await;
+    let source = connect(&testbed().url(Server::Source, &source_db)).await;
+    source
+        .batch_execute(
+            "CREATE TABLE items (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, name text, \
+                                 price numeric, total numeric GENERATED ALWAYS AS (price * 2) STORED); \
+             INSERT INTO items (name, price) SELECT 'item ' || g, g FROM generate_series(1, 1000) g; \
+             INSERT INTO items (name, price) VALUES (NULL, 0), ('', 0);",
+        )
+        .await
+        .unwrap();
+    let target_db = unique_name(&format!("{prefix}_dst"));
+    let job = Job::from_json(
+        &serde_json::json!({
+            "source": {"url": testbed().url(Server::Source, &source_db)},
+            "target": {"url": testbed().url(Server::Target, &target_db)}
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let mut credentials = Credentials::default();
+    let job = credentials.take_from(&job).unwrap();
+    let store = ArtifactStore::local(std::env::temp_dir().join(unique_name("pgferry-steps")));
+    let ctx = StepContext::new(store, credentials);
+    let input = StepInput { job, run_id: unique_name("run") };
+    (ctx, input, source_db, target_db)
+}
+
+async fn cleanup(source_db: &str, target_db: &str) {
+    drop_db(Server::Target, target_db).await;
+    drop_db(Server::Source, source_db).await;
+}
+
+#[tokio::test]
+async fn t40_retried_chunk_is_committed_exactly_once() {
+    let (ctx, input, source_db, target_db) = setup("t40").await;
+    schema::handle(&ctx, SchemaRequest::Globals(input.clone())).await.unwrap();
+    schema::handle(&ctx, SchemaRequest::PreData(input.clone())).await.unwrap();
+    let plan = plan::build(&ctx, &input).await.unwrap();
+    assert_eq!(plan.chunks.len(), 1);
+    assert_eq!(plan.chunks[0].columns, vec!["id", "name", "price"], "generated columns are not copied (T30)");
+    let chunk = ChunkInput { job: input.job.clone(), run_id: input.run_id.clone(), chunk: plan.chunks[0].clone() };
+
+    let first = copy::copy_chunk(&ctx, &chunk).await.unwrap();
+    assert_eq!(first.rows, 1002);
+    assert!(!first.already_committed);
+    let again = copy::copy_chunk(&ctx, &chunk).await.unwrap();
+    assert!(again.already_committed, "the ledger must stop a second copy");
+    assert_eq!(again.rows, 1002);
+
+    let target = connect(&testbed().url(Server::Target, &target_db)).await;
+    let row = target
+        .query_one(
+            "SELECT count(*), count(*) FILTER (WHERE name IS NULL), count(*) FILTER (WHERE name = ''), \
+                    sum(total)::text FROM items",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 1002);
+    assert_eq!(row.get::<_, i64>(1), 1, "NULL stays NULL");
+    assert_eq!(row.get::<_, i64>(2), 1, "'' stays ''");
+    assert_eq!(row.get::<_, String>(3), "1001000", "generated columns are computed again on the target");
+    drop(target);
+    cleanup(&source_db, &target_db).await;
+}
+
+#[tokio::test]
+async fn t60_a_retried_schema_section_is_applied_once() {
+    let (ctx, input, source_db, target_db) = setup("t60").await;
+    schema::handle(&ctx, SchemaRequest::Globals(input.clone())).await.unwrap();
+    let first = schema::pre_data(&ctx, &input).await.unwrap();
+    let second = schema::pre_data(&ctx, &input).await.unwrap();
+    assert_eq!(first, second, "the retry finds the section applied and changes nothing");
+    let target = connect(&testbed().url(Server::Target, &target_db)).await;
+    let n: i64 = target
+        .query_one("SELECT count(*) FROM pgferry.applied_sections WHERE run_id = $1", &[&input.run_id])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+    drop(target);
+    cleanup(&source_db, &target_db).await;
+}
+
+#[tokio::test]
+async fn a_failing_schema_statement_is_named_and_leaves_nothing_applied() {
+    let (ctx, input, source_db, target_db) = setup("applyfail").await;
+    schema::handle(&ctx, SchemaRequest::Globals(input.clone())).await.unwrap();
+    // A table of the same name in the target makes the dump's CREATE TABLE fail half-way.
+    let target = connect(&testbed().url(Server::Target, &target_db)).await;
+    target.batch_execute("CREATE TABLE items (x int)").await.unwrap();
+    let err = schema::pre_data(&ctx, &input).await.unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("pre-data statement") && msg.contains("42P07") && msg.contains("CREATE TABLE"), "{msg}");
+    assert_eq!(err.kind().step_error_name(), "Pgferry.SchemaFailed");
+    let bookkeeping: bool =
+        target.query_one("SELECT to_regclass('pgferry.applied_sections') IS NULL", &[]).await.unwrap().get(0);
+    assert!(bookkeeping, "the failed section rolled back entirely, bookkeeping included");
+    drop(target);
+    cleanup(&source_db, &target_db).await;
+}
