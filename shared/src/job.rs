@@ -17,7 +17,15 @@ pub struct Job {
     pub target: Endpoint,
     #[serde(default)]
     pub mode: Mode,
+    /// How many chunks are copied or verified at once (the Map states' `MaxConcurrency`).
+    /// Default: [`DEFAULT_MAX_CONCURRENCY`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
 }
+
+/// Default number of chunks in flight: enough to keep a 2-vCPU instance busy on both ends
+/// without crowding `max_connections` (each chunk holds one connection per side).
+pub const DEFAULT_MAX_CONCURRENCY: u32 = 4;
 
 /// One side of the job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
