@@ -45,6 +45,10 @@ enum Command {
         /// Execution name (default: a new `run-…` id).
         #[arg(long)]
         run_id: Option<String>,
+        /// Give each task invocation this many seconds, as Lambda's timeout does (default: no
+        /// limit). Copy tasks stop between slices in time and are invoked again.
+        #[arg(long, value_name = "SECONDS")]
+        task_timeout: Option<u64>,
     },
     /// Run the preflight checks only (reads both sides, writes nothing).
     Preflight { job: String },
@@ -82,9 +86,10 @@ fn main() -> ExitCode {
 async fn dispatch(cli: Cli) -> Result<ExitCode, Error> {
     let store = ArtifactStore::local(&cli.store);
     match cli.command {
-        Command::Run { job, report, run_id } => {
+        Command::Run { job, report, run_id, task_timeout } => {
             let (ctx, job) = load(&job, store)?;
-            run(ctx, job, report, run_id.unwrap_or_else(new_run_id)).await
+            let budget = task_timeout.map(std::time::Duration::from_secs);
+            run(ctx, job, report, run_id.unwrap_or_else(new_run_id), budget).await
         }
         Command::Preflight { job } => {
             let (ctx, job) = load(&job, store)?;
@@ -104,10 +109,22 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Error> {
         }
         Command::Plan { job } => {
             let (ctx, job) = load(&job, store)?;
-            let plan = plan::build(&ctx, &StepInput { job, run_id: new_run_id() }).await?;
-            println!("{:<10} {:<48} {:>14}", "chunk", "table", "est. bytes");
+            let plan =
+                plan::build(&ctx, &StepInput { job, run_id: new_run_id() }, plan::PlanOptions::default()).await?;
+            println!("{:<10} {:<48} {:>7} {:<7} {:>14}", "chunk", "table", "slices", "format", "est. bytes");
             for c in &plan.chunks {
-                println!("{:<10} {:<48} {:>14}", c.id, c.table.to_string(), c.estimated_bytes);
+                let format = format!("{:?}", c.format).to_lowercase();
+                println!(
+                    "{:<10} {:<48} {:>7} {:<7} {:>14}",
+                    c.id,
+                    c.table.to_string(),
+                    c.slices.len(),
+                    format,
+                    c.estimated_bytes
+                );
+            }
+            for note in &plan.notes {
+                println!("note: {note}");
             }
             for (name, why) in &plan.skipped {
                 println!("{:<10} {:<48} {why}", "skipped", name.to_string());
@@ -162,7 +179,13 @@ fn rand_suffix() -> u16 {
     (nanos ^ std::process::id().rotate_left(16)) as u16
 }
 
-async fn run(ctx: StepContext, job: Job, report_file: Option<PathBuf>, run_id: String) -> Result<ExitCode, Error> {
+async fn run(
+    ctx: StepContext,
+    job: Job,
+    report_file: Option<PathBuf>,
+    run_id: String,
+    task_budget: Option<std::time::Duration>,
+) -> Result<ExitCode, Error> {
     let machine = StateMachine::parse(runner::DEFINITION, &runner::local_substitutions())
         .map_err(|e| Error::Internal(format!("state machine definition: {e}")))?;
     let input = serde_json::to_value(&job).map_err(|e| Error::Internal(e.to_string()))?;
@@ -170,7 +193,7 @@ async fn run(ctx: StepContext, job: Job, report_file: Option<PathBuf>, run_id: S
     let observer = progress_observer(work_states(runner::DEFINITION), Arc::clone(&phases));
     let store = ctx.store.clone();
     eprintln!("pgferry: run {run_id}");
-    let env = Arc::new(LocalEnvironment::new(ctx));
+    let env = Arc::new(LocalEnvironment::new(ctx).with_task_budget(task_budget));
     let outcome = Execution::new(&machine, env, run_id.clone())
         .with_observer(observer)
         .run(input)
@@ -245,7 +268,7 @@ async fn verify_only(ctx: StepContext, job: Job, report_file: Option<PathBuf>) -
     let started = std::time::Instant::now();
     plan::run(&ctx, &input).await?;
     let plan: plan::Plan = ctx.store.get_json(&keys::plan(&input.run_id)).await?;
-    let mut pending = plan.chunks.clone();
+    let mut pending = plan.verify_items.clone();
     while !pending.is_empty() {
         let batch: Vec<_> = pending.drain(..pending.len().min(4)).collect();
         let jobs = batch.into_iter().map(|chunk| {

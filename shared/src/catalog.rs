@@ -22,6 +22,7 @@ const USER_RELATION: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Relation {
+    pub oid: u32,
     pub name: QualifiedName,
     /// `r` table, `p` partitioned table, `m` materialized view, `f` foreign table.
     pub kind: String,
@@ -31,30 +32,80 @@ pub struct Relation {
     pub columns: Vec<String>,
     /// Heap + indexes + TOAST.
     pub total_bytes: u64,
+    /// Heap + TOAST: what a copy moves.
+    pub table_bytes: u64,
+    /// Current heap size in pages.
+    pub pages: u64,
+    /// True when every copied column's binary COPY form is free of cluster-specific type OIDs:
+    /// the column's type, its element type, its domain base type and the base's element type are
+    /// all built in (RDS-CASES T32).
+    pub binary_safe: bool,
 }
+
+/// First OID of objects created after initdb: types below it are built in and have the same OID
+/// on every cluster.
+const FIRST_NORMAL_OBJECT_ID: u32 = 16384;
 
 /// Tables, partitioned tables, materialized views and foreign tables of the current database.
 pub async fn relations(client: &Client) -> Result<Vec<Relation>> {
     let sql = format!(
-        "SELECT n.nspname::text, c.relname::text, c.relkind::text, c.relpersistence::text, \
-                pg_total_relation_size(c.oid)::bigint, \
+        "SELECT c.oid, n.nspname::text, c.relname::text, c.relkind::text, c.relpersistence::text, \
+                pg_total_relation_size(c.oid)::bigint, pg_table_size(c.oid)::bigint, \
+                (pg_relation_size(c.oid) / current_setting('block_size')::bigint)::bigint, \
                 (SELECT coalesce(array_agg(a.attname::text ORDER BY a.attnum), '{{}}') FROM pg_attribute a \
+                  WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''), \
+                (SELECT coalesce(bool_and(t.oid < {FIRST_NORMAL_OBJECT_ID} \
+                                          AND coalesce(e.oid, 0) < {FIRST_NORMAL_OBJECT_ID} \
+                                          AND coalesce(b.oid, 0) < {FIRST_NORMAL_OBJECT_ID} \
+                                          AND coalesce(be.oid, 0) < {FIRST_NORMAL_OBJECT_ID}), true) \
+                   FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
+                   LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typelem <> 0 \
+                   LEFT JOIN pg_type b ON b.oid = t.typbasetype AND t.typbasetype <> 0 \
+                   LEFT JOIN pg_type be ON be.oid = b.typelem AND b.typelem <> 0 \
                   WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '') \
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
          WHERE c.relkind IN ('r', 'p', 'm', 'f') AND {USER_RELATION} \
          ORDER BY c.oid"
     );
     let rows = client.query(&sql, &[]).await.map_err(|e| Error::db("list relations", e))?;
+    let size = |v: i64| u64::try_from(v).unwrap_or(0);
     Ok(rows
         .iter()
         .map(|r| Relation {
-            name: QualifiedName::new(r.get::<_, String>(0), r.get::<_, String>(1)),
-            kind: r.get(2),
-            persistence: r.get(3),
-            total_bytes: u64::try_from(r.get::<_, i64>(4)).unwrap_or(0),
-            columns: r.get(5),
+            oid: r.get(0),
+            name: QualifiedName::new(r.get::<_, String>(1), r.get::<_, String>(2)),
+            kind: r.get(3),
+            persistence: r.get(4),
+            total_bytes: size(r.get(5)),
+            table_bytes: size(r.get(6)),
+            pages: size(r.get(7)),
+            columns: r.get(8),
+            binary_safe: r.get(9),
         })
         .collect())
+}
+
+/// The columns (name, SQL type) of a table's primary key or, without one, of a valid, non-partial
+/// unique index on plain NOT NULL columns; empty when the table has no usable key.
+pub async fn key_columns(client: &Client, oid: u32) -> Result<Vec<(String, String)>> {
+    let rows = client
+        .query(
+            "WITH candidates AS ( \
+                SELECT i.indexrelid, i.indisprimary, i.indkey::int2[] AS cols, i.indnkeyatts AS nkeys FROM pg_index i \
+                 WHERE i.indrelid = $1 AND i.indisunique AND i.indisvalid AND i.indpred IS NULL \
+                   AND i.indexprs IS NULL \
+                   AND NOT EXISTS (SELECT 1 FROM unnest(i.indkey::int2[]) k(attnum) \
+                                   JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
+                                   WHERE NOT a.attnotnull) \
+                 ORDER BY i.indisprimary DESC, i.indnatts, i.indexrelid LIMIT 1) \
+             SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) \
+               FROM candidates c, unnest(c.cols) WITH ORDINALITY k(attnum, ord) \
+               JOIN pg_attribute a ON a.attrelid = $1 AND a.attnum = k.attnum WHERE k.ord <= c.nkeys ORDER BY k.ord",
+            &[&oid],
+        )
+        .await
+        .map_err(|e| Error::db("read table key", e))?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
 /// Sequences of the current database (including those owned by serial and identity columns).

@@ -1,65 +1,168 @@
 //! Copying a chunk: source `COPY … TO STDOUT` streamed into target `COPY … FROM STDIN`.
 //!
-//! Rows are never decoded: COPY buffers go from one socket to the other with constant memory.
-//! Exactly once: the chunk's ledger row is written in the same transaction as its rows, a retry
-//! reads the ledger first, and a half-done chunk disappears with its rolled-back transaction
-//! (RDS-CASES T40). A whole-table chunk truncates first, which also makes `COPY FREEZE` legal.
+//! Rows are never decoded: COPY buffers go from one socket to the other, so memory stays flat
+//! whatever the table's size. Exactly once: each slice of a chunk is loaded in its own target
+//! transaction together with its ledger row; an invocation first reads the ledger and skips
+//! committed slices, and a half-loaded slice disappears with its rolled-back transaction
+//! (RDS-CASES T40). A whole-table slice truncates first, which also makes `COPY FREEZE` legal.
+//! The step takes a deadline: rather than be killed by Lambda's 15-minute limit mid-slice, it
+//! stops between slices and returns `done: false`, and the state machine invokes it again (T35).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, TryStreamExt, pin_mut};
+use tokio_postgres::Client;
 
 use crate::context::StepContext;
 use crate::error::{Error, Result};
 use crate::job::Side;
 use crate::pg::quote_ident;
+use crate::plan::slice_predicate;
 use crate::schema::to_value;
-use crate::step::{ChunkInput, CopyChunkOutput, CopyRequest, keys};
+use crate::step::{Chunk, ChunkInput, CopyChunkOutput, CopyFormat, CopyRequest, Slice, keys};
 
-/// Entry point of the copy function.
-pub async fn handle(ctx: &StepContext, request: CopyRequest) -> Result<serde_json::Value> {
+/// The chunk ledger on the target: one row per committed slice, written in the slice's
+/// transaction. Created with pgferry's other bookkeeping before any data is loaded.
+pub const LEDGER_DDL: &str = "CREATE TABLE IF NOT EXISTS pgferry.copied_chunks (run_id text NOT NULL, \
+     chunk_id text NOT NULL, slice integer NOT NULL, table_schema text NOT NULL, table_name text NOT NULL, \
+     rows bigint NOT NULL, bytes bigint NOT NULL, committed_at timestamptz NOT NULL DEFAULT now(), \
+     PRIMARY KEY (run_id, chunk_id, slice))";
+
+/// Time kept in reserve at the end of an invocation: committing, writing the result, returning.
+const DEADLINE_RESERVE: Duration = Duration::from_secs(20);
+/// Throughput assumed for the first slice of an invocation, before one has been measured.
+const ASSUMED_BYTES_PER_SEC: f64 = 10.0 * 1024.0 * 1024.0;
+
+/// Entry point of the copy function. `deadline` is when the invocation is killed (Lambda's
+/// remaining time); `None` means no limit.
+pub async fn handle(ctx: &StepContext, request: CopyRequest, deadline: Option<Instant>) -> Result<serde_json::Value> {
     Ok(match request {
         CopyRequest::Plan(input) => to_value(crate::plan::run(ctx, &input).await?),
-        CopyRequest::CopyChunk(input) => to_value(copy_chunk(ctx, &input).await?),
+        CopyRequest::CopyChunk(input) => to_value(copy_chunk(ctx, &input, deadline).await?),
+        CopyRequest::LargeObjects(input) => to_value(crate::lobs::copy_all(ctx, &input).await?),
     })
 }
 
-/// `("a", "b")`: the explicit column list used on both ends (generated columns excluded, T30).
+/// `"a", "b"`: the explicit column list used on both ends (generated columns excluded, T30).
 pub fn column_list(columns: &[String]) -> String {
     columns.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ")
 }
 
-/// Copies one chunk exactly once.
+fn format_option(format: CopyFormat) -> &'static str {
+    match format {
+        CopyFormat::Binary => "FORMAT binary",
+        CopyFormat::Text => "FORMAT text",
+    }
+}
+
+/// The source side of a slice.
+pub fn copy_out_sql(chunk: &Chunk, slice: &Slice) -> String {
+    let (table, cols, fmt) = (&chunk.table, column_list(&chunk.columns), format_option(chunk.format));
+    match slice_predicate(&chunk.key, slice) {
+        None => format!("COPY {table} ({cols}) TO STDOUT ({fmt})"),
+        Some(pred) => format!("COPY (SELECT {cols} FROM ONLY {table} WHERE {pred}) TO STDOUT ({fmt})"),
+    }
+}
+
+/// The target side of a slice; a whole table is truncated in the same transaction, so FREEZE.
+pub fn copy_in_sql(chunk: &Chunk, slice: &Slice) -> String {
+    let (table, cols, fmt) = (&chunk.table, column_list(&chunk.columns), format_option(chunk.format));
+    let freeze = if matches!(slice, Slice::Whole) { ", FREEZE" } else { "" };
+    format!("COPY {table} ({cols}) FROM STDIN ({fmt}{freeze})")
+}
+
+/// Copies a chunk's remaining slices, exactly once each, until done or out of time.
 #[tracing::instrument(skip_all, fields(chunk = %input.chunk.id, table = %input.chunk.table))]
-pub async fn copy_chunk(ctx: &StepContext, input: &ChunkInput) -> Result<CopyChunkOutput> {
+pub async fn copy_chunk(ctx: &StepContext, input: &ChunkInput, deadline: Option<Instant>) -> Result<CopyChunkOutput> {
     let started = Instant::now();
     let chunk = &input.chunk;
     let mut target = ctx.connect(&input.job, Side::Target, "copy", &input.run_id).await?;
-    let tx = target.transaction().await.map_err(|e| Error::db("begin copy transaction", e))?;
-    let done = tx
-        .query_opt(
-            "SELECT rows, bytes FROM pgferry.copied_chunks WHERE run_id = $1 AND chunk_id = $2",
-            &[&input.run_id, &chunk.id],
+    let committed = ledger(&target, &input.run_id, &chunk.id).await?;
+    let (mut rows, mut bytes) = committed.iter().fold((0, 0), |(r, b), (_, sr, sb)| (r + sr, b + sb));
+    let mut done_slices: Vec<usize> = committed.iter().map(|(i, _, _)| *i).collect();
+    let already_committed = done_slices.len() == chunk.slices.len();
+    let mut source: Option<Client> = None;
+    let mut rate = ASSUMED_BYTES_PER_SEC;
+    let slice_estimate = chunk.estimated_bytes as f64 / chunk.slices.len().max(1) as f64;
+
+    for (index, slice) in chunk.slices.iter().enumerate() {
+        if done_slices.contains(&index) {
+            continue;
+        }
+        // Every invocation copies at least one slice, so a re-invoked chunk always progresses.
+        let copied_now = done_slices.len() > committed.len();
+        if let (Some(deadline), true) = (deadline, copied_now) {
+            let needed = Duration::from_secs_f64(1.5 * slice_estimate / rate) + DEADLINE_RESERVE;
+            if deadline.saturating_duration_since(Instant::now()) < needed {
+                tracing::info!(slice = index, "not enough time left for the next slice; returning to be re-invoked");
+                break;
+            }
+        }
+        if source.is_none() {
+            source = Some(ctx.connect(&input.job, Side::Source, "copy", &input.run_id).await?);
+        }
+        let Some(source_client) = source.as_ref() else { continue };
+        let slice_started = Instant::now();
+        let (slice_rows, slice_bytes) = copy_slice(source_client, &mut target, input, index, slice).await?;
+        let secs = slice_started.elapsed().as_secs_f64();
+        if secs > 0.05 && slice_bytes > 0 {
+            rate = slice_bytes as f64 / secs;
+        }
+        rows += slice_rows;
+        bytes += slice_bytes;
+        done_slices.push(index);
+    }
+
+    let output = CopyChunkOutput {
+        chunk_id: chunk.id.clone(),
+        table: chunk.table.clone(),
+        done: done_slices.len() == chunk.slices.len(),
+        slices: chunk.slices.len(),
+        slices_done: done_slices.len(),
+        rows,
+        bytes,
+        elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        already_committed,
+    };
+    ctx.store.put_json(&keys::copy(&input.run_id, &chunk.id), &output).await?;
+    tracing::info!(rows, bytes, done = output.done, elapsed_ms = output.elapsed_ms, "chunk copied");
+    Ok(output)
+}
+
+/// Committed slices of a chunk: `(slice, rows, bytes)`.
+async fn ledger(target: &Client, run_id: &str, chunk_id: &str) -> Result<Vec<(usize, u64, u64)>> {
+    let rows = target
+        .query(
+            "SELECT slice, rows, bytes FROM pgferry.copied_chunks WHERE run_id = $1 AND chunk_id = $2",
+            &[&run_id, &chunk_id],
         )
         .await
         .map_err(|e| Error::db("read chunk ledger", e))?;
-    if let Some(row) = done {
-        let output = CopyChunkOutput {
-            chunk_id: chunk.id.clone(),
-            table: chunk.table.clone(),
-            rows: u64::try_from(row.get::<_, i64>(0)).unwrap_or(0),
-            bytes: u64::try_from(row.get::<_, i64>(1)).unwrap_or(0),
-            elapsed_ms: 0,
-            already_committed: true,
-        };
-        ctx.store.put_json(&keys::copy(&input.run_id, &chunk.id), &output).await?;
-        return Ok(output);
-    }
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let n = |i: usize| u64::try_from(r.get::<_, i64>(i)).unwrap_or(0);
+            (usize::try_from(r.get::<_, i32>(0)).unwrap_or(usize::MAX), n(1), n(2))
+        })
+        .collect())
+}
 
+/// Loads one slice in one target transaction, ledger row included.
+async fn copy_slice(
+    source: &Client,
+    target: &mut Client,
+    input: &ChunkInput,
+    index: usize,
+    slice: &Slice,
+) -> Result<(u64, u64)> {
+    let chunk = &input.chunk;
     let table = &chunk.table;
-    let columns = column_list(&chunk.columns);
-    tx.batch_execute(&format!("TRUNCATE ONLY {table}")).await.map_err(|e| Error::db(format!("truncate {table}"), e))?;
-    let source = ctx.connect(&input.job, Side::Source, "copy", &input.run_id).await?;
+    let tx = target.transaction().await.map_err(|e| Error::db("begin copy transaction", e))?;
+    if matches!(slice, Slice::Whole) {
+        tx.batch_execute(&format!("TRUNCATE ONLY {table}"))
+            .await
+            .map_err(|e| Error::db(format!("truncate {table}"), e))?;
+    }
     let (rows, bytes) = if chunk.columns.is_empty() {
         // COPY needs a column; a table without columns can still hold rows.
         let n: i64 = source
@@ -73,11 +176,11 @@ pub async fn copy_chunk(ctx: &StepContext, input: &ChunkInput) -> Result<CopyChu
         (u64::try_from(n).unwrap_or(0), 0)
     } else {
         let out = source
-            .copy_out(&format!("COPY {table} ({columns}) TO STDOUT"))
+            .copy_out(&copy_out_sql(chunk, slice))
             .await
             .map_err(|e| Error::db(format!("start reading {table}"), e))?;
         let sink = tx
-            .copy_in::<_, bytes::Bytes>(&format!("COPY {table} ({columns}) FROM STDIN WITH (FREEZE)"))
+            .copy_in::<_, bytes::Bytes>(&copy_in_sql(chunk, slice))
             .await
             .map_err(|e| Error::db(format!("start writing {table}"), e))?;
         pin_mut!(out);
@@ -90,24 +193,18 @@ pub async fn copy_chunk(ctx: &StepContext, input: &ChunkInput) -> Result<CopyChu
         let rows = sink.as_mut().finish().await.map_err(|e| Error::db(format!("finish writing {table}"), e))?;
         (rows, bytes)
     };
-    let (rows_i, bytes_i) = (i64::try_from(rows).unwrap_or(i64::MAX), i64::try_from(bytes).unwrap_or(i64::MAX));
+    let (slice_i, rows_i, bytes_i) = (
+        i32::try_from(index).unwrap_or(i32::MAX),
+        i64::try_from(rows).unwrap_or(i64::MAX),
+        i64::try_from(bytes).unwrap_or(i64::MAX),
+    );
     tx.execute(
-        "INSERT INTO pgferry.copied_chunks (run_id, chunk_id, table_schema, table_name, rows, bytes) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
-        &[&input.run_id, &chunk.id, &table.schema, &table.name, &rows_i, &bytes_i],
+        "INSERT INTO pgferry.copied_chunks (run_id, chunk_id, slice, table_schema, table_name, rows, bytes) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        &[&input.run_id, &chunk.id, &slice_i, &table.schema, &table.name, &rows_i, &bytes_i],
     )
     .await
-    .map_err(|e| Error::db("record chunk in ledger", e))?;
-    tx.commit().await.map_err(|e| Error::db(format!("commit chunk {}", chunk.id), e))?;
-    let output = CopyChunkOutput {
-        chunk_id: chunk.id.clone(),
-        table: table.clone(),
-        rows,
-        bytes,
-        elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-        already_committed: false,
-    };
-    ctx.store.put_json(&keys::copy(&input.run_id, &chunk.id), &output).await?;
-    tracing::info!(rows, bytes, elapsed_ms = output.elapsed_ms, "chunk copied");
-    Ok(output)
+    .map_err(|e| Error::db("record slice in ledger", e))?;
+    tx.commit().await.map_err(|e| Error::db(format!("commit slice {index} of chunk {}", chunk.id), e))?;
+    Ok((rows, bytes))
 }

@@ -11,6 +11,7 @@ pub mod context;
 pub mod copy;
 pub mod error;
 pub mod job;
+pub mod lobs;
 pub mod pg;
 pub mod plan;
 pub mod preflight;

@@ -1,39 +1,82 @@
-//! The plan: which relations are copied, in which chunks, and what is skipped and why.
+//! The plan: which relations are copied, in which chunks and slices, and what is skipped and why.
 //!
-//! This first planner makes one chunk per table (largest first, so the long poles start early);
-//! key-range and page-range chunks replace it later without changing the contract. Partitioned
-//! parents hold no rows and are skipped in favour of their leaves (RDS-CASES T36); materialized
-//! views are refreshed after post-data and foreign tables are skipped, both recorded (T37).
+//! Tables are cut by size (heap + TOAST, so a table of large `text`/`bytea` values is not mistaken
+//! for a small one) into *slices* of about [`PlanOptions::slice_bytes`], each loaded in its own
+//! transaction, and consecutive slices are grouped into *chunks*, the unit of a Map iteration.
+//! Key-range slices are cut at quantiles of the table's key (from `pg_stats` histogram bounds, or
+//! a sample of the key when there are no statistics), never uniformly between min and max, which
+//! would give one huge slice for a skewed key. Tables without a usable key are cut into heap page
+//! ranges read with TID range scans (PostgreSQL 14 and newer; older sources copy such a table in
+//! one slice, and the plan says so). Partitioned parents hold no rows and are skipped for their
+//! leaves (RDS-CASES T36); materialized views are refreshed after post-data and foreign tables
+//! skipped, both recorded (T37). Largest chunks are listed first so the long poles start early.
 
 use serde::{Deserialize, Serialize};
+use tokio_postgres::Client;
 
-use crate::catalog;
+use crate::catalog::{self, Relation};
 use crate::context::StepContext;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::job::Side;
-use crate::pg::QualifiedName;
-use crate::step::{Chunk, PlanOutput, StepInput, keys};
+use crate::pg::{QualifiedName, quote_ident, quote_literal};
+use crate::step::{Chunk, CopyFormat, KeyColumn, PlanOutput, Slice, StepInput, keys};
+
+/// Target size of one slice (one transaction on the target): small enough that a slice commits
+/// within a minute even on a slow link, large enough that per-transaction costs vanish.
+pub const DEFAULT_SLICE_BYTES: u64 = 32 * 1024 * 1024;
+/// Slices per chunk: one Map iteration copies this many slices, a few minutes of work at most.
+pub const DEFAULT_SLICES_PER_CHUNK: usize = 2;
+/// Key values sampled to cut a table without usable statistics.
+const SAMPLE_ROWS: u64 = 20_000;
+/// First server version with TID range scans (`ctid >= … AND ctid < …` without a full scan).
+const TID_RANGE_SCAN_VERSION_NUM: i32 = 140000;
+
+/// Sizing knobs of the planner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlanOptions {
+    pub slice_bytes: u64,
+    pub slices_per_chunk: usize,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        Self { slice_bytes: DEFAULT_SLICE_BYTES, slices_per_chunk: DEFAULT_SLICES_PER_CHUNK }
+    }
+}
 
 /// The full plan, stored at `runs/<run>/plan.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Plan {
     pub chunks: Vec<Chunk>,
+    /// What the verify Map iterates over: the key-range and whole-table chunks, and one
+    /// whole-table item per table cut into page ranges (pages differ between clusters).
+    pub verify_items: Vec<Chunk>,
     /// Unlogged tables: copied, but their contents are not crash-safe on the target either.
     pub unlogged: Vec<QualifiedName>,
     /// Refreshed in post-data instead of copied.
     pub materialized_views: Vec<QualifiedName>,
     /// Relations with no data of their own, with the reason.
     pub skipped: Vec<(QualifiedName, String)>,
+    /// Planning decisions a user should know about (fallbacks, keyless tables).
+    pub notes: Vec<String>,
     pub estimated_bytes: u64,
 }
 
 /// Reads the source catalog and plans the copy. Reads only the source.
-pub async fn build(ctx: &StepContext, input: &StepInput) -> Result<Plan> {
+pub async fn build(ctx: &StepContext, input: &StepInput, options: PlanOptions) -> Result<Plan> {
     let source = ctx.connect(&input.job, Side::Source, "plan", &input.run_id).await?;
+    let version = catalog::server_version_num(&source).await?;
     let relations = catalog::relations(&source).await?;
-    let mut plan =
-        Plan { chunks: vec![], unlogged: vec![], materialized_views: vec![], skipped: vec![], estimated_bytes: 0 };
+    let mut plan = Plan {
+        chunks: vec![],
+        verify_items: vec![],
+        unlogged: vec![],
+        materialized_views: vec![],
+        skipped: vec![],
+        notes: vec![],
+        estimated_bytes: 0,
+    };
     let mut tables = Vec::new();
     for rel in relations {
         match rel.kind.as_str() {
@@ -49,30 +92,279 @@ pub async fn build(ctx: &StepContext, input: &StepInput) -> Result<Plan> {
             _ => {}
         }
     }
-    tables.sort_by(|a, b| b.total_bytes.cmp(&a.total_bytes).then_with(|| a.name.cmp(&b.name)));
-    for (i, rel) in tables.into_iter().enumerate() {
-        plan.estimated_bytes += rel.total_bytes;
-        plan.chunks.push(Chunk {
-            id: format!("c{i:06}"),
-            table: rel.name,
-            columns: rel.columns,
-            estimated_bytes: rel.total_bytes,
-        });
+    let mut chunks = Vec::new();
+    let mut verify_items = Vec::new();
+    for rel in &tables {
+        plan.estimated_bytes += rel.table_bytes;
+        let (key, slices) = cut(&source, rel, version, options, &mut plan.notes).await?;
+        let format = if rel.binary_safe { CopyFormat::Binary } else { CopyFormat::Text };
+        let per_chunk = options.slices_per_chunk.max(1);
+        let slice_bytes = rel.table_bytes / slices.len().max(1) as u64;
+        let table_chunks: Vec<Chunk> = slices
+            .chunks(per_chunk)
+            .map(|group| Chunk {
+                id: String::new(),
+                table: rel.name.clone(),
+                columns: rel.columns.clone(),
+                format,
+                key: key.clone(),
+                slices: group.to_vec(),
+                estimated_bytes: slice_bytes * group.len() as u64,
+            })
+            .collect();
+        if table_chunks.iter().any(|c| matches!(c.slices[0], Slice::Pages { .. })) {
+            verify_items.push(Chunk {
+                id: String::new(),
+                table: rel.name.clone(),
+                columns: rel.columns.clone(),
+                format,
+                key: vec![],
+                slices: vec![Slice::Whole],
+                estimated_bytes: rel.table_bytes,
+            });
+        } else {
+            verify_items.extend(table_chunks.iter().cloned());
+        }
+        chunks.extend(table_chunks);
     }
+    // Largest first; ids follow that order and stay stable for the run.
+    chunks.sort_by(|a, b| b.estimated_bytes.cmp(&a.estimated_bytes).then_with(|| a.table.cmp(&b.table)));
+    for (i, c) in chunks.iter_mut().enumerate() {
+        c.id = format!("c{i:06}");
+    }
+    verify_items.sort_by(|a, b| b.estimated_bytes.cmp(&a.estimated_bytes).then_with(|| a.table.cmp(&b.table)));
+    for (i, c) in verify_items.iter_mut().enumerate() {
+        c.id = format!("v{i:06}");
+    }
+    plan.chunks = chunks;
+    plan.verify_items = verify_items;
     Ok(plan)
 }
 
-/// The plan step: builds the plan and stores it, with the chunk list the Map states read.
+/// Cuts one table into slices.
+async fn cut(
+    source: &Client,
+    rel: &Relation,
+    version: i32,
+    options: PlanOptions,
+    notes: &mut Vec<String>,
+) -> Result<(Vec<KeyColumn>, Vec<Slice>)> {
+    let wanted = rel.table_bytes.div_ceil(options.slice_bytes.max(1));
+    if wanted <= 1 || rel.columns.is_empty() {
+        return Ok((vec![], vec![Slice::Whole]));
+    }
+    let key: Vec<KeyColumn> = catalog::key_columns(source, rel.oid)
+        .await?
+        .into_iter()
+        .map(|(name, type_name)| KeyColumn { name, type_name })
+        .collect();
+    if key.is_empty() {
+        if version < TID_RANGE_SCAN_VERSION_NUM {
+            notes.push(format!(
+                "{} has no primary key or unique NOT NULL key and the source is older than PostgreSQL 14: \
+                 copied in one slice",
+                rel.name
+            ));
+            return Ok((vec![], vec![Slice::Whole]));
+        }
+        notes.push(format!("{} has no usable key: copied in heap page ranges, verified as a whole", rel.name));
+        let step = rel.pages.div_ceil(wanted).max(1);
+        let mut slices = Vec::new();
+        let mut first = 0;
+        while first < rel.pages {
+            let end = first + step;
+            // The last slice is open-ended: pages added since planning are not lost.
+            slices.push(Slice::Pages { first_page: first, end_page: (end < rel.pages).then_some(end) });
+            first = end;
+        }
+        return Ok((vec![], slices));
+    }
+    let bounds = quantile_bounds(source, rel, &key, wanted).await?;
+    if bounds.is_empty() {
+        return Ok((vec![], vec![Slice::Whole]));
+    }
+    let mut slices = Vec::with_capacity(bounds.len() + 1);
+    let mut lower = None;
+    for b in bounds {
+        slices.push(Slice::KeyRange { lower: lower.clone(), upper: Some(b.clone()) });
+        lower = Some(b);
+    }
+    slices.push(Slice::KeyRange { lower, upper: None });
+    Ok((key, slices))
+}
+
+/// `wanted - 1` cut points of the key, each a vector of the key columns' text forms, strictly
+/// increasing. From the histogram of a single-column key when the statistics have one, else from
+/// a sample of the key.
+async fn quantile_bounds(source: &Client, rel: &Relation, key: &[KeyColumn], wanted: u64) -> Result<Vec<Vec<String>>> {
+    let mut points: Vec<Vec<String>> = Vec::new();
+    if let [single] = key {
+        let row = source
+            .query_opt(
+                "SELECT histogram_bounds::text::text[] FROM pg_stats \
+                 WHERE schemaname = $1 AND tablename = $2 AND attname = $3 AND NOT inherited",
+                &[&rel.name.schema, &rel.name.name, &single.name],
+            )
+            .await
+            .map_err(|e| Error::db(format!("read statistics of {}", rel.name), e))?;
+        if let Some(Some(bounds)) = row.map(|r| r.get::<_, Option<Vec<String>>>(0)) {
+            points = bounds.into_iter().map(|b| vec![b]).collect();
+        }
+    }
+    if points.len() < 2 {
+        let percent = (100.0 * SAMPLE_ROWS as f64 / (rel.pages.max(1) as f64 * 50.0)).clamp(0.01, 100.0);
+        let cols: Vec<String> = key.iter().map(|k| quote_ident(&k.name)).collect();
+        let texts: Vec<String> = cols.iter().map(|c| format!("{c}::text")).collect();
+        let sql = format!(
+            "SELECT {} FROM ONLY {} TABLESAMPLE SYSTEM ({percent}) REPEATABLE (7) ORDER BY {}",
+            texts.join(", "),
+            rel.name,
+            cols.join(", ")
+        );
+        let rows =
+            source.query(&sql, &[]).await.map_err(|e| Error::db(format!("sample the key of {}", rel.name), e))?;
+        points = rows.iter().map(|r| (0..key.len()).map(|i| r.get::<_, String>(i)).collect()).collect();
+    }
+    // Interior quantiles; the first and last points are the extremes, not cuts.
+    let mut bounds: Vec<Vec<String>> = Vec::new();
+    let n = points.len();
+    if n < 2 {
+        return Ok(bounds);
+    }
+    for i in 1..wanted {
+        let idx = usize::try_from(i * n as u64 / wanted).unwrap_or(n - 1).min(n - 1);
+        let candidate = &points[idx];
+        if bounds.last() != Some(candidate) && idx > 0 {
+            bounds.push(candidate.clone());
+        }
+    }
+    Ok(bounds)
+}
+
+/// The SQL condition selecting a slice's rows (`None` for a whole table). Bounds are literals,
+/// quoted by the one helper and cast to the key's type: `COPY (SELECT …)` takes no parameters.
+pub fn slice_predicate(key: &[KeyColumn], slice: &Slice) -> Option<String> {
+    match slice {
+        Slice::Whole => None,
+        Slice::KeyRange { lower, upper } => {
+            let cols = format!("({})", key.iter().map(|k| quote_ident(&k.name)).collect::<Vec<_>>().join(", "));
+            let typed = |values: &[String]| {
+                let parts: Vec<String> =
+                    key.iter().zip(values).map(|(k, v)| format!("{}::{}", quote_literal(v), k.type_name)).collect();
+                format!("({})", parts.join(", "))
+            };
+            let mut conds = Vec::new();
+            if let Some(l) = lower {
+                conds.push(format!("{cols} >= {}", typed(l)));
+            }
+            if let Some(u) = upper {
+                conds.push(format!("{cols} < {}", typed(u)));
+            }
+            Some(if conds.is_empty() { "true".to_string() } else { conds.join(" AND ") })
+        }
+        Slice::Pages { first_page, end_page } => {
+            let mut cond = format!("ctid >= '({first_page},0)'::tid");
+            if let Some(end) = end_page {
+                cond.push_str(&format!(" AND ctid < '({end},0)'::tid"));
+            }
+            Some(cond)
+        }
+    }
+}
+
+/// The condition selecting all rows of a chunk: its slices are consecutive, so the chunk is the
+/// range from its first slice's lower bound to its last slice's upper bound.
+pub fn chunk_predicate(chunk: &Chunk) -> Option<String> {
+    let merged = match (chunk.slices.first(), chunk.slices.last()) {
+        (Some(Slice::KeyRange { lower, .. }), Some(Slice::KeyRange { upper, .. })) => {
+            Slice::KeyRange { lower: lower.clone(), upper: upper.clone() }
+        }
+        (Some(Slice::Pages { first_page, .. }), Some(Slice::Pages { end_page, .. })) => {
+            Slice::Pages { first_page: *first_page, end_page: *end_page }
+        }
+        _ => Slice::Whole,
+    };
+    slice_predicate(&chunk.key, &merged)
+}
+
+/// The plan step: builds the plan and stores it, with the item lists the Map states read.
 pub async fn run(ctx: &StepContext, input: &StepInput) -> Result<PlanOutput> {
-    let plan = build(ctx, input).await?;
+    let plan = build(ctx, input, PlanOptions::default()).await?;
     let output = PlanOutput {
         plan_key: keys::plan(&input.run_id),
         chunks_key: keys::chunks(&input.run_id),
-        tables: plan.chunks.len(),
+        verify_key: keys::verify_items(&input.run_id),
+        tables: plan.chunks.iter().map(|c| &c.table).collect::<std::collections::BTreeSet<_>>().len(),
         chunks: plan.chunks.len(),
         estimated_bytes: plan.estimated_bytes,
+        max_concurrency: input.job.max_concurrency.unwrap_or_else(default_concurrency),
     };
     ctx.store.put_json(&output.plan_key, &plan).await?;
     ctx.store.put_json(&output.chunks_key, &plan.chunks).await?;
+    ctx.store.put_json(&output.verify_key, &plan.verify_items).await?;
     Ok(output)
+}
+
+/// Chunks in flight when the job does not say: two per core of the planning process.
+fn default_concurrency() -> u32 {
+    std::thread::available_parallelism().map_or(4, |n| u32::try_from(n.get() * 2).unwrap_or(4))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(cols: &[(&str, &str)]) -> Vec<KeyColumn> {
+        cols.iter().map(|(n, t)| KeyColumn { name: n.to_string(), type_name: t.to_string() }).collect()
+    }
+
+    #[test]
+    fn key_range_predicates_are_typed_quoted_and_half_open() {
+        let k = key(&[("tenant", "text"), ("id", "bigint")]);
+        let slice = Slice::KeyRange {
+            lower: Some(vec!["it's".to_string(), "5".to_string()]),
+            upper: Some(vec!["z".to_string(), "1".to_string()]),
+        };
+        assert_eq!(
+            slice_predicate(&k, &slice).unwrap(),
+            "(\"tenant\", \"id\") >= ('it''s'::text, '5'::bigint) AND (\"tenant\", \"id\") < ('z'::text, '1'::bigint)"
+        );
+        let open = Slice::KeyRange { lower: None, upper: None };
+        assert_eq!(slice_predicate(&k, &open).unwrap(), "true");
+        assert_eq!(slice_predicate(&k, &Slice::Whole), None);
+    }
+
+    #[test]
+    fn page_ranges_use_tid_bounds_and_the_last_is_open() {
+        let p = Slice::Pages { first_page: 10, end_page: Some(20) };
+        assert_eq!(slice_predicate(&[], &p).unwrap(), "ctid >= '(10,0)'::tid AND ctid < '(20,0)'::tid");
+        let last = Slice::Pages { first_page: 20, end_page: None };
+        assert_eq!(slice_predicate(&[], &last).unwrap(), "ctid >= '(20,0)'::tid");
+    }
+
+    #[test]
+    fn a_chunk_spans_its_first_lower_to_its_last_upper_bound() {
+        let k = key(&[("id", "integer")]);
+        let chunk = Chunk {
+            id: "c0".into(),
+            table: QualifiedName::new("public", "t"),
+            columns: vec!["id".into()],
+            format: CopyFormat::Binary,
+            key: k,
+            slices: vec![
+                Slice::KeyRange { lower: Some(vec!["10".into()]), upper: Some(vec!["20".into()]) },
+                Slice::KeyRange { lower: Some(vec!["20".into()]), upper: None },
+            ],
+            estimated_bytes: 0,
+        };
+        assert_eq!(chunk_predicate(&chunk).unwrap(), "(\"id\") >= ('10'::integer)");
+    }
+
+    #[test]
+    fn slices_serialize_with_a_kind_tag() {
+        let s = serde_json::to_value(Slice::Pages { first_page: 0, end_page: None }).unwrap();
+        assert_eq!(s, serde_json::json!({"kind": "pages", "firstPage": 0, "endPage": null}));
+        let w: Slice = serde_json::from_value(serde_json::json!({"kind": "whole"})).unwrap();
+        assert_eq!(w, Slice::Whole);
+    }
 }

@@ -6,6 +6,7 @@
 //! same [`invoke`], in-process. The map's ItemReader reads the artifact store instead of S3.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use serde::de::DeserializeOwned;
@@ -80,16 +81,25 @@ fn request<T: DeserializeOwned>(function: Function, payload: Value) -> Result<T>
 }
 
 /// Runs one function on its payload: the body of every Lambda handler and of local Tasks.
-pub async fn invoke(ctx: &StepContext, function: Function, payload: Value) -> Result<Value> {
+/// `deadline` is when the invocation will be stopped (Lambda's remaining time), if ever.
+pub async fn invoke(ctx: &StepContext, function: Function, payload: Value, deadline: Option<Instant>) -> Result<Value> {
     match function {
         Function::Preflight => {
             let input: StepInput = request(function, payload)?;
             Ok(schema::to_value(preflight::run(ctx, &input).await?))
         }
         Function::Schema => schema::handle(ctx, request::<SchemaRequest>(function, payload)?).await,
-        Function::Copy => copy::handle(ctx, request::<CopyRequest>(function, payload)?).await,
+        Function::Copy => copy::handle(ctx, request::<CopyRequest>(function, payload)?, deadline).await,
         Function::Verify => verify::handle(ctx, request::<VerifyRequest>(function, payload)?).await,
     }
+}
+
+/// An invocation deadline given in milliseconds since the Unix epoch (as Lambda gives it), as an
+/// `Instant`; `None` when it has passed or cannot be represented.
+pub fn deadline_from_epoch_ms(deadline_ms: u64) -> Option<Instant> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.as_millis();
+    let left = u128::from(deadline_ms).checked_sub(now)?;
+    Some(Instant::now() + Duration::from_millis(u64::try_from(left).ok()?))
 }
 
 /// The Step Functions `{"Error", "Cause"}` of an error: a stable name and a message with advice.
@@ -101,11 +111,17 @@ pub fn task_failure(err: &Error) -> TaskFailure {
 #[derive(Debug)]
 pub struct LocalEnvironment {
     ctx: StepContext,
+    task_budget: Option<Duration>,
 }
 
 impl LocalEnvironment {
     pub fn new(ctx: StepContext) -> Self {
-        Self { ctx }
+        Self { ctx, task_budget: None }
+    }
+
+    /// Gives every Task invocation this much time, as Lambda's timeout would (no limit by default).
+    pub fn with_task_budget(self, budget: Option<Duration>) -> Self {
+        Self { task_budget: budget, ..self }
     }
 }
 
@@ -120,7 +136,8 @@ impl Environment for LocalEnvironment {
                     cause: format!("no local handler for resource {resource}"),
                 });
             };
-            invoke(&self.ctx, function, input).await.map_err(|e| task_failure(&e))
+            let deadline = self.task_budget.map(|b| Instant::now() + b);
+            invoke(&self.ctx, function, input, deadline).await.map_err(|e| task_failure(&e))
         })
     }
 

@@ -39,6 +39,8 @@ pub enum CopyRequest {
     Plan(StepInput),
     /// Copy one chunk.
     CopyChunk(ChunkInput),
+    /// Copy every large object (RDS-CASES T34).
+    LargeObjects(StepInput),
 }
 
 /// Requests to the verify function.
@@ -108,14 +110,22 @@ pub struct SchemaOutput {
 pub struct PlanOutput {
     /// The full plan (tables, skipped relations, materialized views).
     pub plan_key: String,
-    /// A JSON array of [`Chunk`], read by the Map states' ItemReader.
+    /// A JSON array of [`Chunk`], read by the copy Map's ItemReader.
     pub chunks_key: String,
+    /// A JSON array of [`Chunk`], read by the verify Map's ItemReader.
+    pub verify_key: String,
     pub tables: usize,
     pub chunks: usize,
     pub estimated_bytes: u64,
+    /// Chunks in flight in the Map states (`MaxConcurrencyPath`): the job's `maxConcurrency` or a
+    /// default.
+    pub max_concurrency: u32,
 }
 
-/// A unit of copy and verify work.
+/// A unit of copy and verify work: one table's rows in one or more consecutive slices.
+///
+/// Each slice is loaded in its own transaction together with its ledger row, so a chunk that
+/// runs out of time commits the slices it finished and is re-invoked for the rest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Chunk {
@@ -124,7 +134,43 @@ pub struct Chunk {
     pub table: QualifiedName,
     /// Columns copied, in order (generated columns excluded).
     pub columns: Vec<String>,
+    /// COPY format: binary unless a column's binary form embeds cluster-specific type OIDs.
+    pub format: CopyFormat,
+    /// The key the slices are cut on (empty for whole-table and page-range slices).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key: Vec<KeyColumn>,
+    pub slices: Vec<Slice>,
     pub estimated_bytes: u64,
+}
+
+/// COPY data format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum CopyFormat {
+    Binary,
+    Text,
+}
+
+/// A column of a chunking key, with its SQL type (`format_type`) for typed bounds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KeyColumn {
+    pub name: String,
+    pub type_name: String,
+}
+
+/// The rows of one transaction of a chunk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase", deny_unknown_fields)]
+pub enum Slice {
+    /// The whole table: loaded with `TRUNCATE` + `COPY FREEZE`.
+    Whole,
+    /// Key range `[lower, upper)`; `None` is unbounded. Bounds are the key columns' text forms.
+    #[serde(rename_all = "camelCase")]
+    KeyRange { lower: Option<Vec<String>>, upper: Option<Vec<String>> },
+    /// Heap pages `[first_page, end_page)` (TID range scan); `None` is unbounded.
+    #[serde(rename_all = "camelCase")]
+    Pages { first_page: u64, end_page: Option<u64> },
 }
 
 /// Input of the per-chunk states (built by the Map's ItemSelector).
@@ -142,11 +188,27 @@ pub struct ChunkInput {
 pub struct CopyChunkOutput {
     pub chunk_id: String,
     pub table: QualifiedName,
+    /// False when the invocation ran out of time: invoke again, committed slices are skipped.
+    pub done: bool,
+    pub slices: usize,
+    pub slices_done: usize,
+    /// Rows and bytes of all committed slices of the chunk (this and earlier invocations).
     pub rows: u64,
     pub bytes: u64,
+    /// Time spent by this invocation.
     pub elapsed_ms: u64,
-    /// True when the ledger showed the chunk committed by an earlier attempt.
+    /// True when every slice had been committed by earlier invocations.
     pub already_committed: bool,
+}
+
+/// Result of the large-object step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LargeObjectsOutput {
+    pub objects: u64,
+    pub bytes: u64,
+    /// Objects already present and equal on the target (a retried step).
+    pub already_present: u64,
 }
 
 /// Result of the sequences step.
@@ -226,6 +288,9 @@ pub mod keys {
     pub fn chunks(run: &str) -> String {
         format!("runs/{run}/chunks.json")
     }
+    pub fn verify_items(run: &str) -> String {
+        format!("runs/{run}/verify-items.json")
+    }
     pub fn copy_prefix(run: &str) -> String {
         format!("runs/{run}/copy/")
     }
@@ -276,6 +341,7 @@ mod tests {
         pinned::<ChunkInput>(fixture!("chunk-input"));
         pinned::<CopyChunkOutput>(fixture!("copy-chunk-output"));
         pinned::<SequencesOutput>(fixture!("sequences-output"));
+        pinned::<LargeObjectsOutput>(fixture!("large-objects-output"));
         pinned::<VerifyChunkOutput>(fixture!("verify-chunk-output"));
         pinned::<ReportOutput>(fixture!("report-output"));
         pinned::<DiagnoseInput>(fixture!("diagnose-input"));

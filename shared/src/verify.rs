@@ -17,7 +17,7 @@ use crate::pg::QualifiedName;
 use crate::plan::Plan;
 use crate::schema::to_value;
 use crate::step::{
-    ChunkInput, CopyChunkOutput, DiagnoseInput, DiagnoseOutput, ReportOutput, StepInput, VerifyChunkOutput,
+    Chunk, ChunkInput, CopyChunkOutput, DiagnoseInput, DiagnoseOutput, ReportOutput, StepInput, VerifyChunkOutput,
     VerifyRequest, keys,
 };
 
@@ -30,10 +30,15 @@ pub async fn handle(ctx: &StepContext, request: VerifyRequest) -> Result<serde_j
     })
 }
 
-/// SQL computing `(count, hash sum)` of a chunk.
-fn chunk_hash_sql(table: &QualifiedName, columns: &[String]) -> String {
-    let row = if columns.is_empty() { "''".to_string() } else { format!("ROW({})::text", column_list(columns)) };
-    format!("SELECT count(*)::bigint, coalesce(sum(hashtextextended({row}, 0)), 0)::text FROM ONLY {table}")
+/// SQL computing `(count, hash sum)` of a chunk's rows.
+fn chunk_hash_sql(chunk: &Chunk) -> String {
+    let row =
+        if chunk.columns.is_empty() { "''".to_string() } else { format!("ROW({})::text", column_list(&chunk.columns)) };
+    let filter = crate::plan::chunk_predicate(chunk).map_or(String::new(), |p| format!(" WHERE {p}"));
+    format!(
+        "SELECT count(*)::bigint, coalesce(sum(hashtextextended({row}, 0)), 0)::text FROM ONLY {}{filter}",
+        chunk.table
+    )
 }
 
 /// Compares one chunk on both sides.
@@ -44,7 +49,7 @@ pub async fn verify_chunk(ctx: &StepContext, input: &ChunkInput) -> Result<Verif
         ctx.connect(&input.job, Side::Source, "verify", &input.run_id),
         ctx.connect(&input.job, Side::Target, "verify", &input.run_id)
     )?;
-    let sql = chunk_hash_sql(&chunk.table, &chunk.columns);
+    let sql = chunk_hash_sql(chunk);
     let (s, t) = tokio::try_join!(source.query_one(&sql, &[]), target.query_one(&sql, &[]))
         .map_err(|e| Error::db(format!("hash {}", chunk.table), e))?;
     let output = VerifyChunkOutput {
@@ -105,9 +110,9 @@ pub async fn report(ctx: &StepContext, input: &StepInput) -> Result<ReportOutput
         verified.insert(v.chunk_id.clone(), v);
     }
     let mut tables: BTreeMap<QualifiedName, TableReport> = BTreeMap::new();
-    for chunk in &plan.chunks {
-        let t = tables.entry(chunk.table.clone()).or_insert_with(|| TableReport {
-            table: chunk.table.clone(),
+    let entry = |tables: &mut BTreeMap<QualifiedName, TableReport>, name: &QualifiedName| {
+        tables.entry(name.clone()).or_insert_with(|| TableReport {
+            table: name.clone(),
             rows_copied: 0,
             bytes_copied: 0,
             source_rows: 0,
@@ -115,11 +120,18 @@ pub async fn report(ctx: &StepContext, input: &StepInput) -> Result<ReportOutput
             equal: true,
             unverified_chunks: vec![],
         });
-        if let Some(c) = copied.get(&chunk.id) {
+    };
+    for chunk in &plan.chunks {
+        entry(&mut tables, &chunk.table);
+        if let (Some(c), Some(t)) = (copied.get(&chunk.id), tables.get_mut(&chunk.table)) {
             t.rows_copied += c.rows;
             t.bytes_copied += c.bytes;
         }
-        match verified.get(&chunk.id) {
+    }
+    for item in &plan.verify_items {
+        entry(&mut tables, &item.table);
+        let Some(t) = tables.get_mut(&item.table) else { continue };
+        match verified.get(&item.id) {
             Some(v) => {
                 t.source_rows += v.source_rows;
                 t.target_rows += v.target_rows;
@@ -127,7 +139,7 @@ pub async fn report(ctx: &StepContext, input: &StepInput) -> Result<ReportOutput
             }
             None => {
                 t.equal = false;
-                t.unverified_chunks.push(chunk.id.clone());
+                t.unverified_chunks.push(item.id.clone());
             }
         }
     }
@@ -175,13 +187,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_hash_query_quotes_every_name_and_sums_row_hashes() {
-        let sql =
-            chunk_hash_sql(&QualifiedName::new("Tenant A", "Order.Items"), &["select".to_string(), "a\"b".to_string()]);
+    fn the_hash_query_quotes_every_name_and_sums_row_hashes_of_the_chunk_range() {
+        let chunk = Chunk {
+            id: "v0".into(),
+            table: QualifiedName::new("Tenant A", "Order.Items"),
+            columns: vec!["select".to_string(), "a\"b".to_string()],
+            format: crate::step::CopyFormat::Text,
+            key: vec![crate::step::KeyColumn { name: "select".into(), type_name: "integer".into() }],
+            slices: vec![crate::step::Slice::KeyRange { lower: None, upper: Some(vec!["7".into()]) }],
+            estimated_bytes: 0,
+        };
         assert_eq!(
-            sql,
+            chunk_hash_sql(&chunk),
             "SELECT count(*)::bigint, coalesce(sum(hashtextextended(ROW(\"select\", \"a\"\"b\")::text, 0)), 0)::text \
-             FROM ONLY \"Tenant A\".\"Order.Items\""
+             FROM ONLY \"Tenant A\".\"Order.Items\" WHERE (\"select\") < ('7'::integer)"
         );
     }
 }

@@ -47,15 +47,15 @@ async fn t40_retried_chunk_is_committed_exactly_once() {
     let (ctx, input, source_db, target_db) = setup("t40").await;
     schema::handle(&ctx, SchemaRequest::Globals(input.clone())).await.unwrap();
     schema::handle(&ctx, SchemaRequest::PreData(input.clone())).await.unwrap();
-    let plan = plan::build(&ctx, &input).await.unwrap();
+    let plan = plan::build(&ctx, &input, plan::PlanOptions::default()).await.unwrap();
     assert_eq!(plan.chunks.len(), 1);
     assert_eq!(plan.chunks[0].columns, vec!["id", "name", "price"], "generated columns are not copied (T30)");
     let chunk = ChunkInput { job: input.job.clone(), run_id: input.run_id.clone(), chunk: plan.chunks[0].clone() };
 
-    let first = copy::copy_chunk(&ctx, &chunk).await.unwrap();
+    let first = copy::copy_chunk(&ctx, &chunk, None).await.unwrap();
     assert_eq!(first.rows, 1002);
     assert!(!first.already_committed);
-    let again = copy::copy_chunk(&ctx, &chunk).await.unwrap();
+    let again = copy::copy_chunk(&ctx, &chunk, None).await.unwrap();
     assert!(again.already_committed, "the ledger must stop a second copy");
     assert_eq!(again.rows, 1002);
 

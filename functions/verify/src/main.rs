@@ -20,11 +20,13 @@ async fn main() -> Result<(), lambda_runtime::Error> {
 
 /// Handles one invocation.
 async fn handler(ctx: &StepContext, event: LambdaEvent<Value>) -> Result<Value, Diagnostic> {
-    runner::invoke(ctx, FUNCTION, event.payload).await.map_err(|e| {
-        let failure = runner::task_failure(&e);
-        tracing::error!(error = %failure.error, cause = %failure.cause, "step failed");
-        Diagnostic { error_type: failure.error, error_message: failure.cause }
-    })
+    runner::invoke(ctx, FUNCTION, event.payload, runner::deadline_from_epoch_ms(event.context.deadline)).await.map_err(
+        |e| {
+            let failure = runner::task_failure(&e);
+            tracing::error!(error = %failure.error, cause = %failure.cause, "step failed");
+            Diagnostic { error_type: failure.error, error_message: failure.cause }
+        },
+    )
 }
 
 #[cfg(test)]

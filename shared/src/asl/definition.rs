@@ -160,6 +160,8 @@ pub(crate) struct MapState {
     pub(crate) processor: States,
     /// At most this many iterations in flight; 0 means no limit.
     pub(crate) max_concurrency: usize,
+    /// `MaxConcurrencyPath`: the limit read from the state's effective input instead.
+    pub(crate) max_concurrency_path: Option<Path>,
     pub(crate) result_selector: Option<Template>,
     pub(crate) result_path: ResultPath,
     pub(crate) output_path: IoPath,
@@ -213,6 +215,7 @@ fn fields_of(kind: &str) -> Option<(&'static [&'static str], &'static [&'static 
                 "ItemProcessor",
                 "Iterator",
                 "MaxConcurrency",
+                "MaxConcurrencyPath",
                 "Label",
                 "ResultSelector",
                 "ResultPath",
@@ -227,7 +230,6 @@ fn fields_of(kind: &str) -> Option<(&'static [&'static str], &'static [&'static 
                 "ToleratedFailurePercentagePath",
                 "ToleratedFailureCount",
                 "ToleratedFailureCountPath",
-                "MaxConcurrencyPath",
                 "Items",
                 "Arguments",
                 "Assign",
@@ -704,6 +706,10 @@ fn parse_map(fields: &Fields<'_>) -> Result<MapState, AslError> {
             .and_then(|n| usize::try_from(n).ok())
             .ok_or_else(|| fields.invalid("MaxConcurrency", "must be a non-negative integer"))?,
     };
+    let max_concurrency_path = fields.path("MaxConcurrencyPath")?;
+    if max_concurrency_path.is_some() && fields.get("MaxConcurrency").is_some() {
+        return Err(fields.invalid("MaxConcurrencyPath", "cannot be combined with MaxConcurrency"));
+    }
     fields.string("Label")?;
     Ok(MapState {
         input_path: fields.io_path("InputPath")?,
@@ -711,6 +717,7 @@ fn parse_map(fields: &Fields<'_>) -> Result<MapState, AslError> {
         item_selector,
         processor,
         max_concurrency,
+        max_concurrency_path,
         result_selector: fields.template("ResultSelector")?,
         result_path: fields.result_path()?,
         output_path: fields.io_path("OutputPath")?,
@@ -817,7 +824,7 @@ mod tests {
 
     #[test]
     fn other_unsupported_map_fields_are_refused() {
-        for field in ["ToleratedFailurePercentage", "ToleratedFailureCount", "ItemBatcher", "MaxConcurrencyPath"] {
+        for field in ["ToleratedFailurePercentage", "ToleratedFailureCount", "ItemBatcher"] {
             let text = format!(
                 r#"{{"StartAt": "M", "States": {{"M": {{"Type": "Map", "End": true, "{field}": 1,
                     "ItemProcessor": {{"StartAt": "A", "States": {{"A": {{"Type": "Succeed"}}}}}}}}}}}}"#

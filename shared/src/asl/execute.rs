@@ -298,7 +298,19 @@ impl<'a> Execution<'a> {
                 .collect::<Result<Vec<_>, _>>()?,
         };
         let count = inputs.len();
-        let limit = if map.max_concurrency == 0 { count.max(1) } else { map.max_concurrency };
+        let max_concurrency = match &map.max_concurrency_path {
+            None => map.max_concurrency,
+            Some(path) => {
+                let value = effective_scope.resolve(path, "MaxConcurrencyPath")?;
+                value.as_u64().and_then(|n| usize::try_from(n).ok()).ok_or_else(|| {
+                    scope.runtime(format!(
+                        "the JSONPath `{path}` specified for the field `MaxConcurrencyPath` selects {}, not a non-negative integer",
+                        kind_of(&value)
+                    ))
+                })?
+            }
+        };
+        let limit = if max_concurrency == 0 { count.max(1) } else { max_concurrency };
         let mut iterations = stream::iter(inputs.into_iter().enumerate())
             .map(
                 |(index, input)| async move { (index, self.run_states(run, &map.processor, input, Some(index)).await) },

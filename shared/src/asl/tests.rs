@@ -548,6 +548,19 @@ async fn map_with_max_concurrency_two_never_has_more_than_two_in_flight_and_keep
 }
 
 #[tokio::test(start_paused = true)]
+async fn map_max_concurrency_path_reads_the_limit_from_the_input() {
+    let text = r#"{"StartAt": "M", "States": {"M": {"Type": "Map", "End": true, "ItemsPath": "$.items",
+        "MaxConcurrencyPath": "$.limit",
+        "ItemProcessor": {"StartAt": "W", "States": {"W": {"Type": "Wait", "Seconds": 5, "End": true}}}}}}"#;
+    let started = Instant::now();
+    let outcome = run(text, FakeEnv::echo(), json!({"items": [1, 2, 3, 4], "limit": 2})).await;
+    assert_eq!(outcome, Outcome::Succeeded(json!([1, 2, 3, 4])));
+    assert_eq!(started.elapsed(), Duration::from_secs(10), "two waves of two");
+    let outcome = run(text, FakeEnv::echo(), json!({"items": [1], "limit": "two"})).await;
+    assert!(matches!(outcome, Outcome::Failed { ref error, .. } if error == "States.Runtime"), "{outcome:?}");
+}
+
+#[tokio::test(start_paused = true)]
 async fn map_without_max_concurrency_runs_every_item_at_once() {
     let text = r#"{"StartAt": "M", "States": {"M": {"Type": "Map", "End": true,
         "Iterator": {"StartAt": "W", "States": {"W": {"Type": "Wait", "Seconds": 5, "End": true}}}}}}"#;

@@ -271,10 +271,7 @@ async fn dump(ctx: &StepContext, input: &StepInput, section: &str) -> Result<Str
 /// DDL of pgferry's bookkeeping on the target: applied sections and the chunk ledger.
 const BOOKKEEPING_DDL: &str = "CREATE SCHEMA IF NOT EXISTS pgferry; \
      CREATE TABLE IF NOT EXISTS pgferry.applied_sections (run_id text NOT NULL, section text NOT NULL, \
-        statements integer NOT NULL, applied_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (run_id, section)); \
-     CREATE TABLE IF NOT EXISTS pgferry.copied_chunks (run_id text NOT NULL, chunk_id text NOT NULL, \
-        table_schema text NOT NULL, table_name text NOT NULL, rows bigint NOT NULL, bytes bigint NOT NULL, \
-        committed_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (run_id, chunk_id))";
+        statements integer NOT NULL, applied_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (run_id, section))";
 
 /// Dumps both sections (one schema for the whole run) and applies pre-data.
 pub async fn pre_data(ctx: &StepContext, input: &StepInput) -> Result<SchemaOutput> {
@@ -332,6 +329,7 @@ async fn apply(target: &mut Client, run_id: &str, section: &str, dump: &str, ext
     let started = Instant::now();
     let tx = target.transaction().await.map_err(|e| Error::db("begin schema transaction", e))?;
     tx.batch_execute(BOOKKEEPING_DDL).await.map_err(|e| Error::db("create pgferry bookkeeping schema", e))?;
+    tx.batch_execute(crate::copy::LEDGER_DDL).await.map_err(|e| Error::db("create the chunk ledger", e))?;
     let mut count = 0usize;
     let items = lex::split(dump);
     let statements = items

@@ -1,0 +1,194 @@
+//! Large objects: copied with their OIDs, owners, ACLs and comments (RDS-CASES T34).
+//!
+//! Large objects live outside tables (`pg_largeobject`), so neither COPY nor logical replication
+//! carries them, and tables refer to them by OID: the OID must survive the move. Each object is
+//! created on the target with `lo_create(oid)`, filled in pieces of [`PIECE_BYTES`] (never a whole
+//! object in memory), and given its owner, grants and comment, all in one transaction per object.
+//! A retry finds a half-written object rolled back, and a finished one recorded in a ledger
+//! written in the same transaction, whose bytes it leaves alone.
+
+use tokio_postgres::Client;
+
+use crate::context::StepContext;
+use crate::error::{Error, Result};
+use crate::job::Side;
+use crate::pg::{quote_ident, quote_literal};
+use crate::step::{LargeObjectsOutput, StepInput};
+
+/// Bytes read and written per round trip.
+pub const PIECE_BYTES: i32 = 1024 * 1024;
+
+/// One large object's metadata on the source.
+#[derive(Debug)]
+struct Meta {
+    oid: u32,
+    owner: String,
+    acl: Vec<String>,
+    comment: Option<String>,
+}
+
+/// Copies every large object of the source database.
+pub async fn copy_all(ctx: &StepContext, input: &StepInput) -> Result<LargeObjectsOutput> {
+    let source = ctx.connect(&input.job, Side::Source, "lobs", &input.run_id).await?;
+    let mut target = ctx.connect(&input.job, Side::Target, "lobs", &input.run_id).await?;
+    let rows = source
+        .query(
+            "SELECT m.oid, pg_get_userbyid(m.lomowner)::text, coalesce(m.lomacl::text[], '{}'), \
+                    obj_description(m.oid, 'pg_largeobject') \
+             FROM pg_largeobject_metadata m ORDER BY m.oid",
+            &[],
+        )
+        .await
+        .map_err(|e| Error::db("list large objects", e))?;
+    let objects: Vec<Meta> =
+        rows.iter().map(|r| Meta { oid: r.get(0), owner: r.get(1), acl: r.get(2), comment: r.get(3) }).collect();
+    target.batch_execute(LEDGER_DDL).await.map_err(|e| Error::db("create the large object ledger", e))?;
+    let source_master: String =
+        source.query_one("SELECT current_user::text", &[]).await.map_err(|e| Error::db("read source user", e))?.get(0);
+    let mut out = LargeObjectsOutput { objects: objects.len() as u64, bytes: 0, already_present: 0 };
+    for meta in &objects {
+        let (size, present) = copy_one(&source, &mut target, meta, &source_master, &input.run_id).await?;
+        out.bytes += size;
+        out.already_present += u64::from(present);
+    }
+    Ok(out)
+}
+
+/// `(size, md5)` of a large object, or `None` when it does not exist.
+async fn fingerprint(client: &Client, oid: u32) -> Result<Option<(i64, String)>> {
+    let exists: bool = client
+        .query_one("SELECT EXISTS (SELECT 1 FROM pg_largeobject_metadata WHERE oid = $1)", &[&oid])
+        .await
+        .map_err(|e| Error::db("look up large object", e))?
+        .get(0);
+    if !exists {
+        return Ok(None);
+    }
+    // Computed by the server (pg_largeobject itself is readable by superusers only).
+    let row = client
+        .query_one("SELECT length(lo_get($1))::bigint, md5(lo_get($1))", &[&oid])
+        .await
+        .map_err(|e| Error::db(format!("read large object {oid}"), e))?;
+    Ok(Some((row.get(0), row.get(1))))
+}
+
+/// Bookkeeping of copied objects, written in each object's transaction: a retried step skips
+/// the bytes of objects already copied by this run (reading them back would need the owner's
+/// rights once the owner has changed).
+const LEDGER_DDL: &str = "CREATE TABLE IF NOT EXISTS pgferry.copied_large_objects (run_id text NOT NULL, \
+     loid oid NOT NULL, bytes bigint NOT NULL, md5 text NOT NULL, PRIMARY KEY (run_id, loid))";
+
+async fn copy_one(
+    source: &Client,
+    target: &mut Client,
+    meta: &Meta,
+    source_master: &str,
+    run_id: &str,
+) -> Result<(u64, bool)> {
+    let oid = meta.oid;
+    let done = target
+        .query_opt("SELECT bytes FROM pgferry.copied_large_objects WHERE run_id = $1 AND loid = $2", &[&run_id, &oid])
+        .await
+        .map_err(|e| Error::db("read the large object ledger", e))?;
+    if let Some(row) = done {
+        apply_metadata(target, meta, source_master).await?;
+        return Ok((u64::try_from(row.get::<_, i64>(0)).unwrap_or(0), true));
+    }
+    let (size, md5) =
+        fingerprint(source, oid).await?.ok_or_else(|| Error::Internal(format!("large object {oid} vanished")))?;
+    let tx = target.transaction().await.map_err(|e| Error::db("begin large object transaction", e))?;
+    tx.execute("SELECT lo_unlink(oid) FROM pg_largeobject_metadata WHERE oid = $1", &[&oid])
+        .await
+        .map_err(|e| Error::db(format!("replace large object {oid}"), e))?;
+    tx.execute("SELECT lo_create($1)", &[&oid])
+        .await
+        .map_err(|e| Error::db(format!("create large object {oid}"), e))?;
+    let mut offset: i64 = 0;
+    loop {
+        let piece: Vec<u8> = source
+            .query_one("SELECT lo_get($1, $2, $3)", &[&oid, &offset, &PIECE_BYTES])
+            .await
+            .map_err(|e| Error::db(format!("read large object {oid}"), e))?
+            .get(0);
+        if piece.is_empty() {
+            break;
+        }
+        tx.execute("SELECT lo_put($1, $2, $3)", &[&oid, &offset, &piece])
+            .await
+            .map_err(|e| Error::db(format!("write large object {oid}"), e))?;
+        offset += piece.len() as i64;
+        if piece.len() < PIECE_BYTES as usize {
+            break;
+        }
+    }
+    if offset != size {
+        return Err(Error::Internal(format!("large object {oid} changed size while copied ({size} → {offset} bytes)")));
+    }
+    tx.execute(
+        "INSERT INTO pgferry.copied_large_objects (run_id, loid, bytes, md5) VALUES ($1, $2, $3, $4)",
+        &[&run_id, &oid, &size, &md5],
+    )
+    .await
+    .map_err(|e| Error::db("record large object in ledger", e))?;
+    tx.commit().await.map_err(|e| Error::db(format!("commit large object {oid}"), e))?;
+    apply_metadata(target, meta, source_master).await?;
+    Ok((u64::try_from(size).unwrap_or(0), false))
+}
+
+/// Owner, grants and comment; each is idempotent. Objects of the source's master user stay with
+/// the target's connecting user, which created them (RDS-CASES T8). Changing an owner, and
+/// granting or commenting on an object of another owner, needs membership in that owner: an RDS
+/// master user (CREATEROLE) takes that membership for the duration and gives it back.
+async fn apply_metadata(target: &Client, meta: &Meta, source_master: &str) -> Result<()> {
+    let foreign_owner = meta.owner != source_master;
+    let borrowed = if foreign_owner {
+        let member: bool = target
+            .query_one("SELECT pg_has_role(current_user, $1, 'USAGE')", &[&meta.owner])
+            .await
+            .map_err(|e| Error::db(format!("check membership in {}", meta.owner), e))?
+            .get(0);
+        if !member {
+            let sql = format!("GRANT {} TO CURRENT_USER", quote_ident(&meta.owner));
+            target.batch_execute(&sql).await.map_err(|e| Error::db(sql.clone(), e))?;
+        }
+        !member
+    } else {
+        false
+    };
+    let result = metadata_statements(target, meta, source_master, foreign_owner).await;
+    if borrowed {
+        let sql = format!("REVOKE {} FROM CURRENT_USER", quote_ident(&meta.owner));
+        target.batch_execute(&sql).await.map_err(|e| Error::db(sql.clone(), e))?;
+    }
+    result
+}
+
+async fn metadata_statements(target: &Client, meta: &Meta, source_master: &str, foreign_owner: bool) -> Result<()> {
+    let oid = meta.oid;
+    let mut statements = Vec::new();
+    if foreign_owner {
+        statements.push(format!("ALTER LARGE OBJECT {oid} OWNER TO {}", quote_ident(&meta.owner)));
+    }
+    for item in &meta.acl {
+        // aclitem text: grantee=privs/grantor; an empty grantee is PUBLIC.
+        let Some((grantee, rest)) = item.split_once('=') else { continue };
+        let privs = rest.split('/').next().unwrap_or("");
+        let grantee = grantee.trim_matches('"');
+        if grantee == meta.owner || grantee == source_master {
+            continue;
+        }
+        let grantee = if grantee.is_empty() { "PUBLIC".to_string() } else { quote_ident(grantee) };
+        let list: Vec<&str> =
+            [('r', "SELECT"), ('w', "UPDATE")].iter().filter(|(c, _)| privs.contains(*c)).map(|(_, p)| *p).collect();
+        if !list.is_empty() {
+            statements.push(format!("GRANT {} ON LARGE OBJECT {oid} TO {grantee}", list.join(", ")));
+        }
+    }
+    if let Some(comment) = &meta.comment {
+        statements.push(format!("COMMENT ON LARGE OBJECT {oid} IS {}", quote_literal(comment)));
+    }
+    for sql in statements {
+        target.batch_execute(&sql).await.map_err(|e| Error::db(sql.clone(), e))?;
+    }
+    Ok(())
+}
