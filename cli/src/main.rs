@@ -291,6 +291,19 @@ async fn verify_only(ctx: StepContext, job: Job, report_file: Option<PathBuf>) -
             t.target_rows,
             if t.equal { "equal" } else { "DIFFERS" }
         );
+        let d = &t.differences;
+        for (label, keys) in [
+            ("missing on target", &d.missing_on_target),
+            ("extra on target", &d.extra_on_target),
+            ("different", &d.different),
+        ] {
+            if !keys.is_empty() {
+                println!("    {label}: key {}", keys.join("; key "));
+            }
+        }
+        if d.more {
+            println!("    … more keys differ than shown");
+        }
     }
     println!("{} ({})", out.summary, summary::human_duration(started.elapsed()));
     if let Some(path) = report_file {

@@ -150,14 +150,18 @@ async fn cut(
     notes: &mut Vec<String>,
 ) -> Result<(Vec<KeyColumn>, Vec<Slice>)> {
     let wanted = rel.table_bytes.div_ceil(options.slice_bytes.max(1));
-    if wanted <= 1 || rel.columns.is_empty() {
+    if rel.columns.is_empty() {
         return Ok((vec![], vec![Slice::Whole]));
     }
+    // The key is kept even for a whole-table chunk: verification drills down along it.
     let key: Vec<KeyColumn> = catalog::key_columns(source, rel.oid)
         .await?
         .into_iter()
         .map(|(name, type_name)| KeyColumn { name, type_name })
         .collect();
+    if wanted <= 1 {
+        return Ok((key, vec![Slice::Whole]));
+    }
     if key.is_empty() {
         if version < TID_RANGE_SCAN_VERSION_NUM {
             notes.push(format!(
@@ -181,7 +185,7 @@ async fn cut(
     }
     let bounds = quantile_bounds(source, rel, &key, wanted).await?;
     if bounds.is_empty() {
-        return Ok((vec![], vec![Slice::Whole]));
+        return Ok((key, vec![Slice::Whole]));
     }
     let mut slices = Vec::with_capacity(bounds.len() + 1);
     let mut lower = None;

@@ -229,6 +229,30 @@ pub struct VerifyChunkOutput {
     pub target_rows: u64,
     pub source_hash: String,
     pub target_hash: String,
+    /// For a differing chunk with a key: which keys differ, found by splitting the range.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub differences: Option<Differences>,
+}
+
+/// Sample keys of the rows that differ in a chunk, by class. Keys are the key columns' text
+/// forms, comma-separated; at most [`Differences::SAMPLES`] of each class are listed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Differences {
+    pub missing_on_target: Vec<String>,
+    pub extra_on_target: Vec<String>,
+    pub different: Vec<String>,
+    /// True when more keys differ than were sampled.
+    pub more: bool,
+}
+
+impl Differences {
+    /// Sample keys kept per class.
+    pub const SAMPLES: usize = 10;
+
+    pub fn is_empty(&self) -> bool {
+        self.missing_on_target.is_empty() && self.extra_on_target.is_empty() && self.different.is_empty()
+    }
 }
 
 /// Result of the report step.

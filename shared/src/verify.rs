@@ -5,7 +5,7 @@
 //! cancel out) of a 64-bit hash of each row's text form, in which NULL and `''` differ. No row
 //! leaves either server.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -13,12 +13,12 @@ use crate::context::StepContext;
 use crate::copy::column_list;
 use crate::error::{Error, Result};
 use crate::job::Side;
-use crate::pg::QualifiedName;
+use crate::pg::{QualifiedName, quote_ident};
 use crate::plan::Plan;
 use crate::schema::to_value;
 use crate::step::{
-    Chunk, ChunkInput, CopyChunkOutput, DiagnoseInput, DiagnoseOutput, ReportOutput, StepInput, VerifyChunkOutput,
-    VerifyRequest, keys,
+    Chunk, ChunkInput, CopyChunkOutput, DiagnoseInput, DiagnoseOutput, Differences, ReportOutput, Slice, StepInput,
+    VerifyChunkOutput, VerifyRequest, keys,
 };
 
 /// Entry point of the verify function.
@@ -30,18 +30,33 @@ pub async fn handle(ctx: &StepContext, request: VerifyRequest) -> Result<serde_j
     })
 }
 
-/// SQL computing `(count, hash sum)` of a chunk's rows.
-fn chunk_hash_sql(chunk: &Chunk) -> String {
-    let row =
-        if chunk.columns.is_empty() { "''".to_string() } else { format!("ROW({})::text", column_list(&chunk.columns)) };
-    let filter = crate::plan::chunk_predicate(chunk).map_or(String::new(), |p| format!(" WHERE {p}"));
+/// The expression hashing one row: a 64-bit hash of the row's text form under the pinned session
+/// settings (`ROW(…)::text` writes NULL as nothing and `''` as `""`, so they differ).
+fn row_hash(columns: &[String]) -> String {
+    if columns.is_empty() {
+        "0::bigint".to_string()
+    } else {
+        format!("hashtextextended(ROW({})::text, 0)", column_list(columns))
+    }
+}
+
+/// SQL computing `(count, hash sum)` of the rows matching `filter`. A sum, not a xor: two equal
+/// rows must not cancel out.
+fn hash_sql(chunk: &Chunk, filter: Option<String>) -> String {
+    let filter = filter.map_or(String::new(), |p| format!(" WHERE {p}"));
     format!(
-        "SELECT count(*)::bigint, coalesce(sum(hashtextextended({row}, 0)), 0)::text FROM ONLY {}{filter}",
+        "SELECT count(*)::bigint, coalesce(sum({}), 0)::text FROM ONLY {}{filter}",
+        row_hash(&chunk.columns),
         chunk.table
     )
 }
 
-/// Compares one chunk on both sides.
+/// SQL computing `(count, hash sum)` of a chunk's rows.
+fn chunk_hash_sql(chunk: &Chunk) -> String {
+    hash_sql(chunk, crate::plan::chunk_predicate(chunk))
+}
+
+/// Compares one chunk on both sides; a differing chunk with a key is drilled down to its keys.
 #[tracing::instrument(skip_all, fields(chunk = %input.chunk.id, table = %input.chunk.table))]
 pub async fn verify_chunk(ctx: &StepContext, input: &ChunkInput) -> Result<VerifyChunkOutput> {
     let chunk = &input.chunk;
@@ -52,21 +67,147 @@ pub async fn verify_chunk(ctx: &StepContext, input: &ChunkInput) -> Result<Verif
     let sql = chunk_hash_sql(chunk);
     let (s, t) = tokio::try_join!(source.query_one(&sql, &[]), target.query_one(&sql, &[]))
         .map_err(|e| Error::db(format!("hash {}", chunk.table), e))?;
+    let (source_rows, target_rows) =
+        (u64::try_from(s.get::<_, i64>(0)).unwrap_or(0), u64::try_from(t.get::<_, i64>(0)).unwrap_or(0));
+    let (source_hash, target_hash): (String, String) = (s.get(1), t.get(1));
+    let equal = source_rows == target_rows && source_hash == target_hash;
+    let differences = if equal || chunk.key.is_empty() {
+        None
+    } else {
+        let mut found = Differences::default();
+        let range = chunk_range(chunk);
+        drill_down(&source, &target, chunk, range, 0, &mut found).await?;
+        Some(found)
+    };
     let output = VerifyChunkOutput {
         chunk_id: chunk.id.clone(),
         table: chunk.table.clone(),
-        source_rows: u64::try_from(s.get::<_, i64>(0)).unwrap_or(0),
-        target_rows: u64::try_from(t.get::<_, i64>(0)).unwrap_or(0),
-        source_hash: s.get(1),
-        target_hash: t.get(1),
-        equal: false,
-    };
-    let output = VerifyChunkOutput {
-        equal: output.source_rows == output.target_rows && output.source_hash == output.target_hash,
-        ..output
+        equal,
+        source_rows,
+        target_rows,
+        source_hash,
+        target_hash,
+        differences,
     };
     ctx.store.put_json(&keys::verify(&input.run_id, &chunk.id), &output).await?;
     Ok(output)
+}
+
+/// A key range `[lower, upper)`; `None` is unbounded.
+type Range = (Option<Vec<String>>, Option<Vec<String>>);
+
+/// Rows at or below which a differing range is compared row by row (key and hash only).
+const LEAF_ROWS: i64 = 2000;
+/// Splits before giving up on narrowing a range (a key of ~2^24 distinct values per level).
+const MAX_DEPTH: usize = 40;
+
+fn chunk_range(chunk: &Chunk) -> Range {
+    match (chunk.slices.first(), chunk.slices.last()) {
+        (Some(Slice::KeyRange { lower, .. }), Some(Slice::KeyRange { upper, .. })) => (lower.clone(), upper.clone()),
+        _ => (None, None),
+    }
+}
+
+fn range_filter(chunk: &Chunk, range: &Range) -> Option<String> {
+    crate::plan::slice_predicate(&chunk.key, &Slice::KeyRange { lower: range.0.clone(), upper: range.1.clone() })
+}
+
+/// Splits a differing range at its median key until ranges are small, then compares keys and row
+/// hashes; stops once every class has its samples.
+fn drill_down<'a>(
+    source: &'a tokio_postgres::Client,
+    target: &'a tokio_postgres::Client,
+    chunk: &'a Chunk,
+    range: Range,
+    depth: usize,
+    found: &'a mut Differences,
+) -> futures_util::future::BoxFuture<'a, Result<()>> {
+    Box::pin(async move {
+        let full = |v: &Vec<String>| v.len() >= Differences::SAMPLES;
+        if full(&found.missing_on_target) && full(&found.extra_on_target) && full(&found.different) {
+            found.more = true;
+            return Ok(());
+        }
+        let sql = hash_sql(chunk, range_filter(chunk, &range));
+        let (s, t) = tokio::try_join!(source.query_one(&sql, &[]), target.query_one(&sql, &[]))
+            .map_err(|e| Error::db(format!("hash part of {}", chunk.table), e))?;
+        let (sc, tc): (i64, i64) = (s.get(0), t.get(0));
+        if sc == tc && s.get::<_, String>(1) == t.get::<_, String>(1) {
+            return Ok(());
+        }
+        if sc.max(tc) <= LEAF_ROWS || depth >= MAX_DEPTH {
+            return compare_rows(source, target, chunk, &range, found).await;
+        }
+        // The median key of the side with more rows splits the range in two non-empty halves.
+        let (side, count) = if sc >= tc { (source, sc) } else { (target, tc) };
+        let keys: Vec<String> = chunk.key.iter().map(|k| quote_ident(&k.name)).collect();
+        let texts: Vec<String> = keys.iter().map(|k| format!("{k}::text")).collect();
+        let filter = range_filter(chunk, &range).map_or(String::new(), |p| format!(" WHERE {p}"));
+        let median_sql = format!(
+            "SELECT {} FROM ONLY {}{filter} ORDER BY {} OFFSET $1 LIMIT 1",
+            texts.join(", "),
+            chunk.table,
+            keys.join(", ")
+        );
+        let row = side
+            .query_opt(&median_sql, &[&(count / 2)])
+            .await
+            .map_err(|e| Error::db(format!("split a range of {}", chunk.table), e))?;
+        let Some(row) = row else { return compare_rows(source, target, chunk, &range, found).await };
+        let mid: Vec<String> = (0..chunk.key.len()).map(|i| row.get::<_, String>(i)).collect();
+        if range.0.as_ref() == Some(&mid) {
+            return compare_rows(source, target, chunk, &range, found).await;
+        }
+        drill_down(source, target, chunk, (range.0.clone(), Some(mid.clone())), depth + 1, found).await?;
+        drill_down(source, target, chunk, (Some(mid), range.1.clone()), depth + 1, found).await
+    })
+}
+
+fn sample(list: &mut Vec<String>, key: String, more: &mut bool) {
+    if list.len() < Differences::SAMPLES {
+        list.push(key);
+    } else {
+        *more = true;
+    }
+}
+
+/// Compares a small range key by key: `(key text, row hash)` pairs leave the servers, rows don't.
+async fn compare_rows(
+    source: &tokio_postgres::Client,
+    target: &tokio_postgres::Client,
+    chunk: &Chunk,
+    range: &Range,
+    found: &mut Differences,
+) -> Result<()> {
+    let keys: Vec<String> = chunk.key.iter().map(|k| format!("{}::text", quote_ident(&k.name))).collect();
+    let filter = range_filter(chunk, range).map_or(String::new(), |p| format!(" WHERE {p}"));
+    let sql = format!(
+        "SELECT concat_ws(', ', {}), {} FROM ONLY {}{filter}",
+        keys.join(", "),
+        row_hash(&chunk.columns),
+        chunk.table
+    );
+    let (s, t) = tokio::try_join!(source.query(&sql, &[]), target.query(&sql, &[]))
+        .map_err(|e| Error::db(format!("compare rows of {}", chunk.table), e))?;
+    let target_rows: HashMap<String, i64> = t.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let source_keys: HashSet<String> = s.iter().map(|r| r.get(0)).collect();
+    let mut more = false;
+    for row in &s {
+        let key: String = row.get(0);
+        match target_rows.get(&key) {
+            None => sample(&mut found.missing_on_target, key, &mut more),
+            Some(h) if *h != row.get::<_, i64>(1) => sample(&mut found.different, key, &mut more),
+            Some(_) => {}
+        }
+    }
+    for row in &t {
+        let key: String = row.get(0);
+        if !source_keys.contains(&key) {
+            sample(&mut found.extra_on_target, key, &mut more);
+        }
+    }
+    found.more |= more;
+    Ok(())
 }
 
 /// One table's line in the report.
@@ -81,6 +222,9 @@ pub struct TableReport {
     pub equal: bool,
     /// Chunks of the plan with no verify result.
     pub unverified_chunks: Vec<String>,
+    /// Sample keys that differ, from the drill-down of the table's differing chunks.
+    #[serde(default, skip_serializing_if = "Differences::is_empty")]
+    pub differences: Differences,
 }
 
 /// The run report, stored at `runs/<run>/report.json`.
@@ -119,6 +263,7 @@ pub async fn report(ctx: &StepContext, input: &StepInput) -> Result<ReportOutput
             target_rows: 0,
             equal: true,
             unverified_chunks: vec![],
+            differences: Differences::default(),
         });
     };
     for chunk in &plan.chunks {
@@ -136,6 +281,18 @@ pub async fn report(ctx: &StepContext, input: &StepInput) -> Result<ReportOutput
                 t.source_rows += v.source_rows;
                 t.target_rows += v.target_rows;
                 t.equal &= v.equal;
+                if let Some(d) = &v.differences {
+                    let merge = |into: &mut Vec<String>, from: &[String], more: &mut bool| {
+                        for key in from {
+                            sample(into, key.clone(), more);
+                        }
+                    };
+                    let mut more = d.more;
+                    merge(&mut t.differences.missing_on_target, &d.missing_on_target, &mut more);
+                    merge(&mut t.differences.extra_on_target, &d.extra_on_target, &mut more);
+                    merge(&mut t.differences.different, &d.different, &mut more);
+                    t.differences.more |= more;
+                }
             }
             None => {
                 t.equal = false;

@@ -1,0 +1,144 @@
+//! Verification against the test bed: hashes that are equal exactly when the data is, whatever
+//! the client settings (RDS-CASES T55), and a drill-down that names the differing keys.
+
+use pgferry_core::context::{Credentials, StepContext};
+use pgferry_core::job::Job;
+use pgferry_core::plan::{self, Plan, PlanOptions};
+use pgferry_core::step::{ChunkInput, SchemaRequest, StepInput};
+use pgferry_core::store::ArtifactStore;
+use pgferry_core::{copy, schema, verify};
+use pgferry_tests::{Server, connect, create_db, drop_db, testbed, unique_name};
+use tokio_postgres::Client;
+
+struct Copied {
+    ctx: StepContext,
+    input: StepInput,
+    plan: Plan,
+    source_db: String,
+    target_db: String,
+}
+
+/// Builds a source with `ddl`, copies it with pgferry's steps (schema, chunks, post-data).
+async fn copied(prefix: &str, ddl: &str) -> Copied {
+    let source_db = create_db(Server::Source, prefix).await;
+    let source = connect(&testbed().url(Server::Source, &source_db)).await;
+    source.batch_execute(ddl).await.unwrap();
+    source.batch_execute("ANALYZE").await.unwrap();
+    let target_db = unique_name(&format!("{prefix}_dst"));
+    let job = Job::from_json(
+        &serde_json::json!({
+            "source": {"url": testbed().url(Server::Source, &source_db)},
+            "target": {"url": testbed().url(Server::Target, &target_db)}
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let mut credentials = Credentials::default();
+    let job = credentials.take_from(&job).unwrap();
+    let ctx =
+        StepContext::new(ArtifactStore::local(std::env::temp_dir().join(unique_name("pgferry-verify"))), credentials);
+    let input = StepInput { job, run_id: unique_name("run") };
+    schema::handle(&ctx, SchemaRequest::Globals(input.clone())).await.unwrap();
+    schema::handle(&ctx, SchemaRequest::PreData(input.clone())).await.unwrap();
+    let plan = plan::build(&ctx, &input, PlanOptions { slice_bytes: 256 * 1024, slices_per_chunk: 4 }).await.unwrap();
+    ctx.store.put_json(&pgferry_core::step::keys::plan(&input.run_id), &plan).await.unwrap();
+    for chunk in &plan.chunks {
+        let ci = ChunkInput { job: input.job.clone(), run_id: input.run_id.clone(), chunk: chunk.clone() };
+        assert!(copy::copy_chunk(&ctx, &ci, None).await.unwrap().done);
+    }
+    schema::handle(&ctx, SchemaRequest::PostData(input.clone())).await.unwrap();
+    Copied { ctx, input, plan, source_db, target_db }
+}
+
+impl Copied {
+    async fn verify_all(&self) -> verify::Report {
+        for item in &self.plan.verify_items {
+            let ci = ChunkInput { job: self.input.job.clone(), run_id: self.input.run_id.clone(), chunk: item.clone() };
+            verify::verify_chunk(&self.ctx, &ci).await.unwrap();
+        }
+        let out = verify::report(&self.ctx, &self.input).await.unwrap();
+        self.ctx.store.get_json(&out.report_key).await.unwrap()
+    }
+
+    async fn target(&self) -> Client {
+        connect(&testbed().url(Server::Target, &self.target_db)).await
+    }
+
+    async fn cleanup(self) {
+        drop_db(Server::Target, &self.target_db).await;
+        drop_db(Server::Source, &self.source_db).await;
+    }
+}
+
+const EDGES: &str = r#"
+    CREATE TABLE edges (id int PRIMARY KEY, t text, j json, x xml, p point, ts timestamptz, f float8, r real,
+                        b bytea, c text COLLATE "C", n numeric, iv interval, arr int[]);
+    INSERT INTO edges VALUES
+      (1, NULL, '{"a": 1,  "b": [1, 2]}', '<a>1</a>', '(1,2)', '2024-03-31 01:30:00+01', '-0', '-0', '\x00ff', 'Zebra', 1.50, '1 day', '{1,NULL}'),
+      (2, '', '[]', '<b/>', '(0,0)', '2024-10-27 02:30:00+02', 'NaN', 'Infinity', '\x', 'apple', -0.0, '-1 mon', '{}'),
+      (3, 'é', 'null', NULL, NULL, 'infinity', '-Infinity', '1e-40', NULL, '', 1e-20, NULL, NULL),
+      (4, 'a\b', '"x"', '<c>&amp;</c>', '(-1.5,2e10)', '1970-01-01 00:00:00+00', 1e308, '3.4e38', '\xdeadbeef', 'ä', 'NaN', '1 year 2 mons', '{{1,2},{3,4}}');
+    CREATE TABLE empty_one (id int PRIMARY KEY, v text);
+    CREATE TABLE dup_rows (v text);
+    INSERT INTO dup_rows VALUES ('same'), ('same'), ('other');
+"#;
+
+#[tokio::test]
+async fn t55_edge_values_verify_equal_and_one_changed_byte_is_found() {
+    let c = copied("t55", EDGES).await;
+    let report = c.verify_all().await;
+    assert!(report.equal, "{report:#?}");
+    assert_eq!(report.tables.len(), 3);
+
+    let target = c.target().await;
+    // A client with other settings changes nothing: the verify session pins its own.
+    target
+        .batch_execute("SET TimeZone = 'America/St_Johns'; SET extra_float_digits = 0; SET bytea_output = 'escape'")
+        .await
+        .unwrap();
+    target.batch_execute("UPDATE edges SET b = '\\x00fe' WHERE id = 1").await.unwrap();
+    // NULL and '' must not collide.
+    target.batch_execute("UPDATE edges SET t = '' WHERE id = 1; UPDATE edges SET t = NULL WHERE id = 2").await.unwrap();
+    // Two equal rows do not cancel out: replacing a duplicate by a third copy is a difference.
+    target.batch_execute("UPDATE dup_rows SET v = 'same' WHERE v = 'other'").await.unwrap();
+    let report = c.verify_all().await;
+    let table = |name: &str| report.tables.iter().find(|t| t.table.name == name).unwrap();
+    assert!(!table("edges").equal);
+    assert_eq!(table("edges").differences.different, vec!["1", "2"]);
+    assert!(!table("dup_rows").equal, "a keyless table is compared as a whole");
+    assert!(table("empty_one").equal);
+    drop(target);
+    c.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_differing_chunk_is_drilled_down_to_missing_extra_and_different_keys() {
+    let c = copied(
+        "drill",
+        "CREATE TABLE big (id bigint PRIMARY KEY, v text NOT NULL);
+         INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, 60000) g;
+         CREATE TABLE small (k text PRIMARY KEY, n int);
+         INSERT INTO small SELECT 'k' || g, g FROM generate_series(1, 50) g;",
+    )
+    .await;
+    assert!(c.plan.verify_items.iter().filter(|i| i.table.name == "big").count() >= 2);
+    assert!(c.verify_all().await.equal);
+    let target = c.target().await;
+    target
+        .batch_execute(
+            "UPDATE big SET v = 'changed' WHERE id = 31337; DELETE FROM big WHERE id = 4242; \
+             INSERT INTO small VALUES ('k999', 999)",
+        )
+        .await
+        .unwrap();
+    let report = c.verify_all().await;
+    assert!(!report.equal);
+    let big = report.tables.iter().find(|t| t.table.name == "big").unwrap();
+    assert_eq!(big.differences.different, vec!["31337"]);
+    assert_eq!(big.differences.missing_on_target, vec!["4242"]);
+    assert!(big.differences.extra_on_target.is_empty());
+    let small = report.tables.iter().find(|t| t.table.name == "small").unwrap();
+    assert_eq!(small.differences.extra_on_target, vec!["k999"]);
+    drop(target);
+    c.cleanup().await;
+}
