@@ -94,17 +94,15 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Error> {
         Command::Preflight { job } => {
             let (ctx, job) = load(&job, store)?;
             let out = preflight::run(&ctx, &StepInput { job, run_id: new_run_id() }).await?;
-            for c in &out.checks {
-                let mark = match c.status {
-                    CheckStatus::Pass => "ok  ",
-                    CheckStatus::Warn => "WARN",
-                    CheckStatus::Fail => "FAIL",
-                };
-                println!("{mark} {:<20} {}", c.name, c.detail);
-                if let Some(advice) = c.advice.as_ref().filter(|_| c.status != CheckStatus::Pass) {
-                    println!("     {:<20} advice: {advice}", "");
-                }
-            }
+            print_checks(&out.checks);
+            let count = |s: CheckStatus| out.checks.iter().filter(|c| c.status == s).count();
+            println!(
+                "preflight: {} ok, {} warning(s), {} failure(s); report {}",
+                count(CheckStatus::Pass),
+                count(CheckStatus::Warn),
+                count(CheckStatus::Fail),
+                cli.store.join(&out.report_key).display()
+            );
             Ok(if out.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Plan { job } => {
@@ -142,7 +140,24 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Error> {
     }
 }
 
-/// Reads and validates the job; takes the passwords out of it into the context.
+/// The preflight table: one line per check, the advice under each warning and failure.
+fn print_checks(checks: &[pgferry_core::step::Check]) {
+    let width = checks.iter().map(|c| c.name.len()).max().unwrap_or(20).max(20);
+    for c in checks {
+        let mark = match c.status {
+            CheckStatus::Pass => "ok  ",
+            CheckStatus::Warn => "WARN",
+            CheckStatus::Fail => "FAIL",
+        };
+        println!("{mark} {:<width$} {}", c.name, c.detail);
+        if let Some(advice) = c.advice.as_ref().filter(|_| c.status != CheckStatus::Pass) {
+            println!("     {:<width$} advice: {advice}", "");
+        }
+    }
+}
+
+/// Reads and validates the job (JSON Schema, then types); takes the passwords out of it into the
+/// context.
 fn load(path: &str, store: ArtifactStore) -> Result<(StepContext, Job), Error> {
     let text = if path == "-" {
         let mut s = String::new();
@@ -204,6 +219,10 @@ async fn run(
     let mut report = RunReport::gather(&store, &run_id, phases, &outcome).await;
     report.fill_phase_totals();
     print!("{}", report.table());
+    // What the schema step kept, rewrote and left out, and what is left to do by hand.
+    if let Some(schema) = pgferry_core::schema::report::summary(&store, &run_id).await {
+        print!("{schema}");
+    }
     if let Some(path) = report_file {
         let text = serde_json::to_string_pretty(&report).map_err(|e| Error::Internal(e.to_string()))?;
         std::fs::write(&path, text + "\n").map_err(|e| Error::io(format!("write {}", path.display()), e))?;

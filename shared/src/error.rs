@@ -54,10 +54,18 @@ pub enum Error {
     #[error("{tool} failed ({status}): {stderr}")]
     Tool { tool: String, status: String, stderr: String },
 
-    #[error("{section} statement {index} failed ({}) at `{head}`: {}", sqlstate_of(source), pg_message(source))]
+    #[error(
+        "{section} statement {index} (line {line} of the dump) failed ({}) at `{head}`: {}{}",
+        sqlstate_of(source),
+        pg_message(source),
+        apply_hint(source)
+    )]
     Apply {
         section: String,
+        /// Position among the section's statements, 1-based.
         index: usize,
+        /// Line of the statement in the stored dump text.
+        line: usize,
         head: String,
         #[source]
         source: tokio_postgres::Error,
@@ -74,6 +82,19 @@ pub enum Error {
 
     #[error("artifact `{key}`: {reason}")]
     Store { key: String, reason: String },
+
+    /// An AWS API call failed; `failure` is classified from the SDK error and the service's code.
+    #[error("{operation} {resource}: {}{message}", code.as_deref().map(|c| format!("{c}: ")).unwrap_or_default())]
+    Aws { operation: String, resource: String, failure: crate::aws::AwsFailure, code: Option<String>, message: String },
+
+    /// A connection failure explained with what preflight learned about that side (network path,
+    /// parameters, credentials); classified as the failure itself.
+    #[error("{source}; preflight found: {explanation}")]
+    Explained {
+        #[source]
+        source: Box<Error>,
+        explanation: String,
+    },
 
     #[error("{0}")]
     Internal(String),
@@ -97,6 +118,7 @@ impl Error {
     pub fn sqlstate(&self) -> Option<&SqlState> {
         match self {
             Self::Connect { source, .. } | Self::Db { source, .. } | Self::Apply { source, .. } => source.code(),
+            Self::Explained { source, .. } => source.sqlstate(),
             _ => None,
         }
     }
@@ -119,6 +141,14 @@ impl Error {
             Self::PreflightFailed { .. } => ErrorKind::PreflightFailed,
             Self::VerifyMismatch { .. } => ErrorKind::VerifyMismatch,
             Self::Store { .. } => ErrorKind::Other,
+            Self::Aws { failure, .. } => match failure {
+                crate::aws::AwsFailure::Unreachable => ErrorKind::AwsUnreachable,
+                crate::aws::AwsFailure::AccessDenied => ErrorKind::AwsAccessDenied,
+                crate::aws::AwsFailure::NotFound => ErrorKind::AwsNotFound,
+                crate::aws::AwsFailure::Transient => ErrorKind::Transient,
+                crate::aws::AwsFailure::Other => ErrorKind::Other,
+            },
+            Self::Explained { source, .. } => source.kind(),
             Self::Internal(_) => ErrorKind::Other,
         }
     }
@@ -145,6 +175,19 @@ fn pg_message(e: &tokio_postgres::Error) -> String {
         cur = err.source();
     }
     msg
+}
+
+/// What a failed schema statement's SQLSTATE usually means on a restore (RDS-CASES T60).
+fn apply_hint(e: &tokio_postgres::Error) -> &'static str {
+    match e.code().map(|c| c.code()) {
+        Some("42704" | "42883" | "42P01" | "3F000" | "42P17") => {
+            " (an object it needs is missing on the target: see the skipped statements in the schema report)"
+        }
+        Some("42P07" | "42710" | "42P06" | "42723") => {
+            " (the object exists on the target already: pgferry never overwrites; use an empty target database)"
+        }
+        _ => "",
+    }
 }
 
 fn sqlstate_of(e: &tokio_postgres::Error) -> &str {
@@ -198,13 +241,19 @@ pub enum ErrorKind {
     SchemaApply,
     /// `pg_dump` or another external tool failed.
     ToolFailed,
+    /// An AWS API endpoint did not answer (no NAT gateway or VPC endpoint on the way, or a timeout).
+    AwsUnreachable,
+    /// The function's IAM role may not make an AWS call.
+    AwsAccessDenied,
+    /// An RDS instance, cluster, secret, security group or subnet named by the job does not exist.
+    AwsNotFound,
     /// Anything else.
     Other,
 }
 
 impl ErrorKind {
     /// Every kind, for tests that check the mapping is total.
-    pub const ALL: [ErrorKind; 23] = [
+    pub const ALL: [ErrorKind; 26] = [
         Self::ConnectTimeout,
         Self::ConnectionRefused,
         Self::HostNotFound,
@@ -227,6 +276,9 @@ impl ErrorKind {
         Self::VerifyMismatch,
         Self::SchemaApply,
         Self::ToolFailed,
+        Self::AwsUnreachable,
+        Self::AwsAccessDenied,
+        Self::AwsNotFound,
         Self::Other,
     ];
 
@@ -236,16 +288,18 @@ impl ErrorKind {
             Self::StartingUp | Self::TooManyConnections | Self::ConnectionLost | Self::Transient => {
                 STEP_ERROR_RETRYABLE
             }
-            Self::ConnectTimeout | Self::ConnectionRefused | Self::HostNotFound => "Pgferry.ConnectionFailed",
+            Self::ConnectTimeout | Self::ConnectionRefused | Self::HostNotFound | Self::AwsUnreachable => {
+                "Pgferry.ConnectionFailed"
+            }
             Self::AuthFailed => "Pgferry.AuthFailed",
             Self::EncryptionRequired
             | Self::CertificateUntrusted
             | Self::HostnameMismatch
             | Self::CertificateInvalid => "Pgferry.TlsFailed",
             Self::DatabaseMissing => "Pgferry.DatabaseMissing",
-            Self::PermissionDenied | Self::PrerequisiteState => "Pgferry.NotPermitted",
+            Self::PermissionDenied | Self::PrerequisiteState | Self::AwsAccessDenied => "Pgferry.NotPermitted",
             Self::QueryCanceled => "Pgferry.Timeout",
-            Self::InvalidInput => "Pgferry.InvalidJob",
+            Self::InvalidInput | Self::AwsNotFound => "Pgferry.InvalidJob",
             Self::TargetNotEmpty => "Pgferry.TargetNotEmpty",
             Self::PreflightFailed => "Pgferry.PreflightFailed",
             Self::VerifyMismatch => "Pgferry.VerifyMismatch",
@@ -314,6 +368,20 @@ impl ErrorKind {
             }
             Self::SchemaApply => "the target refused a schema statement; the schema report names it",
             Self::ToolFailed => "pg_dump must be at least as new as the source server's major version",
+            Self::AwsUnreachable => {
+                "the AWS API did not answer: functions in a VPC reach AWS APIs only through a NAT gateway or \
+                 interface VPC endpoints (rds, secretsmanager, ec2) with private DNS; run `pgferry preflight`"
+            }
+            Self::AwsAccessDenied => {
+                "the IAM role may not make this call: pgferry needs rds:DescribeDBInstances, rds:DescribeDBClusters, \
+                 rds:DescribeDBSubnetGroups, rds:DescribeDBParameters, rds:DescribeDBClusterParameters, \
+                 ec2:Describe*, secretsmanager:GetSecretValue (plus kms:Decrypt for customer-managed keys) and \
+                 rds-db:connect for IAM database authentication"
+            }
+            Self::AwsNotFound => {
+                "the AWS resource does not exist in this account and region: check the name in the job and \
+                 AWS_REGION"
+            }
             Self::PreflightFailed | Self::VerifyMismatch | Self::Other => return None,
         })
     }

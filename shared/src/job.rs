@@ -1,13 +1,23 @@
 //! The job: what to copy where. The one input a user writes.
 //!
-//! Unknown fields are rejected with their name (a typo must not silently change behaviour), and
-//! every URL is parsed before anything connects, so a malformed job fails with one clear line and
-//! nothing written.
+//! A side is named by a libpq URL (local runs) or, in AWS, by an RDS instance or Aurora cluster
+//! and a database; endpoints, ports and RDS-managed master secrets are then looked up. The job is
+//! checked twice before anything connects: against the published JSON Schema
+//! (`schema/job.schema.json`, which the console user reads) and by serde with
+//! `deny_unknown_fields` plus [`Job::validate`]. A typo'd field is refused with its name, and
+//! a test keeps the schema and the types in agreement.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::pg::ConnSpec;
+use crate::pg::{ConnSpec, SslMode};
+
+/// The JSON Schema of a job, as published in `schema/job.schema.json`.
+pub const JOB_SCHEMA: &str = include_str!("../../schema/job.schema.json");
 
 /// A replication job, as started from the console, a schedule or `pgferry run`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,19 +31,157 @@ pub struct Job {
     /// Default: [`DEFAULT_MAX_CONCURRENCY`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrency: Option<u32>,
+    /// Where the functions run, for the network-path checks of local runs and tests; in AWS the
+    /// deployment says it (see [`Network::from_env`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<Network>,
 }
 
 /// Default number of chunks in flight: enough to keep a 2-vCPU instance busy on both ends
 /// without crowding `max_connections` (each chunk holds one connection per side).
 pub const DEFAULT_MAX_CONCURRENCY: u32 = 4;
 
-/// One side of the job.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One side of the job: exactly one of `url`, `rds_instance`, `rds_cluster`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Endpoint {
-    /// libpq URL or key/value string, naming the database. Accepted by the local CLI; in AWS the
-    /// password comes from Secrets Manager instead.
-    pub url: String,
+    /// libpq URL or key/value string, naming the database. Accepted with a password by the local
+    /// CLI only; in AWS the password comes from Secrets Manager.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// `DBInstanceIdentifier` of an RDS for PostgreSQL instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rds_instance: Option<String>,
+    /// `DBClusterIdentifier` of an Aurora PostgreSQL cluster (its writer endpoint is used).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rds_cluster: Option<String>,
+    /// Database name (required with `rds_instance` / `rds_cluster`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    /// Secrets Manager secret (ARN or name) with `username` and `password`; default: the
+    /// instance's RDS-managed master secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_arn: Option<String>,
+    /// Authenticate with an RDS IAM auth token.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub iam_auth: bool,
+    /// Host to dial instead of the looked-up endpoint (RDS Proxy, tunnel, test server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Port to dial instead of the looked-up one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// libpq `sslmode`; default `verify-full` against the embedded RDS bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssl_mode: Option<SslMode>,
+    /// Trusted roots replacing the embedded RDS bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssl_root_cert: Option<PathBuf>,
+    /// Database user; default: the secret's `username`, else the master user name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+}
+
+impl Endpoint {
+    /// An endpoint given by a libpq URL.
+    pub fn from_url(url: impl Into<String>) -> Self {
+        Self { url: Some(url.into()), ..Self::default() }
+    }
+
+    /// The RDS resource named, as `(kind, identifier)`.
+    pub fn rds_resource(&self) -> Option<(crate::aws::rds::ResourceKind, &str)> {
+        use crate::aws::rds::ResourceKind;
+        match (&self.rds_instance, &self.rds_cluster) {
+            (Some(id), _) => Some((ResourceKind::Instance, id.as_str())),
+            (None, Some(id)) => Some((ResourceKind::Cluster, id.as_str())),
+            (None, None) => None,
+        }
+    }
+
+    /// Checks the combinations serde cannot express.
+    fn validate(&self, side: Side) -> Result<()> {
+        let name = side.as_str();
+        let err = |msg: String| Err(Error::job(format!("{name}: {msg}")));
+        let given = [self.url.is_some(), self.rds_instance.is_some(), self.rds_cluster.is_some()];
+        if given.iter().filter(|g| **g).count() != 1 {
+            return err("give exactly one of `url`, `rdsInstance`, `rdsCluster`".to_string());
+        }
+        if let Some(url) = &self.url {
+            ConnSpec::parse(url).map_err(|e| Error::job(format!("{name}.url: {e}")))?;
+            let named_in_url = [
+                ("database", self.database.is_some()),
+                ("iamAuth", self.iam_auth),
+                ("host", self.host.is_some()),
+                ("port", self.port.is_some()),
+                ("sslMode", self.ssl_mode.is_some()),
+                ("sslRootCert", self.ssl_root_cert.is_some()),
+                ("user", self.user.is_some()),
+            ];
+            if let Some((field, _)) = named_in_url.iter().find(|(_, set)| *set) {
+                return err(format!("`{field}` goes into the url (or name the server with `rdsInstance`)"));
+            }
+        } else if self.database.as_deref().is_none_or(str::is_empty) {
+            return err("`database` is required with `rdsInstance` / `rdsCluster`".to_string());
+        }
+        if let Some((_, id)) = self.rds_resource() {
+            let valid = id.len() <= 63
+                && id.starts_with(|c: char| c.is_ascii_alphabetic())
+                && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+            if !valid {
+                return err(format!(
+                    "`{id}` is not an RDS identifier (letters, digits, hyphens; starts with a letter)"
+                ));
+            }
+        }
+        if self.secret_arn.is_some() && self.iam_auth {
+            return err("give `secretArn` or `iamAuth`, not both".to_string());
+        }
+        if self.port == Some(0) {
+            return err("`port` must be 1-65535".to_string());
+        }
+        Ok(())
+    }
+}
+
+/// Where the pgferry functions run: the VPC configuration of the Lambda functions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Network {
+    pub security_group_ids: Vec<String>,
+    pub subnet_ids: Vec<String>,
+}
+
+impl Network {
+    /// The deployment's network, from `PGFERRY_SECURITY_GROUP_IDS` and `PGFERRY_SUBNET_IDS`
+    /// (comma-separated; the SAM template sets them from the functions' `VpcConfig`).
+    pub fn from_env() -> Option<Self> {
+        let list = |key: &str| -> Vec<String> {
+            std::env::var(key)
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        };
+        let network =
+            Self { security_group_ids: list("PGFERRY_SECURITY_GROUP_IDS"), subnet_ids: list("PGFERRY_SUBNET_IDS") };
+        (!network.security_group_ids.is_empty() || !network.subnet_ids.is_empty()).then_some(network)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let check = |field: &str, ids: &[String], prefix: &str| -> Result<()> {
+            if ids.is_empty() {
+                return Err(Error::job(format!("network.{field}: give at least one")));
+            }
+            if let Some(bad) = ids.iter().find(|id| !id.starts_with(prefix)) {
+                return Err(Error::job(format!("network.{field}: `{bad}` does not start with `{prefix}`")));
+            }
+            Ok(())
+        };
+        check("securityGroupIds", &self.security_group_ids, "sg-")?;
+        check("subnetIds", &self.subnet_ids, "subnet-")
+    }
 }
 
 /// How the target is brought in line with the source.
@@ -46,7 +194,7 @@ pub enum Mode {
 }
 
 /// Which side of the job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Side {
     Source,
@@ -54,6 +202,7 @@ pub enum Side {
 }
 
 impl Side {
+    /// `source` / `target`, as in the job's field names.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Source => "source",
@@ -62,27 +211,101 @@ impl Side {
     }
 }
 
+/// The compiled job schema.
+fn schema_validator() -> &'static std::result::Result<jsonschema::Validator, String> {
+    static VALIDATOR: OnceLock<std::result::Result<jsonschema::Validator, String>> = OnceLock::new();
+    VALIDATOR.get_or_init(|| {
+        let schema: Value = serde_json::from_str(JOB_SCHEMA).map_err(|e| format!("job schema: {e}"))?;
+        jsonschema::validator_for(&schema).map_err(|e| format!("job schema: {e}"))
+    })
+}
+
+/// What the schema says about a document.
+enum SchemaFinding {
+    /// A field the schema does not know: the most useful thing to report.
+    UnknownField(String),
+    /// Any other violation, with where it is.
+    Other(String),
+}
+
+fn schema_finding(value: &Value) -> Result<Option<SchemaFinding>> {
+    let validator = schema_validator().as_ref().map_err(|e| Error::Internal(e.clone()))?;
+    let mut first = None;
+    for error in validator.iter_errors(value) {
+        let at = error.instance_path().to_string();
+        if let jsonschema::error::ValidationErrorKind::AdditionalProperties { unexpected } = error.kind() {
+            let place = if at.is_empty() { String::new() } else { format!(" in {}", at.trim_start_matches('/')) };
+            return Ok(Some(SchemaFinding::UnknownField(format!(
+                "unknown field `{}`{place}",
+                unexpected.join("`, `")
+            ))));
+        }
+        if first.is_none() {
+            let at = if at.is_empty() { "job".to_string() } else { at };
+            first = Some(SchemaFinding::Other(format!("does not match schema/job.schema.json at {at}: {error}")));
+        }
+    }
+    Ok(first)
+}
+
+/// Validates a job document against the published JSON Schema. An unknown field is reported as
+/// serde reports it (``unknown field `x` ``), with where it is.
+pub fn check_schema(value: &Value) -> Result<()> {
+    match schema_finding(value)? {
+        None => Ok(()),
+        Some(SchemaFinding::UnknownField(reason) | SchemaFinding::Other(reason)) => Err(Error::job(reason)),
+    }
+}
+
 impl Job {
-    /// Parses and validates a job document.
+    /// Parses and validates a job document: JSON syntax, the published schema, serde's types and
+    /// [`Job::validate`]. Unknown fields are refused with their name.
     pub fn from_json(text: &str) -> Result<Self> {
-        let job: Job = serde_json::from_str(text).map_err(|e| Error::job(e.to_string()))?;
-        job.validate()?;
-        Ok(job)
+        let value: Value = serde_json::from_str(text).map_err(|e| Error::job(e.to_string()))?;
+        Self::from_value(value)
     }
 
-    /// Checks what serde cannot: that each URL is a connection string pgferry can use.
+    /// As [`Job::from_json`], from a parsed document.
+    pub fn from_value(value: Value) -> Result<Self> {
+        let finding = schema_finding(&value)?;
+        if let Some(SchemaFinding::UnknownField(reason)) = finding {
+            return Err(Error::job(reason));
+        }
+        // Other schema findings come second to the typed validation, whose messages name the
+        // rule broken; the schema has the last word.
+        let job: Job = serde_json::from_value(value).map_err(|e| Error::job(e.to_string()))?;
+        job.validate()?;
+        match finding {
+            Some(SchemaFinding::Other(reason) | SchemaFinding::UnknownField(reason)) => Err(Error::job(reason)),
+            None => Ok(job),
+        }
+    }
+
+    /// Checks what serde cannot: one way to name each side, parseable URLs, identifiers.
     pub fn validate(&self) -> Result<()> {
         for side in [Side::Source, Side::Target] {
-            ConnSpec::parse(&self.endpoint(side).url).map_err(|e| Error::job(format!("{}.url: {e}", side.as_str())))?;
+            self.endpoint(side).validate(side)?;
+        }
+        if let Some(network) = &self.network {
+            network.validate()?;
+        }
+        if self.max_concurrency == Some(0) {
+            return Err(Error::job("maxConcurrency must be at least 1"));
         }
         Ok(())
     }
 
+    /// One side of the job.
     pub fn endpoint(&self, side: Side) -> &Endpoint {
         match side {
             Side::Source => &self.source,
             Side::Target => &self.target,
         }
+    }
+
+    /// Whether any side is named through the RDS API.
+    pub fn uses_aws(&self) -> bool {
+        [&self.source, &self.target].iter().any(|e| e.rds_resource().is_some() || e.secret_arn.is_some())
     }
 }
 
@@ -95,6 +318,7 @@ mod tests {
         let job = Job::from_json(r#"{"source":{"url":"postgresql://u@a/db"},"target":{"url":"postgresql://u@b/db"}}"#)
             .unwrap();
         assert_eq!(job.mode, Mode::Snapshot);
+        assert!(!job.uses_aws());
     }
 
     #[test]
@@ -117,5 +341,116 @@ mod tests {
         .unwrap_err();
         assert!(err.to_string().contains("source.url"), "{err}");
         assert_eq!(err.kind(), crate::ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn a_job_by_instance_names_round_trips() {
+        let text = r#"{"source":{"rdsInstance":"prod-db","database":"shop"},
+                       "target":{"rdsCluster":"staging","database":"shop","iamAuth":true,"host":"127.0.0.1",
+                                 "port":55433,"sslMode":"verify-ca","sslRootCert":"/tmp/ca.pem","user":"dbadmin"},
+                       "network":{"securityGroupIds":["sg-0abc"],"subnetIds":["subnet-01","subnet-02"]}}"#;
+        let job = Job::from_json(text).unwrap();
+        assert_eq!(job.source.rds_instance.as_deref(), Some("prod-db"));
+        assert_eq!(job.target.ssl_mode, Some(SslMode::VerifyCa));
+        assert!(job.uses_aws());
+        let again = Job::from_value(serde_json::to_value(&job).unwrap()).unwrap();
+        assert_eq!(again, job);
+    }
+
+    /// Sample jobs that the schema and the serde types must judge alike: `Some(needle)` names the
+    /// text the refusal must contain.
+    const SAMPLES: &[(&str, Option<&str>)] = &[
+        (r#"{"source":{"url":"postgresql://u@a/d"},"target":{"url":"postgresql://u@b/d"}}"#, None),
+        (
+            r#"{"source":{"rdsInstance":"prod-db","database":"shop"},"target":{"rdsInstance":"stage","database":"shop"}}"#,
+            None,
+        ),
+        (
+            r#"{"source":{"rdsInstance":"p","database":"s","secretArn":"arn:aws:secretsmanager:us-east-1:1:secret:x"},"target":{"rdsCluster":"c","database":"s","iamAuth":true}}"#,
+            None,
+        ),
+        (
+            r#"{"source":{"url":"postgresql://u@a/d","secretArn":"s"},"target":{"url":"postgresql://u@b/d"},"maxConcurrency":8,"mode":"snapshot"}"#,
+            None,
+        ),
+        (
+            r#"{"source":{"url":"postgresql://u@a/d"},"target":{"url":"postgresql://u@b/d"},"network":{"securityGroupIds":["sg-1"],"subnetIds":["subnet-1"]}}"#,
+            None,
+        ),
+        (
+            r#"{"source":{"rdsInstance":"prod-db","databse":"shop"},"target":{"rdsInstance":"stage","database":"shop"}}"#,
+            Some("unknown field `databse`"),
+        ),
+        (
+            r#"{"source":{"url":"postgresql://u@a/d"},"target":{"url":"postgresql://u@b/d"},"netwrok":{}}"#,
+            Some("unknown field `netwrok`"),
+        ),
+        (
+            r#"{"source":{"url":"postgresql://u@a/d"},"target":{"url":"postgresql://u@b/d"},"network":{"securityGroupIds":["sg-1"],"subnetIDs":["subnet-1"]}}"#,
+            Some("unknown field `subnetIDs`"),
+        ),
+        (
+            r#"{"source":{"rdsInstance":"prod-db"},"target":{"rdsInstance":"stage","database":"shop"}}"#,
+            Some("database"),
+        ),
+        (
+            r#"{"source":{"rdsInstance":"a","rdsCluster":"b","database":"d"},"target":{"url":"postgresql://u@b/d"}}"#,
+            Some("exactly one"),
+        ),
+        (r#"{"source":{},"target":{"url":"postgresql://u@b/d"}}"#, Some("exactly one")),
+        (
+            r#"{"source":{"url":"postgresql://u@a/d","database":"x"},"target":{"url":"postgresql://u@b/d"}}"#,
+            Some("`database` goes into the url"),
+        ),
+        (
+            r#"{"source":{"rdsInstance":"p","database":"s","secretArn":"x","iamAuth":true},"target":{"url":"postgresql://u@b/d"}}"#,
+            Some("not both"),
+        ),
+        (
+            r#"{"source":{"rdsInstance":"p","database":"s","sslMode":"verify_full"},"target":{"url":"postgresql://u@b/d"}}"#,
+            Some("verify_full"),
+        ),
+        (
+            r#"{"source":{"rdsInstance":"p","database":"s","port":70000},"target":{"url":"postgresql://u@b/d"}}"#,
+            Some("70000"),
+        ),
+        (r#"{"source":{"rdsInstance":"1db","database":"s"},"target":{"url":"postgresql://u@b/d"}}"#, Some("1db")),
+        (
+            r#"{"source":{"url":"postgresql://u@a/d"},"target":{"url":"postgresql://u@b/d"},"mode":"mirror"}"#,
+            Some("mirror"),
+        ),
+        (
+            r#"{"source":{"url":"postgresql://u@a/d"},"target":{"url":"postgresql://u@b/d"},"maxConcurrency":0}"#,
+            Some("maxConcurrency"),
+        ),
+        (
+            r#"{"source":{"url":"postgresql://u@a/d"},"target":{"url":"postgresql://u@b/d"},"network":{"securityGroupIds":["vpc-1"],"subnetIds":["subnet-1"]}}"#,
+            Some("vpc-1"),
+        ),
+    ];
+
+    #[test]
+    fn the_schema_and_the_serde_types_agree_on_sample_jobs() {
+        for (text, refusal) in SAMPLES {
+            let value: Value = serde_json::from_str(text).unwrap();
+            let by_schema = check_schema(&value).is_ok();
+            let by_types = serde_json::from_value::<Job>(value.clone())
+                .map_err(|e| e.to_string())
+                .and_then(|j| j.validate().map_err(|e| e.to_string()));
+            assert_eq!(by_schema, by_types.is_ok(), "schema and types disagree on {text}: {by_types:?}");
+            match (refusal, Job::from_value(value)) {
+                (None, Ok(_)) => {}
+                (Some(needle), Err(e)) => assert!(e.to_string().contains(needle), "{text}: {e}"),
+                (expected, got) => panic!("{text}: expected {expected:?}, got {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_published_schema_is_the_compiled_one() {
+        assert!(schema_validator().is_ok());
+        let on_disk =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../schema/job.schema.json")).unwrap();
+        assert_eq!(on_disk, JOB_SCHEMA);
     }
 }

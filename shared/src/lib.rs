@@ -6,6 +6,7 @@
 //! whose [`ErrorKind`] maps to a stable Step Functions error name.
 
 pub mod asl;
+pub mod aws;
 pub mod catalog;
 pub mod context;
 pub mod copy;

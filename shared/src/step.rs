@@ -29,6 +29,9 @@ pub enum SchemaRequest {
     PostData(StepInput),
     /// Set every sequence on the target from the source.
     Sequences(StepInput),
+    /// Revoke the memberships the master was given for the run (after the last step that reads
+    /// or writes the target, and on the failure path).
+    Release(StepInput),
 }
 
 /// Requests to the copy function.
@@ -65,6 +68,43 @@ pub struct PreflightOutput {
     pub summary: String,
     pub checks: Vec<Check>,
     pub report_key: String,
+    /// What preflight learned about how each side is reached, read back by later steps to explain
+    /// a connection failure (network path, `rds.force_ssl`, where the credentials come from).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub facts: Vec<EndpointFacts>,
+}
+
+/// How one side of the job is reached, as preflight found it. No secrets: the credential source
+/// is described by its kind and secret ARN only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EndpointFacts {
+    pub side: crate::job::Side,
+    /// `host:port` dialled.
+    pub endpoint: String,
+    /// `RDS instance prod-db`, when the side is an RDS resource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    /// The resource's status at preflight (`available`, `stopped`…).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// The network-path verdict in one sentence (with the fix when blocked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    /// Whether the network path was found open (`None`: not analysed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_open: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publicly_accessible: Option<bool>,
+    /// Effective `rds.force_ssl`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force_ssl: Option<bool>,
+    /// `CACertificateIdentifier`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_certificate: Option<String>,
+    /// Where the password comes from, e.g. `RDS-managed secret arn:…`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<String>,
 }
 
 /// One preflight finding.
@@ -92,7 +132,14 @@ pub enum CheckStatus {
 pub struct GlobalsOutput {
     pub database_created: bool,
     pub roles_created: Vec<String>,
+    /// The globals report (roles and database): every statement with its verdict and rule.
     pub report_key: String,
+    /// Statements sent to the target.
+    pub applied: usize,
+    /// Statements changed by a rule before they were applied.
+    pub rewritten: usize,
+    /// Statements left out by a rule (each listed in the report).
+    pub skipped: usize,
 }
 
 /// Result of a schema section step.
@@ -100,8 +147,24 @@ pub struct GlobalsOutput {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SchemaOutput {
     pub section: String,
+    /// Statements applied.
     pub statements: usize,
     pub dump_key: String,
+    /// The section's report: every statement with its verdict and rule.
+    pub report_key: String,
+    pub rewritten: usize,
+    pub skipped: usize,
+    /// Set when an earlier run of the same job applied this same section into the target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub already_applied_by: Option<String>,
+}
+
+/// Result of the release step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReleaseOutput {
+    /// Roles the master stopped being a member of.
+    pub revoked: Vec<String>,
 }
 
 /// Result of the plan step; the chunks themselves are in the artifact store.
@@ -306,6 +369,30 @@ pub mod keys {
     pub fn dump(run: &str, section: &str) -> String {
         format!("runs/{run}/schema/{section}.sql")
     }
+    /// The schema dump in pg_dump's custom format (the one snapshot of the run's schema).
+    pub fn schema_archive(run: &str) -> String {
+        format!("runs/{run}/schema/schema.dump")
+    }
+    /// Written after the dump artifacts: a complete dump exists.
+    pub fn schema_manifest(run: &str) -> String {
+        format!("runs/{run}/schema/dump.json")
+    }
+    /// The report of a schema step (`globals`, `pre-data`, `post-data`).
+    pub fn schema_report(run: &str, step: &str) -> String {
+        format!("runs/{run}/schema/{step}-report.json")
+    }
+    /// Roles the master was made a member of by a step, logged before each grant.
+    pub fn schema_memberships(run: &str, step: &str) -> String {
+        format!("runs/{run}/schema/memberships-{step}.json")
+    }
+    /// Facts the schema plans were computed from.
+    pub fn schema_facts(run: &str) -> String {
+        format!("runs/{run}/schema/facts.json")
+    }
+    /// A section step's output, returned again by a retry that finds the section applied.
+    pub fn schema_output(run: &str, section: &str) -> String {
+        format!("runs/{run}/schema/{section}-output.json")
+    }
     pub fn plan(run: &str) -> String {
         format!("runs/{run}/plan.json")
     }
@@ -361,6 +448,7 @@ mod tests {
         pinned::<PreflightOutput>(fixture!("preflight-output"));
         pinned::<GlobalsOutput>(fixture!("globals-output"));
         pinned::<SchemaOutput>(fixture!("schema-output"));
+        pinned::<ReleaseOutput>(fixture!("release-output"));
         pinned::<PlanOutput>(fixture!("plan-output"));
         pinned::<ChunkInput>(fixture!("chunk-input"));
         pinned::<CopyChunkOutput>(fixture!("copy-chunk-output"));

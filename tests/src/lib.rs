@@ -5,6 +5,7 @@
 //! or, when the variables are not exported, from the file `testbed up` writes. Every test creates
 //! its own databases with unique names.
 
+pub mod aws;
 pub mod middlebox;
 
 use std::collections::HashMap;
@@ -37,18 +38,27 @@ const KEYS: [&str; 8] = [
     "PGFERRY_TEST_PG_BIN",
 ];
 
+/// The AWS emulator's variables (optional for tests that do not use it).
+const AWS_KEYS: [&str; 4] = ["AWS_ENDPOINT_URL", "AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"];
+
 /// The running test bed; panics with instructions when it is not up.
 pub fn testbed() -> &'static Testbed {
     static BED: OnceLock<Testbed> = OnceLock::new();
     BED.get_or_init(|| {
-        let mut vars: HashMap<String, String> =
-            KEYS.iter().filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v))).collect();
-        if vars.len() < KEYS.len() {
+        let mut vars: HashMap<String, String> = KEYS
+            .iter()
+            .chain(AWS_KEYS.iter())
+            .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+            .collect();
+        if vars.len() < KEYS.len() + AWS_KEYS.len() {
             let dir = std::env::var("PGFERRY_TESTBED_DIR").unwrap_or_else(|_| "/tmp/pgferry-testbed".to_string());
             let path = format!("{dir}/testbed.env");
-            let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-                panic!("the test bed is not up ({path}: {e}); run `scripts/testbed up` or `scripts/test`")
-            });
+            let required_present = KEYS.iter().all(|k| vars.contains_key(*k));
+            let text = match std::fs::read_to_string(&path) {
+                Ok(text) => text,
+                Err(_) if required_present => String::new(),
+                Err(e) => panic!("the test bed is not up ({path}: {e}); run `scripts/testbed up` or `scripts/test`"),
+            };
             for line in text.lines() {
                 if let Some((k, v)) = line.split_once('=') {
                     vars.entry(k.trim().to_string()).or_insert_with(|| v.trim().to_string());
@@ -84,6 +94,13 @@ impl Testbed {
     /// The bootstrap superuser's URL (test setup only; pgferry never gets it).
     pub fn admin_url(&self, server: Server, db: &str) -> String {
         with_db(self.var(Self::url_key(server, true)), db)
+    }
+
+    /// A variable of the AWS emulator; panics with instructions when the test bed has none.
+    pub fn aws_var(&self, key: &str) -> &str {
+        self.vars.get(key).map(String::as_str).unwrap_or_else(|| {
+            panic!("test bed variable {key} is missing: the AWS emulator is started by `scripts/testbed up`")
+        })
     }
 
     pub fn ca(&self) -> &str {

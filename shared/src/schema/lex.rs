@@ -39,6 +39,12 @@ impl<'a> Item<'a> {
         self.sql().is_empty()
     }
 
+    /// The comments and whitespace before the SQL (where `pg_dump` writes its TOC entry headers).
+    pub fn leading(&self) -> &'a str {
+        let body = skip_insignificant(self.text);
+        &self.text[..self.text.len() - body.len()]
+    }
+
     /// The first line of the SQL, cut to 120 characters, for messages.
     pub fn head(&self) -> String {
         let first = self.sql().lines().next().unwrap_or("");
@@ -122,7 +128,13 @@ pub fn split(input: &str) -> Vec<Item<'_>> {
     let mut significant: Option<usize> = None; // first significant byte of the current statement
     let mut words: Vec<String> = Vec::new(); // leading keywords, to detect CREATE FUNCTION bodies
     let mut atomic_depth = 0usize;
-    let line_of = |pos: usize| input[..pos].bytes().filter(|&c| c == b'\n').count() + 1;
+    // Lines are asked for at increasing positions: count newlines once, incrementally.
+    let (mut counted_to, mut line) = (0usize, 1usize);
+    let mut line_of = |pos: usize| {
+        line += b[counted_to..pos.max(counted_to)].iter().filter(|&&c| c == b'\n').count();
+        counted_to = counted_to.max(pos);
+        line
+    };
 
     while i < b.len() {
         let c = b[i];
@@ -252,6 +264,156 @@ fn skip_quoted(b: &[u8], i: usize, quote: u8, escapes: bool) -> usize {
     b.len()
 }
 
+/// What a token of one SQL statement is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    /// Whitespace.
+    Space,
+    /// `-- …` (without its newline) or a (nested) `/* … */`.
+    Comment,
+    /// An unquoted identifier or keyword.
+    Word,
+    /// `"…"` or `U&"…"`.
+    QuotedIdent,
+    /// `'…'`, `E'…'`, `U&'…'`, `B'…'`, `X'…'`, `N'…'`.
+    String,
+    /// `$tag$…$tag$`.
+    Dollar,
+    /// An integer or decimal literal.
+    Number,
+    /// A positional parameter, `$1`.
+    Param,
+    /// One of `( ) [ ] , ; . :` or `::`.
+    Punct,
+    /// An operator (`=`, `<>`, `||`…) or any other character.
+    Operator,
+}
+
+/// One token of a statement, borrowed from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Token<'a> {
+    pub kind: TokenKind,
+    pub text: &'a str,
+    /// Byte offset of `text` in the tokenized string.
+    pub offset: usize,
+}
+
+impl Token<'_> {
+    /// True for tokens the server ignores (whitespace and comments).
+    pub fn is_trivia(&self) -> bool {
+        matches!(self.kind, TokenKind::Space | TokenKind::Comment)
+    }
+
+    /// Byte offset just past the token.
+    pub fn end(&self) -> usize {
+        self.offset + self.text.len()
+    }
+}
+
+const OPERATOR_CHARS: &[u8] = b"+-*/<>=~!@#%^&|`?";
+
+/// Splits one statement (or any SQL text) into tokens with PostgreSQL's lexical rules.
+///
+/// Like [`split`], tokens are contiguous: their texts concatenated give back the input, so a rule
+/// can replace exactly the tokens it means and leave every other byte (function bodies, strings,
+/// comments) untouched. Unterminated quotes and comments run to the end of the input.
+pub fn tokenize(input: &str) -> Vec<Token<'_>> {
+    let b = input.as_bytes();
+    let mut tokens = Vec::new();
+    let mut i = 0usize;
+    while i < b.len() {
+        let start = i;
+        let c = b[i];
+        let kind = if c.is_ascii_whitespace() {
+            while i < b.len() && b[i].is_ascii_whitespace() {
+                i += 1;
+            }
+            TokenKind::Space
+        } else if b[i..].starts_with(b"--") {
+            while i < b.len() && b[i] != b'\n' {
+                i += 1;
+            }
+            TokenKind::Comment
+        } else if b[i..].starts_with(b"/*") {
+            i = skip_block_comment(b, i);
+            TokenKind::Comment
+        } else if c == b'\'' {
+            i = skip_quoted(b, i, b'\'', false);
+            TokenKind::String
+        } else if c == b'"' {
+            i = skip_quoted(b, i, b'"', false);
+            TokenKind::QuotedIdent
+        } else if (c == b'U' || c == b'u') && b.get(i + 1) == Some(&b'&') && matches!(b.get(i + 2), Some(b'\'' | b'"'))
+        {
+            let quote = b[i + 2];
+            i = skip_quoted(b, i + 2, quote, false);
+            if quote == b'"' { TokenKind::QuotedIdent } else { TokenKind::String }
+        } else if matches!(c, b'E' | b'e' | b'B' | b'b' | b'X' | b'x' | b'N' | b'n') && b.get(i + 1) == Some(&b'\'') {
+            i = skip_quoted(b, i + 1, b'\'', c == b'E' || c == b'e');
+            TokenKind::String
+        } else if is_ident_start(c) {
+            while i < b.len() && is_ident_char(b[i]) {
+                i += 1;
+            }
+            TokenKind::Word
+        } else if c == b'$' {
+            if let Some(len) = dollar_tag_len(b, i) {
+                let tag = &b[i..i + len];
+                let body = i + len;
+                i = b[body..].windows(len).position(|w| w == tag).map_or(b.len(), |p| body + p + len);
+                TokenKind::Dollar
+            } else if b.get(i + 1).is_some_and(u8::is_ascii_digit) {
+                i += 1;
+                while i < b.len() && b[i].is_ascii_digit() {
+                    i += 1;
+                }
+                TokenKind::Param
+            } else {
+                i += 1;
+                TokenKind::Operator
+            }
+        } else if c.is_ascii_digit() || (c == b'.' && b.get(i + 1).is_some_and(u8::is_ascii_digit)) {
+            while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b'.') {
+                // `1..2` is not a number followed by a number; stop before a second dot.
+                if b[i] == b'.' && (b[start..i].contains(&b'.') || b.get(i + 1) == Some(&b'.')) {
+                    break;
+                }
+                let exponent_sign = (b[i] == b'e' || b[i] == b'E') && matches!(b.get(i + 1), Some(b'+' | b'-'));
+                i += if exponent_sign { 2 } else { 1 };
+            }
+            TokenKind::Number
+        } else if c == b':' && b.get(i + 1) == Some(&b':') {
+            i += 2;
+            TokenKind::Punct
+        } else if matches!(c, b'(' | b')' | b'[' | b']' | b',' | b';' | b'.' | b':') {
+            i += 1;
+            TokenKind::Punct
+        } else if OPERATOR_CHARS.contains(&c) {
+            i += 1;
+            // An operator never contains the start of a comment.
+            while i < b.len()
+                && OPERATOR_CHARS.contains(&b[i])
+                && !b[i..].starts_with(b"--")
+                && !b[i..].starts_with(b"/*")
+            {
+                i += 1;
+            }
+            TokenKind::Operator
+        } else {
+            // Any other byte; keep multi-byte characters whole.
+            i += 1;
+            while i < b.len() && !input.is_char_boundary(i) {
+                i += 1;
+            }
+            TokenKind::Operator
+        };
+        let i_end = i.min(b.len());
+        tokens.push(Token { kind, text: &input[start..i_end], offset: start });
+        i = i_end;
+    }
+    tokens
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -370,6 +532,68 @@ mod tests {
                 assert_eq!(item.offset, offset);
                 offset += item.text.len();
             }
+        }
+    }
+
+    /// Pieces that exercise every lexical state: quotes of each kind (terminated or not),
+    /// dollar tags, comments (nested, unterminated), meta-commands, `BEGIN ATOMIC` bodies.
+    fn piece() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just("'".to_string()),
+            Just("\"".to_string()),
+            Just("$$".to_string()),
+            Just("$a$".to_string()),
+            Just("$1".to_string()),
+            Just(";".to_string()),
+            Just("--".to_string()),
+            Just("/*".to_string()),
+            Just("*/".to_string()),
+            Just("\n".to_string()),
+            Just("E'".to_string()),
+            Just("U&'".to_string()),
+            Just("\\".to_string()),
+            Just("\\connect db\n".to_string()),
+            Just(" BEGIN ATOMIC ".to_string()),
+            Just(" END".to_string()),
+            Just("CREATE FUNCTION f() ".to_string()),
+            Just("::".to_string()),
+            Just("1.5e-3".to_string()),
+            "[a-zA-Z_ ]{0,6}",
+            any::<char>().prop_map(|c| c.to_string()),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn items_and_tokens_rebuild_any_input_byte_for_byte(
+            pieces in proptest::collection::vec(piece(), 0..40)
+        ) {
+            let input: String = pieces.concat();
+            let items = split(&input);
+            proptest::prop_assert_eq!(items.iter().map(|i| i.text).collect::<String>(), input.clone());
+            let mut offset = 0;
+            for item in &items {
+                proptest::prop_assert_eq!(item.offset, offset);
+                offset += item.text.len();
+                let _ = (item.sql(), item.leading(), item.head());
+            }
+            let tokens = tokenize(&input);
+            proptest::prop_assert_eq!(tokens.iter().map(|t| t.text).collect::<String>(), input.clone());
+            proptest::prop_assert!(tokens.iter().all(|t| !t.text.is_empty()));
+        }
+
+        #[test]
+        fn semicolons_inside_quoted_tokens_never_split_statements(
+            bodies in proptest::collection::vec("[a-z ;'\"$]{0,12}", 1..8)
+        ) {
+            // Each body is wrapped in a dollar quote whose tag cannot occur in it.
+            let statements: Vec<String> = bodies.iter().map(|b| format!("SELECT $Q${b}$Q$")).collect();
+            let input = statements.iter().map(|s| format!("{s};\n")).collect::<String>();
+            let got: Vec<&str> = split(&input).iter().filter(|i| i.kind == ItemKind::Statement).map(|i| i.sql()).collect();
+            proptest::prop_assert_eq!(got, statements.iter().map(String::as_str).collect::<Vec<_>>());
         }
     }
 }

@@ -1,24 +1,47 @@
-//! The schema step: target database and roles, schema dump, pre-data and post-data, sequences.
+//! The schema step: globals and the target database, the schema's pre-data and post-data, and
+//! sequences — dumped once, sanitized for the target, applied so that nothing is lost silently.
 //!
-//! The dump is taken once (both sections, by `pg_dump`) and kept in the artifact store, so the
-//! post-data applied after the copy belongs to the same schema as the pre-data applied before it.
-//! Each section is applied statement by statement inside one transaction together with a marker
-//! row in pgferry's bookkeeping schema: a retried step either finds the marker and does nothing,
-//! or finds nothing applied at all (RDS-CASES T60). A failing statement is named with its SQLSTATE.
+//! `pg_dumpall` and `pg_dump` output is not restorable on RDS as it is: the master user is not a
+//! superuser, RDS owns some roles, and a peer tool's substring filter once turned every role
+//! NOLOGIN because `NOSUPERUSER` contains `SUPERUSER`. Here a real lexer ([`lex`]) splits the dump
+//! into statements, a parser ([`parse`]) reads the shapes that matter, rules ([`sanitize`])
+//! decide from facts about the target ([`facts`]) what to keep, rewrite, skip or try, and the
+//! apply engine ([`apply`]) runs the plan one statement at a time. Every step writes a report
+//! ([`report`]) naming each statement's verdict and rule (RDS-CASES A, B, T60).
+//!
+//! Steps and what makes them retry-safe:
+//! - **globals** takes the run's one dump ([`dump`]), then converges roles and the database: each
+//!   statement is idempotent (create if missing, then converge).
+//! - **pre-data** / **post-data** apply their section in one transaction with a marker row that
+//!   also records a hash of the section: a retry finds all or nothing, and a later run of the
+//!   same job into the same database finds the same schema applied and changes nothing.
+//! - **release** revokes the memberships the master was given to act as the objects' owners.
 
+pub mod apply;
+pub mod dump;
+pub mod facts;
 pub mod lex;
+pub mod parse;
+pub mod report;
+pub mod sanitize;
 
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
 use tokio_postgres::Client;
 
-use crate::catalog::{self, PGFERRY_SCHEMA};
+use crate::catalog;
 use crate::context::StepContext;
 use crate::error::{Error, Result};
 use crate::job::Side;
-use crate::pg::{self, LibpqInvocation, Session, quote_ident, quote_literal};
-use crate::step::{GlobalsOutput, SchemaOutput, SchemaRequest, SequencesOutput, StepInput, keys};
+use crate::pg::{self, Session, quote_ident};
+use crate::step::{GlobalsOutput, ReleaseOutput, SchemaOutput, SchemaRequest, SequencesOutput, StepInput, keys};
+use apply::MembershipLog;
+use facts::{Facts, SourceFacts, TargetFacts};
+use lex::{Item, ItemKind};
+use report::SchemaReport;
+use sanitize::{ApplyAs, Phase, Plan, Sanitizer, Verdict};
 
 /// Dump sections, in the order they are applied.
 pub const PRE_DATA: &str = "pre-data";
@@ -31,6 +54,7 @@ pub async fn handle(ctx: &StepContext, request: SchemaRequest) -> Result<serde_j
         SchemaRequest::PreData(input) => to_value(pre_data(ctx, &input).await?),
         SchemaRequest::PostData(input) => to_value(post_data(ctx, &input).await?),
         SchemaRequest::Sequences(input) => to_value(sequences(ctx, &input).await?),
+        SchemaRequest::Release(input) => to_value(release(ctx, &input).await?),
     };
     Ok(value)
 }
@@ -39,275 +63,263 @@ pub(crate) fn to_value<T: Serialize>(v: T) -> serde_json::Value {
     serde_json::to_value(v).expect("step outputs serialize")
 }
 
-/// What the globals step did, kept as an artifact.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct GlobalsReport {
-    database: String,
-    database_created: bool,
-    roles_created: Vec<String>,
-    roles_existing: Vec<String>,
-    /// Roles not carried, with the reason (RDS-internal, the source's own master user…).
-    roles_skipped: Vec<(String, String)>,
-    /// Role attributes the target does not let the connecting user grant.
-    attributes_dropped: Vec<(String, String)>,
-    memberships_granted: Vec<(String, String)>,
-    /// LOGIN roles created without a password: passwords cannot be read from RDS (T7).
-    login_roles_without_password: Vec<String>,
-}
-
-/// Creates the target database if missing (with the source's encoding and locale) and the
-/// source's roles that the target lacks.
+/// Takes the run's dump (once), then converges roles and the target database.
 pub async fn globals(ctx: &StepContext, input: &StepInput) -> Result<GlobalsOutput> {
+    let started = Instant::now();
     let job = &input.job;
-    let source = ctx.connect(job, Side::Source, "globals", &input.run_id).await?;
-    let target_spec = ctx.conn_spec(job, Side::Target)?;
-    let session = Session::new("globals", &input.run_id);
-    let admin = pg::connect(&target_spec.with_dbname("postgres"), &session).await?;
-    let database_created = ensure_database(&source, &admin, &target_spec.dbname).await?;
+    let run = &input.run_id;
+    let source = ctx.connect(job, Side::Source, "globals", run).await?;
+    let source_facts = SourceFacts::read(&source).await?;
+    drop(source);
+    let dump = dump::ensure(ctx, input).await?;
 
-    let mut report = GlobalsReport {
-        database: target_spec.dbname.clone(),
-        database_created,
-        roles_created: vec![],
-        roles_existing: vec![],
-        roles_skipped: vec![],
-        attributes_dropped: vec![],
-        memberships_granted: vec![],
-        login_roles_without_password: vec![],
+    let target_spec = ctx.conn_spec(job, Side::Target).await?;
+    let target_database = target_spec.dbname.clone();
+    let mut admin = pg::connect(&target_spec.with_dbname("postgres"), &Session::new("globals", run)).await?;
+    let mut facts = Facts {
+        target: TargetFacts::read(&admin, &target_database, false).await?,
+        source: source_facts,
+        target_database: target_database.clone(),
     };
-    carry_roles(&source, &admin, &mut report).await?;
-    let report_key = keys::globals(&input.run_id);
-    ctx.store.put_json(&report_key, &report).await?;
-    Ok(GlobalsOutput { database_created, roles_created: report.roles_created, report_key })
-}
+    ctx.store.put_json(&keys::schema_facts(run), &facts).await?;
+    let mut log = MembershipLog::open(&ctx.store, run, "globals").await;
 
-async fn ensure_database(source: &Client, admin: &Client, name: &str) -> Result<bool> {
-    let exists = admin
-        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
-        .await
-        .map_err(|e| Error::db("look up target database", e))?
-        .is_some();
-    if exists {
-        return Ok(false);
-    }
-    let row = source
-        .query_one(
-            "SELECT pg_encoding_to_char(encoding)::text, datcollate::text, datctype::text \
-             FROM pg_database WHERE datname = current_database()",
-            &[],
-        )
-        .await
-        .map_err(|e| Error::db("read source database encoding", e))?;
-    let (encoding, collate, ctype): (String, String, String) = (row.get(0), row.get(1), row.get(2));
-    let sql = format!(
-        "CREATE DATABASE {} TEMPLATE template0 ENCODING {} LC_COLLATE {} LC_CTYPE {}",
-        quote_ident(name),
-        quote_literal(&encoding),
-        quote_literal(&collate),
-        quote_literal(&ctype)
-    );
-    match admin.batch_execute(&sql).await {
-        Ok(()) => Ok(true),
-        // A retried step may find the database created by its first attempt.
-        Err(e) if e.code().is_some_and(|c| c.code() == "42P04") => Ok(false),
-        Err(e) => Err(Error::db(format!("create target database {name} ({encoding}, {collate})"), e)),
-    }
-}
+    let items = lex::split(&dump.globals);
+    let mut globals_plan = Sanitizer::new(&facts).plan(Phase::Globals, &items);
+    let roles = apply::autocommit(&mut admin, &mut globals_plan, &mut log, &target_database).await;
+    let roles = match roles {
+        Ok(applied) => applied,
+        Err(e) => {
+            let report = SchemaReport::new(run, "globals", vec![globals_plan]);
+            ctx.store.put_json(&keys::schema_report(run, "globals"), &report).await?;
+            return Err(e);
+        }
+    };
 
-/// RDS-internal roles are never created or altered (RDS-CASES T4).
-fn is_rds_internal(role: &str) -> bool {
-    role.starts_with("rds") || role.starts_with("pg_")
-}
+    // The database phase sees the roles just created.
+    facts.target = TargetFacts::read(&admin, &target_database, false).await?;
+    let pre_items = lex::split(&dump.pre_data);
+    let (database_items, _) = sanitize::database_items(&pre_items);
+    let mut database_plan = Sanitizer::new(&facts).plan(Phase::Database, &database_items);
+    let database = apply::autocommit(&mut admin, &mut database_plan, &mut log, &target_database).await;
+    apply::ensure_database_owner(&admin, &mut log, &target_database).await?;
 
-async fn carry_roles(source: &Client, target: &Client, report: &mut GlobalsReport) -> Result<()> {
-    const ROLES: &str = "SELECT rolname::text, rolsuper, rolinherit, rolcreaterole, rolcreatedb, rolcanlogin, \
-                         rolreplication, rolbypassrls, rolconnlimit, rolvaliduntil::text, \
-                         rolname = current_user FROM pg_roles ORDER BY rolname";
-    let source_roles = source.query(ROLES, &[]).await.map_err(|e| Error::db("list source roles", e))?;
-    let target_row = target
-        .query_one("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user", &[])
-        .await
-        .map_err(|e| Error::db("read target role", e))?;
-    let (target_super, target_bypass): (bool, bool) = (target_row.get(0), target_row.get(1));
-    let existing: Vec<String> = target
-        .query("SELECT rolname::text FROM pg_roles", &[])
-        .await
-        .map_err(|e| Error::db("list target roles", e))?
+    let roles_created = globals_plan
+        .statements
         .iter()
-        .map(|r| r.get(0))
+        .filter(|s| matches!(s.apply, ApplyAs::CreateRole { .. }) && s.outcome.as_deref() == Some("created"))
+        .filter_map(|s| match &s.apply {
+            ApplyAs::CreateRole { role } => Some(role.clone()),
+            _ => None,
+        })
         .collect();
-
-    let mut carried = Vec::new();
-    for row in &source_roles {
-        let name: String = row.get(0);
-        if is_rds_internal(&name) {
-            report.roles_skipped.push((name, "RDS-internal or predefined role".to_string()));
-            continue;
-        }
-        if row.get::<_, bool>(10) {
-            // The source's master user maps to the target's connecting user (RDS-CASES T8).
-            report.roles_skipped.push((name, "the source's connecting (master) user".to_string()));
-            continue;
-        }
-        if existing.contains(&name) {
-            report.roles_existing.push(name.clone());
-            carried.push(name);
-            continue;
-        }
-        let mut attrs = vec![
-            if row.get::<_, bool>(5) { "LOGIN" } else { "NOLOGIN" },
-            if row.get::<_, bool>(2) { "INHERIT" } else { "NOINHERIT" },
-            if row.get::<_, bool>(3) { "CREATEROLE" } else { "NOCREATEROLE" },
-            if row.get::<_, bool>(4) { "CREATEDB" } else { "NOCREATEDB" },
-        ]
-        .into_iter()
-        .map(str::to_string)
-        .collect::<Vec<_>>();
-        for (idx, attr, allowed) in [
-            (1, "SUPERUSER", target_super),
-            (6, "REPLICATION", target_super),
-            (7, "BYPASSRLS", target_super || target_bypass),
-        ] {
-            if row.get::<_, bool>(idx) {
-                if allowed {
-                    attrs.push(attr.to_string());
-                } else {
-                    report.attributes_dropped.push((name.clone(), attr.to_string()));
-                }
-            }
-        }
-        let connlimit: i32 = row.get(8);
-        if connlimit >= 0 {
-            attrs.push(format!("CONNECTION LIMIT {connlimit}"));
-        }
-        if let Some(until) = row.get::<_, Option<String>>(9) {
-            attrs.push(format!("VALID UNTIL {}", quote_literal(&until)));
-        }
-        let sql = format!("CREATE ROLE {} WITH {}", quote_ident(&name), attrs.join(" "));
-        target.batch_execute(&sql).await.map_err(|e| Error::db(format!("create role {name}"), e))?;
-        if row.get::<_, bool>(5) {
-            report.login_roles_without_password.push(name.clone());
-        }
-        report.roles_created.push(name.clone());
-        carried.push(name);
-    }
-
-    let memberships = source
-        .query(
-            "SELECT r.rolname::text, m.rolname::text, am.admin_option FROM pg_auth_members am \
-             JOIN pg_roles r ON r.oid = am.roleid JOIN pg_roles m ON m.oid = am.member ORDER BY 1, 2",
-            &[],
-        )
-        .await
-        .map_err(|e| Error::db("list source memberships", e))?;
-    for row in memberships {
-        let (role, member, admin): (String, String, bool) = (row.get(0), row.get(1), row.get(2));
-        if !carried.contains(&role) || !carried.contains(&member) {
-            continue;
-        }
-        let has = target
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM pg_auth_members am JOIN pg_roles r ON r.oid = am.roleid \
-                 JOIN pg_roles m ON m.oid = am.member WHERE r.rolname = $1 AND m.rolname = $2)",
-                &[&role, &member],
-            )
-            .await
-            .map_err(|e| Error::db("read target memberships", e))?
-            .get::<_, bool>(0);
-        if has {
-            continue;
-        }
-        let sql = format!(
-            "GRANT {} TO {}{}",
-            quote_ident(&role),
-            quote_ident(&member),
-            if admin { " WITH ADMIN OPTION" } else { "" }
-        );
-        target.batch_execute(&sql).await.map_err(|e| Error::db(format!("grant {role} to {member}"), e))?;
-        report.memberships_granted.push((role, member));
-    }
-    Ok(())
+    let mut report = SchemaReport::new(run, "globals", vec![globals_plan, database_plan]);
+    report.temporary_memberships = log.roles.clone();
+    let report_key = keys::schema_report(run, "globals");
+    ctx.store.put_json(&report_key, &report).await?;
+    let database = database?;
+    tracing::info!(
+        applied = report.applied,
+        rewritten = report.rewritten,
+        skipped = report.skipped,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "globals applied"
+    );
+    Ok(GlobalsOutput {
+        database_created: database.database_created,
+        roles_created,
+        report_key,
+        applied: roles.statements + database.statements,
+        rewritten: report.rewritten,
+        skipped: report.skipped,
+    })
 }
 
-/// Runs `pg_dump` and returns its stdout.
-async fn dump(ctx: &StepContext, input: &StepInput, section: &str) -> Result<String> {
-    let spec = ctx.conn_spec(&input.job, Side::Source)?;
-    let libpq = LibpqInvocation::new(&spec, &Session::new("schema", &input.run_id), &ctx.scratch)?;
-    let tool = ctx.pg_tool("pg_dump");
-    let output = tokio::process::Command::new(&tool)
-        .args([
-            "--schema-only",
-            "--no-owner",
-            "--no-privileges",
-            "--no-tablespaces",
-            "--no-publications",
-            "--no-subscriptions",
-            "--exclude-schema",
-            PGFERRY_SCHEMA,
-            "--section",
-            section,
-            "--dbname",
-            &libpq.conninfo,
-        ])
-        .env_clear()
-        .envs(libpq.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("LC_ALL", "C.UTF-8")
-        .kill_on_drop(true)
-        .output()
-        .await
-        .map_err(|e| Error::io(format!("run {}", tool.display()), e))?;
-    if !output.status.success() {
-        return Err(Error::Tool {
-            tool: "pg_dump".to_string(),
-            status: output.status.to_string(),
-            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
-        });
-    }
-    String::from_utf8(output.stdout).map_err(|_| Error::Internal("pg_dump wrote invalid UTF-8".to_string()))
-}
-
-/// DDL of pgferry's bookkeeping on the target: applied sections and the chunk ledger.
+/// DDL of pgferry's bookkeeping on the target: applied sections, with the hash of what was applied.
 const BOOKKEEPING_DDL: &str = "CREATE SCHEMA IF NOT EXISTS pgferry; \
      CREATE TABLE IF NOT EXISTS pgferry.applied_sections (run_id text NOT NULL, section text NOT NULL, \
-        statements integer NOT NULL, applied_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (run_id, section))";
+        statements integer NOT NULL, applied_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (run_id, section)); \
+     ALTER TABLE pgferry.applied_sections ADD COLUMN IF NOT EXISTS dump_hash text";
 
-/// Dumps both sections (one schema for the whole run) and applies pre-data.
-pub async fn pre_data(ctx: &StepContext, input: &StepInput) -> Result<SchemaOutput> {
-    let pre_key = keys::dump(&input.run_id, PRE_DATA);
-    let post_key = keys::dump(&input.run_id, POST_DATA);
-    let mut target = ctx.connect(&input.job, Side::Target, "schema", &input.run_id).await?;
-    if let Some(done) = applied(&target, &input.run_id, PRE_DATA).await? {
-        return Ok(SchemaOutput { section: PRE_DATA.to_string(), statements: done, dump_key: pre_key });
+/// The pre-data and post-data plans, computed together so that the post-data plan knows which
+/// pre-data objects were skipped.
+fn plan_sections(facts: &Facts, pre_data: &[Item<'_>], post_data: &[Item<'_>]) -> (Plan, Plan) {
+    let mut sanitizer = Sanitizer::new(facts);
+    let pre = sanitizer.plan(Phase::PreData, pre_data);
+    let post = sanitizer.plan(Phase::PostData, post_data);
+    (pre, post)
+}
+
+/// A hash of a section's statements as dumped (comments and psql lines excluded), which says
+/// whether two runs dumped the same schema.
+fn section_hash(items: &[Item<'_>]) -> String {
+    let mut h = Sha256::new();
+    for item in items.iter().filter(|i| i.kind == ItemKind::Statement && !i.is_empty()) {
+        h.update(item.sql().as_bytes());
+        h.update(b"\n;\n");
     }
-    let pre = dump(ctx, input, PRE_DATA).await?;
-    let post = dump(ctx, input, POST_DATA).await?;
-    ctx.store.put_bytes(&pre_key, pre.as_bytes()).await?;
-    ctx.store.put_bytes(&post_key, post.as_bytes()).await?;
-    let statements = apply(&mut target, &input.run_id, PRE_DATA, &pre, &[]).await?;
-    Ok(SchemaOutput { section: PRE_DATA.to_string(), statements, dump_key: pre_key })
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Applies the pre-data section of the run's dump.
+pub async fn pre_data(ctx: &StepContext, input: &StepInput) -> Result<SchemaOutput> {
+    section(ctx, input, Phase::PreData, &[]).await
 }
 
 /// Applies post-data from the stored dump, then refreshes materialized views.
 pub async fn post_data(ctx: &StepContext, input: &StepInput) -> Result<SchemaOutput> {
-    let key = keys::dump(&input.run_id, POST_DATA);
-    let mut target = ctx.connect(&input.job, Side::Target, "schema", &input.run_id).await?;
-    if let Some(done) = applied(&target, &input.run_id, POST_DATA).await? {
-        return Ok(SchemaOutput { section: POST_DATA.to_string(), statements: done, dump_key: key });
-    }
-    let post = String::from_utf8(ctx.store.get_bytes(&key).await?)
-        .map_err(|_| Error::Store { key: key.clone(), reason: "not UTF-8".to_string() })?;
     let plan: crate::plan::Plan = ctx.store.get_json(&keys::plan(&input.run_id)).await?;
     let refreshes: Vec<String> =
         plan.materialized_views.iter().map(|m| format!("REFRESH MATERIALIZED VIEW {m}")).collect();
-    let statements = apply(&mut target, &input.run_id, POST_DATA, &post, &refreshes).await?;
-    Ok(SchemaOutput { section: POST_DATA.to_string(), statements, dump_key: key })
+    section(ctx, input, Phase::PostData, &refreshes).await
 }
 
-async fn applied(target: &Client, run_id: &str, section: &str) -> Result<Option<usize>> {
+async fn section(ctx: &StepContext, input: &StepInput, phase: Phase, extra: &[String]) -> Result<SchemaOutput> {
+    let started = Instant::now();
+    let run = &input.run_id;
+    let name = phase.as_str();
+    let dump = dump::stored(ctx, run).await?;
+    let mut target = ctx.connect(&input.job, Side::Target, "schema", run).await?;
+    if let Some(row) = marker(&target, Some(run), name).await?
+        && row.0 == *run
+        && let Ok(done) = ctx.store.get_json::<SchemaOutput>(&keys::schema_output(run, name)).await
+    {
+        return Ok(done);
+    }
+
+    // Facts: pre-data reads them and stores them; post-data plans with the same facts, so that
+    // both steps see the same skipped objects.
+    let facts = match phase {
+        Phase::PreData => {
+            let stored: Facts = ctx.store.get_json(&keys::schema_facts(run)).await?;
+            let target_database = stored.target_database.clone();
+            let facts = Facts {
+                target: TargetFacts::read(&target, &target_database, true).await?,
+                source: stored.source,
+                target_database,
+            };
+            ctx.store.put_json(&keys::schema_facts(run), &facts).await?;
+            facts
+        }
+        _ => ctx.store.get_json(&keys::schema_facts(run)).await?,
+    };
+    let pre_items = lex::split(&dump.pre_data);
+    let (_, pre_items) = sanitize::database_items(&pre_items);
+    let post_items = lex::split(&dump.post_data);
+    let (pre_plan, post_plan) = plan_sections(&facts, &pre_items, &post_items);
+    let (mut plan, items) = match phase {
+        Phase::PreData => (pre_plan, &pre_items),
+        _ => (post_plan, &post_items),
+    };
+    let hash = section_hash(items);
+    let report_key = keys::schema_report(run, name);
+    let dump_key = keys::dump(run, name);
+    let mut log = MembershipLog::open(&ctx.store, run, name).await;
+
+    // A section applied by an earlier run of the same job: the same schema is accepted as is.
+    let previous = marker(&target, None, name).await?;
+    if let Some((by, previous_hash)) = previous {
+        if previous_hash.as_deref() != Some(hash.as_str()) {
+            return Err(Error::TargetNotEmpty {
+                database: facts.target_database.clone(),
+                objects: vec![format!("a different {name} schema applied by run {by}")],
+            });
+        }
+        let tx = target.transaction().await.map_err(|e| Error::db("begin", e))?;
+        for role in acting_roles(&facts, &plan) {
+            log.ensure(&tx, &role).await?;
+        }
+        tx.commit().await.map_err(|e| Error::db("commit memberships", e))?;
+        let mut report = SchemaReport::new(run, name, vec![plan]);
+        report.already_applied_by = Some(by.clone());
+        report.temporary_memberships = log.roles.clone();
+        report.recount();
+        ctx.store.put_json(&report_key, &report).await?;
+        return Ok(SchemaOutput {
+            section: name.to_string(),
+            statements: 0,
+            dump_key,
+            report_key,
+            rewritten: report.rewritten,
+            skipped: report.skipped,
+            already_applied_by: Some(by),
+        });
+    }
+
+    let tx = target.transaction().await.map_err(|e| Error::db("begin schema transaction", e))?;
+    apply::ensure_database_owner(&tx, &mut log, &facts.target_database).await?;
+    for role in acting_roles(&facts, &plan) {
+        log.ensure(&tx, &role).await?;
+    }
+    tx.batch_execute(BOOKKEEPING_DDL).await.map_err(|e| Error::db("create pgferry bookkeeping schema", e))?;
+    tx.batch_execute(crate::copy::LEDGER_DDL).await.map_err(|e| Error::db("create the chunk ledger", e))?;
+    let applied = apply::in_transaction(&tx, &mut plan, extra).await;
+    let mut report = SchemaReport::new(run, name, vec![plan]);
+    report.temporary_memberships = log.roles.clone();
+    if phase == Phase::PreData {
+        report.not_recreated = facts
+            .source
+            .publications
+            .iter()
+            .map(|p| format!("publication {p} ({})", sanitize::PUBSUB.id))
+            .chain(facts.source.subscriptions.iter().map(|s| format!("subscription {s} ({})", sanitize::PUBSUB.id)))
+            .collect();
+    }
+    ctx.store.put_json(&report_key, &report).await?;
+    let statements = applied?;
+    let n = i32::try_from(statements).unwrap_or(i32::MAX);
+    tx.execute(
+        "INSERT INTO pgferry.applied_sections (run_id, section, statements, dump_hash) VALUES ($1, $2, $3, $4)",
+        &[run, &name, &n, &hash],
+    )
+    .await
+    .map_err(|e| Error::db("record applied section", e))?;
+    let output = SchemaOutput {
+        section: name.to_string(),
+        statements,
+        dump_key,
+        report_key,
+        rewritten: report.rewritten,
+        skipped: report.skipped,
+        already_applied_by: None,
+    };
+    ctx.store.put_json(&keys::schema_output(run, name), &output).await?;
+    tx.commit().await.map_err(|e| Error::db(format!("commit {name}"), e))?;
+    tracing::info!(
+        section = name,
+        statements,
+        rewritten = report.rewritten,
+        skipped = report.skipped,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "schema section applied"
+    );
+    Ok(output)
+}
+
+/// Roles the master must be a member of to apply a plan (and to copy into the tables it owns).
+fn acting_roles(facts: &Facts, plan: &Plan) -> Vec<String> {
+    let mut roles: Vec<String> = plan.acting_roles.iter().filter(|r| **r != facts.target.master).cloned().collect();
+    // Owners of the objects a plan gives away are acting roles too.
+    for s in &plan.statements {
+        if let ApplyAs::Owner { owner, .. } = &s.apply
+            && s.verdict != Verdict::Skip
+            && !roles.contains(owner)
+        {
+            roles.push(owner.clone());
+        }
+    }
+    roles
+}
+
+/// The latest applied-section marker: `(run id, dump hash)`, for one run or any.
+async fn marker(target: &Client, run: Option<&String>, section: &str) -> Result<Option<(String, Option<String>)>> {
     let exists: bool = target
-        .query_one("SELECT to_regclass('pgferry.applied_sections') IS NOT NULL", &[])
+        .query_one(
+            "SELECT to_regclass('pgferry.applied_sections') IS NOT NULL \
+                AND EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('pgferry.applied_sections') \
+                            AND attname = 'dump_hash')",
+            &[],
+        )
         .await
         .map_err(|e| Error::db("look for pgferry bookkeeping", e))?
         .get(0);
@@ -316,52 +328,49 @@ async fn applied(target: &Client, run_id: &str, section: &str) -> Result<Option<
     }
     let row = target
         .query_opt(
-            "SELECT statements FROM pgferry.applied_sections WHERE run_id = $1 AND section = $2",
-            &[&run_id, &section],
+            "SELECT run_id, dump_hash FROM pgferry.applied_sections WHERE section = $1 \
+             AND ($2::text IS NULL OR run_id = $2) ORDER BY applied_at DESC LIMIT 1",
+            &[&section, &run],
         )
         .await
         .map_err(|e| Error::db("read applied sections", e))?;
-    Ok(row.map(|r| usize::try_from(r.get::<_, i32>(0)).unwrap_or(0)))
+    Ok(row.map(|r| (r.get(0), r.get(1))))
 }
 
-/// Applies one section statement by statement in one transaction, with its marker row.
-async fn apply(target: &mut Client, run_id: &str, section: &str, dump: &str, extra: &[String]) -> Result<usize> {
-    let started = Instant::now();
-    let tx = target.transaction().await.map_err(|e| Error::db("begin schema transaction", e))?;
-    tx.batch_execute(BOOKKEEPING_DDL).await.map_err(|e| Error::db("create pgferry bookkeeping schema", e))?;
-    tx.batch_execute(crate::copy::LEDGER_DDL).await.map_err(|e| Error::db("create the chunk ledger", e))?;
-    let mut count = 0usize;
-    let items = lex::split(dump);
-    let statements = items
-        .iter()
-        .filter(|i| i.kind == lex::ItemKind::Statement && !i.is_empty())
-        .map(|i| (i.text, i.head()))
-        .chain(extra.iter().map(|s| (s.as_str(), s.clone())));
-    for (index, (text, head)) in statements.enumerate() {
-        tx.batch_execute(text).await.map_err(|source| Error::Apply {
-            section: section.to_string(),
-            index: index + 1,
-            head,
-            source,
-        })?;
-        count += 1;
+/// Revokes the memberships the master was given for this run; idempotent.
+pub async fn release(ctx: &StepContext, input: &StepInput) -> Result<ReleaseOutput> {
+    let run = &input.run_id;
+    let mut roles: Vec<String> = Vec::new();
+    for step in ["globals", "database", PRE_DATA, POST_DATA] {
+        let logged: Vec<String> = ctx.store.get_json(&keys::schema_memberships(run, step)).await.unwrap_or_default();
+        for r in logged {
+            if !roles.contains(&r) {
+                roles.push(r);
+            }
+        }
     }
-    // The dump's own header resets the search path; the marker is schema-qualified anyway.
-    let n = i32::try_from(count).unwrap_or(i32::MAX);
-    tx.execute(
-        "INSERT INTO pgferry.applied_sections (run_id, section, statements) VALUES ($1, $2, $3)",
-        &[&run_id, &section, &n],
-    )
-    .await
-    .map_err(|e| Error::db("record applied section", e))?;
-    tx.commit().await.map_err(|e| Error::db(format!("commit {section}"), e))?;
-    tracing::info!(
-        section,
-        statements = count,
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "schema section applied"
-    );
-    Ok(count)
+    let spec = ctx.conn_spec(&input.job, Side::Target).await?;
+    let target = pg::connect(&spec.with_dbname("postgres"), &Session::new("release", run)).await?;
+    let mut revoked = Vec::new();
+    for role in roles {
+        let member: bool = target
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid \
+                 JOIN pg_roles me ON me.oid = m.member WHERE r.rolname = $1::text::name AND me.rolname = current_user)",
+                &[&role],
+            )
+            .await
+            .map_err(|e| Error::db(format!("check membership in {role}"), e))?
+            .get(0);
+        if member {
+            target
+                .batch_execute(&format!("REVOKE {} FROM CURRENT_USER", quote_ident(&role)))
+                .await
+                .map_err(|e| Error::db(format!("revoke the master's membership in {role}"), e))?;
+            revoked.push(role);
+        }
+    }
+    Ok(ReleaseOutput { revoked })
 }
 
 /// Sets every target sequence to the source's value (`setval` with `is_called`).

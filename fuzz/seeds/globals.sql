@@ -1,0 +1,107 @@
+--
+-- PostgreSQL database cluster dump
+--
+
+\restrict tWCrfZfNPH4Z2vIWb0WwZYBsPz7xurJ5iGjp96EwouflfaKKSUheYpn1U8W8F2Z
+
+SET default_transaction_read_only = off;
+
+SET client_encoding = 'UTF8';
+SET standard_conforming_strings = on;
+
+--
+-- Roles
+--
+
+CREATE ROLE "SuperUser Tool x1";
+ALTER ROLE "SuperUser Tool x1" WITH NOSUPERUSER INHERIT NOCREATEROLE NOCREATEDB LOGIN NOREPLICATION NOBYPASSRLS;
+CREATE ROLE app_owner_x1;
+ALTER ROLE app_owner_x1 WITH NOSUPERUSER INHERIT NOCREATEROLE NOCREATEDB NOLOGIN NOREPLICATION NOBYPASSRLS;
+CREATE ROLE app_x1;
+ALTER ROLE app_x1 WITH NOSUPERUSER INHERIT NOCREATEROLE CREATEDB LOGIN NOREPLICATION NOBYPASSRLS CONNECTION LIMIT 20 VALID UNTIL '2030-01-01 00:00:00+00';
+COMMENT ON ROLE app_x1 IS 'the app';
+CREATE ROLE asset_reader_x1;
+ALTER ROLE asset_reader_x1 WITH NOSUPERUSER INHERIT NOCREATEROLE NOCREATEDB LOGIN NOREPLICATION NOBYPASSRLS;
+CREATE ROLE postgres;
+ALTER ROLE postgres WITH NOSUPERUSER INHERIT CREATEROLE CREATEDB LOGIN NOREPLICATION NOBYPASSRLS;
+CREATE ROLE rds_ad_x1;
+ALTER ROLE rds_ad_x1 WITH NOSUPERUSER INHERIT NOCREATEROLE NOCREATEDB NOLOGIN NOREPLICATION NOBYPASSRLS;
+CREATE ROLE rds_iam;
+ALTER ROLE rds_iam WITH NOSUPERUSER INHERIT NOCREATEROLE NOCREATEDB NOLOGIN NOREPLICATION NOBYPASSRLS;
+CREATE ROLE rds_password;
+ALTER ROLE rds_password WITH NOSUPERUSER INHERIT NOCREATEROLE NOCREATEDB NOLOGIN NOREPLICATION NOBYPASSRLS;
+CREATE ROLE rds_replication;
+ALTER ROLE rds_replication WITH NOSUPERUSER INHERIT NOCREATEROLE NOCREATEDB NOLOGIN NOREPLICATION NOBYPASSRLS;
+CREATE ROLE rds_superuser;
+ALTER ROLE rds_superuser WITH NOSUPERUSER INHERIT NOCREATEROLE NOCREATEDB NOLOGIN NOREPLICATION NOBYPASSRLS;
+CREATE ROLE rdsadmin;
+ALTER ROLE rdsadmin WITH SUPERUSER INHERIT CREATEROLE CREATEDB LOGIN REPLICATION BYPASSRLS;
+CREATE ROLE reader_x1;
+ALTER ROLE reader_x1 WITH NOSUPERUSER INHERIT NOCREATEROLE NOCREATEDB NOLOGIN NOREPLICATION NOBYPASSRLS;
+CREATE ROLE repl_x1;
+ALTER ROLE repl_x1 WITH NOSUPERUSER INHERIT NOCREATEROLE NOCREATEDB LOGIN REPLICATION NOBYPASSRLS;
+CREATE ROLE rls_x1;
+ALTER ROLE rls_x1 WITH NOSUPERUSER INHERIT NOCREATEROLE NOCREATEDB NOLOGIN NOREPLICATION BYPASSRLS;
+CREATE ROLE su_x1;
+ALTER ROLE su_x1 WITH SUPERUSER INHERIT NOCREATEROLE NOCREATEDB LOGIN NOREPLICATION NOBYPASSRLS;
+CREATE ROLE "we;ird_x1";
+ALTER ROLE "we;ird_x1" WITH NOSUPERUSER INHERIT NOCREATEROLE NOCREATEDB NOLOGIN NOREPLICATION NOBYPASSRLS;
+
+--
+-- User Configurations
+--
+
+--
+-- User Config "app_x1"
+--
+
+ALTER ROLE app_x1 SET search_path TO 'app', 'public';
+ALTER ROLE app_x1 SET temp_tablespaces TO 'rds_temp_tablespace';
+
+--
+-- User Config "asset_reader_x1"
+--
+
+ALTER ROLE asset_reader_x1 SET log_statement TO 'all';
+ALTER ROLE asset_reader_x1 SET log_min_error_statement TO 'error';
+
+
+--
+-- Role memberships
+--
+
+GRANT pg_checkpoint TO asset_reader_x1 GRANTED BY rdsadmin;
+GRANT pg_checkpoint TO rds_superuser GRANTED BY rdsadmin;
+GRANT pg_monitor TO asset_reader_x1 GRANTED BY rdsadmin;
+GRANT pg_monitor TO rds_superuser GRANTED BY rdsadmin;
+GRANT pg_read_all_data TO reader_x1 GRANTED BY rdsadmin;
+GRANT pg_read_all_settings TO rds_superuser GRANTED BY rdsadmin;
+GRANT pg_read_all_stats TO rds_superuser GRANTED BY rdsadmin;
+GRANT pg_signal_backend TO rds_superuser GRANTED BY rdsadmin;
+GRANT pg_stat_scan_tables TO rds_superuser GRANTED BY rdsadmin;
+GRANT rds_replication TO postgres GRANTED BY rdsadmin;
+GRANT rds_superuser TO app_owner_x1 GRANTED BY rdsadmin;
+GRANT rds_superuser TO postgres GRANTED BY rdsadmin;
+GRANT reader_x1 TO app_x1 WITH ADMIN OPTION GRANTED BY app_owner_x1;
+
+
+--
+-- Role privileges on configuration parameters
+--
+
+GRANT SET ON PARAMETER log_min_duration_statement TO rds_superuser;
+GRANT SET ON PARAMETER log_min_messages TO rds_superuser;
+GRANT SET ON PARAMETER log_statement TO rds_superuser;
+GRANT SET ON PARAMETER log_statement TO app_owner_x1;
+GRANT SET ON PARAMETER session_replication_role TO rds_superuser;
+GRANT SET ON PARAMETER temp_file_limit TO rds_superuser;
+
+
+
+
+\unrestrict tWCrfZfNPH4Z2vIWb0WwZYBsPz7xurJ5iGjp96EwouflfaKKSUheYpn1U8W8F2Z
+
+--
+-- PostgreSQL database cluster dump complete
+--
+

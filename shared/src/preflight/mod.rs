@@ -1,0 +1,205 @@
+//! Preflight: find what would make the run fail, before anything is written.
+//!
+//! Every problem becomes a [`Check`] with advice instead of an exception, so the user reads all of
+//! them at once; a `fail` stops the execution at the state machine's Choice, a `warn` lets it
+//! continue. Preflight only reads: `Describe*` and `GetSecretValue` calls against AWS, and
+//! catalog queries against the databases. It never creates the target database or anything in it.
+//!
+//! The checks come in three groups:
+//! - [`cloud`]: the RDS resources the job names (state, pending reboots, parameter groups,
+//!   credentials, certificate authority) and the network path from where the functions run;
+//! - [`db`]: inside the databases (versions, privileges, RLS, extensions, locales, keys, large
+//!   objects, activity, connection headroom, replication prerequisites);
+//! - across both (same server under two names, extensions against the target's preloaded
+//!   libraries, storage against the source's size).
+//!
+//! What preflight learns about how each side is reached is kept in the report
+//! ([`EndpointFacts`]) so that a connection failure in any later step can be explained with it
+//! ([`explain`]).
+
+pub mod cloud;
+pub mod db;
+
+use std::time::Instant;
+
+use crate::aws::rds::{DbFacts, Parameters};
+use crate::context::{CredentialSource, StepContext};
+use crate::error::{Error, ErrorKind, Result};
+use crate::job::{Job, Mode, Side};
+use crate::pg::ConnSpec;
+use crate::step::{Check, CheckStatus, EndpointFacts, PreflightOutput, StepInput, keys};
+
+/// Oldest source server pgferry supports (generated columns, `hashtextextended`).
+pub const MIN_SERVER_VERSION_NUM: i32 = 120000;
+
+/// What the run needs beyond a one-off snapshot copy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Requirements {
+    /// Logical replication from the source (continuous mode): `rds.logical_replication`,
+    /// `wal_level`, free slots and WAL senders, the replication role, replica identity.
+    pub logical_replication: bool,
+}
+
+impl Requirements {
+    /// What the job's mode needs.
+    pub fn of(job: &Job) -> Self {
+        match job.mode {
+            Mode::Snapshot => Self { logical_replication: false },
+        }
+    }
+}
+
+/// One side while preflight runs.
+#[derive(Debug)]
+pub(crate) struct SideState {
+    pub side: Side,
+    /// Connection spec with its password, when the side could be resolved.
+    pub spec: Option<ConnSpec>,
+    pub rds: Option<DbFacts>,
+    pub params: Option<Parameters>,
+    pub credential: Option<CredentialSource>,
+    pub facts: EndpointFacts,
+}
+
+impl SideState {
+    fn new(side: Side) -> Self {
+        Self {
+            side,
+            spec: None,
+            rds: None,
+            params: None,
+            credential: None,
+            facts: EndpointFacts {
+                side,
+                endpoint: String::new(),
+                resource: None,
+                status: None,
+                network: None,
+                network_open: None,
+                publicly_accessible: None,
+                force_ssl: None,
+                ca_certificate: None,
+                credentials: None,
+            },
+        }
+    }
+}
+
+/// Runs all checks the job's mode needs and stores the preflight report.
+pub async fn run(ctx: &StepContext, input: &StepInput) -> Result<PreflightOutput> {
+    run_with(ctx, input, Requirements::of(&input.job)).await
+}
+
+/// Runs all checks for the given requirements and stores the preflight report.
+pub async fn run_with(ctx: &StepContext, input: &StepInput, req: Requirements) -> Result<PreflightOutput> {
+    let started = Instant::now();
+    let job = &input.job;
+    job.validate()?;
+    let mut checks = Vec::new();
+
+    let mut sides = Vec::with_capacity(2);
+    for side in [Side::Source, Side::Target] {
+        sides.push(cloud::prepare_side(ctx, job, side, &req, &mut checks).await);
+    }
+    cloud::network_checks(ctx, job, &mut sides, &mut checks).await;
+    match cloud::same_resource_check(&sides) {
+        Some(same) => checks.push(same),
+        None => db::run(ctx, input, &req, &mut sides, &mut checks).await?,
+    }
+
+    let failures: Vec<String> =
+        checks.iter().filter(|c| c.status == CheckStatus::Fail).map(|c| format!("{}: {}", c.name, c.detail)).collect();
+    let output = PreflightOutput {
+        ok: failures.is_empty(),
+        summary: failures.join("; "),
+        checks,
+        report_key: keys::preflight(&input.run_id),
+        facts: sides.into_iter().map(|s| s.facts).collect(),
+    };
+    ctx.store.put_json(&output.report_key, &output).await?;
+    tracing::info!(ok = output.ok, elapsed_ms = started.elapsed().as_millis() as u64, "preflight done");
+    Ok(output)
+}
+
+/// One sentence explaining a connection failure of `kind` from what preflight learned about the
+/// side, or `None` when it learned nothing that helps.
+pub fn explain(facts: &EndpointFacts, kind: ErrorKind) -> Option<String> {
+    let what = facts.resource.clone().unwrap_or_else(|| facts.endpoint.clone());
+    match kind {
+        ErrorKind::ConnectTimeout | ErrorKind::ConnectionLost => match (facts.network_open, &facts.network) {
+            (Some(false), Some(path)) => Some(path.clone()),
+            (Some(true), Some(path)) => Some(format!(
+                "the security groups of {what} were open at preflight ({path}); look at network ACLs, route tables, \
+                 and whether the rules changed since"
+            )),
+            (None, Some(path)) => Some(path.clone()),
+            _ => facts.publicly_accessible.filter(|p| !p).map(|_| {
+                format!("{what} is not publicly accessible: only clients inside its VPC (or peered) reach it")
+            }),
+        },
+        ErrorKind::ConnectionRefused | ErrorKind::HostNotFound | ErrorKind::StartingUp => facts
+            .status
+            .as_ref()
+            .map(|status| format!("{what} was `{status}` at preflight, endpoint {}", facts.endpoint)),
+        ErrorKind::EncryptionRequired => facts
+            .force_ssl
+            .map(|on| format!("rds.force_ssl={} on {what}: connect with sslMode verify-full", u8::from(on))),
+        ErrorKind::AuthFailed => facts.credentials.as_ref().map(|c| format!("the password came from {c}")),
+        ErrorKind::CertificateUntrusted | ErrorKind::CertificateInvalid | ErrorKind::HostnameMismatch => facts
+            .ca_certificate
+            .as_ref()
+            .map(|ca| format!("{what} presents a certificate from CA {ca}; pgferry dialled {}", facts.endpoint)),
+        _ => None,
+    }
+}
+
+pub(crate) fn pass(name: &str, detail: String) -> Check {
+    Check { name: name.to_string(), status: CheckStatus::Pass, detail, advice: None }
+}
+
+pub(crate) fn warn(name: &str, detail: String, advice: &str) -> Check {
+    Check { name: name.to_string(), status: CheckStatus::Warn, detail, advice: Some(advice.to_string()) }
+}
+
+pub(crate) fn fail(name: &str, detail: String, advice: &str) -> Check {
+    Check { name: name.to_string(), status: CheckStatus::Fail, detail, advice: Some(advice.to_string()) }
+}
+
+pub(crate) fn fail_from(name: &str, err: &Error) -> Check {
+    Check {
+        name: name.to_string(),
+        status: CheckStatus::Fail,
+        detail: err.to_string(),
+        advice: err.kind().advice().map(str::to_string),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts() -> EndpointFacts {
+        EndpointFacts {
+            side: Side::Source,
+            endpoint: "prod-db.x.us-east-1.rds.amazonaws.com:5432".into(),
+            resource: Some("RDS instance prod-db".into()),
+            status: Some("available".into()),
+            network: Some("same VPC vpc-1: sg-0abc allow only sg-0def (sg-0abc) on tcp 5432 — fix: aws ec2 …".into()),
+            network_open: Some(false),
+            publicly_accessible: Some(false),
+            force_ssl: Some(true),
+            ca_certificate: Some("rds-ca-rsa2048-g1".into()),
+            credentials: Some("RDS-managed secret arn:s".into()),
+        }
+    }
+
+    #[test]
+    fn t54_connection_failures_are_explained_with_preflight_facts() {
+        let f = facts();
+        assert!(explain(&f, ErrorKind::ConnectTimeout).unwrap().contains("sg-0abc allow only sg-0def"));
+        assert!(explain(&f, ErrorKind::EncryptionRequired).unwrap().contains("rds.force_ssl=1"));
+        assert!(explain(&f, ErrorKind::AuthFailed).unwrap().contains("RDS-managed secret arn:s"));
+        assert!(explain(&f, ErrorKind::ConnectionRefused).unwrap().contains("`available`"));
+        assert_eq!(explain(&f, ErrorKind::Transient), None);
+    }
+}

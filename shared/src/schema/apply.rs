@@ -1,0 +1,284 @@
+//! Applies a plan one statement at a time; a failure names the statement, its line in the dump,
+//! its SQLSTATE and advice.
+//!
+//! Globals and the database itself cannot share a transaction with anything (roles are
+//! cluster-wide, `CREATE DATABASE` refuses transactions), so each of their statements is made
+//! idempotent instead: roles and the database are created if missing, everything else converges
+//! (attributes, settings, memberships, grants are the same when applied twice — RDS-CASES T9).
+//! Pre-data and post-data are applied in one transaction each, with a marker row, so a retried
+//! section finds either all of it or none of it (T60).
+//!
+//! A master that is not a superuser can only give an object to a role it can become, and the new
+//! owner needs CREATE on the object's schema: the master is made a member of the roles it must act
+//! as (logged first in the artifact store, revoked by [`super::release`] at the end of the run),
+//! and a missing CREATE is granted for the one `ALTER … OWNER TO` and revoked right after it, so the
+//! privileges end exactly as dumped (T23).
+
+use tokio_postgres::{Client, GenericClient};
+
+use super::sanitize::{ApplyAs, Phase, Plan, Verdict};
+use crate::error::{Error, Result};
+use crate::pg::quote_ident;
+use crate::step::keys;
+use crate::store::ArtifactStore;
+
+/// SQLSTATEs a `Try` statement may end with, and what they mean for a role grant (T5).
+fn classify_refusal(code: &str) -> Option<&'static str> {
+    match code {
+        "42501" => Some("refused: not grantable by the master on this target"),
+        "42704" => Some("refused: the role does not exist on this target's version"),
+        "0LP01" => Some("refused: invalid grant for this target"),
+        _ => None,
+    }
+}
+
+/// The roles the master was made a member of for this run, logged before each grant.
+#[derive(Debug)]
+pub struct MembershipLog {
+    store: ArtifactStore,
+    key: String,
+    pub roles: Vec<String>,
+}
+
+impl MembershipLog {
+    pub async fn open(store: &ArtifactStore, run: &str, phase: &str) -> Self {
+        let key = keys::schema_memberships(run, phase);
+        let roles = store.get_json(&key).await.unwrap_or_default();
+        Self { store: store.clone(), key, roles }
+    }
+
+    /// Makes the connecting role a member of `role` unless it is one; returns true if it granted.
+    pub async fn ensure<C: GenericClient>(&mut self, client: &C, role: &str) -> Result<bool> {
+        let row = client
+            .query_one(
+                "SELECT r.rolname = current_user OR pg_has_role(current_user, r.oid, 'MEMBER') OR me.rolsuper \
+                 FROM pg_roles r, pg_roles me WHERE r.rolname = $1::text::name AND me.rolname = current_user",
+                &[&role],
+            )
+            .await
+            .map_err(|e| Error::db(format!("check membership in {role}"), e))?;
+        if row.get::<_, bool>(0) {
+            return Ok(false);
+        }
+        if !self.roles.iter().any(|r| r == role) {
+            self.roles.push(role.to_string());
+            self.store.put_json(&self.key, &self.roles).await?;
+        }
+        client
+            .batch_execute(&format!("GRANT {} TO CURRENT_USER", quote_ident(role)))
+            .await
+            .map_err(|e| Error::db(format!("make the master a member of {role} (to act as the owner)"), e))?;
+        Ok(true)
+    }
+}
+
+fn apply_error(phase: Phase, index: usize, line: usize, sql: &str, source: tokio_postgres::Error) -> Error {
+    let first = sql.lines().next().unwrap_or("");
+    let head = if first.chars().count() > 120 {
+        format!("{}…", first.chars().take(120).collect::<String>())
+    } else {
+        first.to_string()
+    };
+    Error::Apply { section: phase.as_str().to_string(), index, line, head, source }
+}
+
+/// What applying a plan did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Applied {
+    pub statements: usize,
+    pub database_created: bool,
+}
+
+/// Applies a globals or database plan statement by statement, each on its own (autocommit).
+pub async fn autocommit(
+    client: &mut Client,
+    plan: &mut Plan,
+    log: &mut MembershipLog,
+    target_database: &str,
+) -> Result<Applied> {
+    let mut applied = Applied::default();
+    let phase = plan.phase;
+    for p in &mut plan.statements {
+        let Some(sql) = p.sql.clone() else { continue };
+        let err = |e| apply_error(phase, p.index, p.line, &sql, e);
+        match &p.apply {
+            ApplyAs::CreateRole { .. } => match client.batch_execute(&sql).await {
+                Ok(()) => p.outcome = Some("created".to_string()),
+                Err(e) if e.code().is_some_and(|c| c.code() == "42710") => {
+                    p.outcome = Some("existed already".to_string());
+                }
+                Err(e) => return Err(err(e)),
+            },
+            ApplyAs::CreateDatabase => match client.batch_execute(&sql).await {
+                Ok(()) => {
+                    applied.database_created = true;
+                    p.outcome = Some("created".to_string());
+                }
+                Err(e) if e.code().is_some_and(|c| c.code() == "42P04") => {
+                    p.outcome = Some("existed already".to_string());
+                }
+                Err(e) => return Err(err(e)),
+            },
+            ApplyAs::DatabaseOwner { owner } => {
+                let tx = client.transaction().await.map_err(|e| Error::db("begin", e))?;
+                log.ensure(&tx, owner).await?;
+                let row = tx
+                    .query_one(
+                        "SELECT r.rolcreatedb OR me.rolsuper OR d.datdba = r.oid FROM pg_roles r, pg_roles me, pg_database d \
+                         WHERE r.rolname = $1::text::name AND me.rolname = current_user AND d.datname = $2::text::name",
+                        &[owner, &target_database],
+                    )
+                    .await
+                    .map_err(|e| Error::db(format!("read attributes of {owner}"), e))?;
+                let toggle = !row.get::<_, bool>(0);
+                if toggle {
+                    tx.batch_execute(&format!("ALTER ROLE {} CREATEDB", quote_ident(owner))).await.map_err(err)?;
+                }
+                tx.batch_execute(&sql).await.map_err(err)?;
+                if toggle {
+                    tx.batch_execute(&format!("ALTER ROLE {} NOCREATEDB", quote_ident(owner))).await.map_err(err)?;
+                    p.outcome = Some(format!("CREATEDB granted to {owner} for the owner change and revoked"));
+                }
+                tx.commit().await.map_err(|e| Error::db("commit owner change", e))?;
+            }
+            ApplyAs::Try => match client.batch_execute(&sql).await {
+                Ok(()) => p.outcome = Some("granted".to_string()),
+                Err(e) => match e.code().and_then(|c| classify_refusal(c.code())) {
+                    Some(why) => p.outcome = Some(format!("{why} ({})", pg_message(&e))),
+                    None => return Err(err(e)),
+                },
+            },
+            ApplyAs::Plain | ApplyAs::Owner { .. } => match client.batch_execute(&sql).await {
+                Ok(()) => {}
+                // Roles are cluster-wide: one that existed when the plan was made may have been
+                // dropped since by someone else. Said in the report, not hidden.
+                Err(e) if phase == Phase::Globals && e.code().is_some_and(|c| c.code() == "42704") => {
+                    p.outcome = Some(format!("refused: a role it names was dropped meanwhile ({})", pg_message(&e)));
+                }
+                Err(e) => return Err(err(e)),
+            },
+        }
+        applied.statements += 1;
+        if matches!(p.apply, ApplyAs::CreateDatabase) {
+            ensure_database_owner(client, log, target_database).await?;
+        }
+    }
+    Ok(applied)
+}
+
+/// Makes the master a member of the target database's owner, so that it may set the database's
+/// ACL, settings and comment and create objects in its `public` schema.
+pub async fn ensure_database_owner<C: GenericClient>(
+    client: &C,
+    log: &mut MembershipLog,
+    database: &str,
+) -> Result<()> {
+    let owner: Option<String> = client
+        .query_opt("SELECT pg_get_userbyid(datdba)::text FROM pg_database WHERE datname = $1::text::name", &[&database])
+        .await
+        .map_err(|e| Error::db("read the target database's owner", e))?
+        .map(|r| r.get(0));
+    if let Some(owner) = owner {
+        log.ensure(client, &owner).await?;
+    }
+    Ok(())
+}
+
+/// Applies a pre-data or post-data plan inside an open transaction.
+pub async fn in_transaction<C: GenericClient>(client: &C, plan: &mut Plan, extra: &[String]) -> Result<usize> {
+    let phase = plan.phase;
+    let mut count = 0usize;
+    let mut savepoints = 0usize;
+    for p in &mut plan.statements {
+        let Some(sql) = p.sql.clone() else { continue };
+        let err = |e| apply_error(phase, p.index, p.line, &sql, e);
+        match &p.apply {
+            ApplyAs::Owner { owner, kind, schema } => {
+                let shim = create_shim(client, owner, kind, schema.as_deref()).await?;
+                if let Some((grant, _)) = &shim {
+                    client.batch_execute(grant).await.map_err(err)?;
+                }
+                client.batch_execute(&sql).await.map_err(err)?;
+                if let Some((grant, revoke)) = &shim {
+                    client.batch_execute(revoke).await.map_err(err)?;
+                    p.outcome = Some(format!("temporarily: {grant}"));
+                }
+            }
+            ApplyAs::Try => {
+                savepoints += 1;
+                let name = format!("pgferry_try_{savepoints}");
+                client.batch_execute(&format!("SAVEPOINT {name}")).await.map_err(err)?;
+                match client.batch_execute(&sql).await {
+                    Ok(()) => {
+                        p.outcome = Some("granted".to_string());
+                        client.batch_execute(&format!("RELEASE SAVEPOINT {name}")).await.map_err(err)?;
+                    }
+                    Err(e) => match e.code().and_then(|c| classify_refusal(c.code())) {
+                        Some(why) => {
+                            p.outcome = Some(format!("{why} ({})", pg_message(&e)));
+                            client.batch_execute(&format!("ROLLBACK TO SAVEPOINT {name}")).await.map_err(err)?;
+                        }
+                        None => return Err(err(e)),
+                    },
+                }
+            }
+            _ => client.batch_execute(&sql).await.map_err(err)?,
+        }
+        count += 1;
+    }
+    for (n, sql) in extra.iter().enumerate() {
+        client.batch_execute(sql).await.map_err(|e| apply_error(phase, plan.statements.len() + n + 1, 0, sql, e))?;
+        count += 1;
+    }
+    // A dump may leave a role set; bookkeeping after this runs as the master.
+    client.batch_execute("RESET ROLE").await.map_err(|e| Error::db("reset role", e))?;
+    Ok(count)
+}
+
+/// The grant (and its revoke) of CREATE that the new owner of an object needs, if it lacks it.
+async fn create_shim<C: GenericClient>(
+    client: &C,
+    owner: &str,
+    kind: &str,
+    schema: Option<&str>,
+) -> Result<Option<(String, String)>> {
+    let (check, object) = match (kind, schema) {
+        ("SCHEMA", _) => (
+            "SELECT has_database_privilege($1::text::name, current_database()::text, 'CREATE'), current_database()::text",
+            None,
+        ),
+        (
+            "EVENT TRIGGER" | "SERVER" | "FOREIGN DATA WRAPPER" | "LANGUAGE" | "PROCEDURAL LANGUAGE" | "LARGE OBJECT",
+            _,
+        ) => {
+            return Ok(None);
+        }
+        (_, Some(schema)) => {
+            ("SELECT has_schema_privilege($1::text::name, $2::text, 'CREATE'), $2::text", Some(schema))
+        }
+        (_, None) => return Ok(None),
+    };
+    let row = match object {
+        Some(schema) => client.query_one(check, &[&owner, &schema]).await,
+        None => client.query_one(check, &[&owner]).await,
+    }
+    .map_err(|e| Error::db(format!("check CREATE privilege of {owner}"), e))?;
+    if row.get::<_, bool>(0) {
+        return Ok(None);
+    }
+    let target: String = row.get(1);
+    let on = if kind == "SCHEMA" { "DATABASE" } else { "SCHEMA" };
+    Ok(Some((
+        format!("GRANT CREATE ON {on} {} TO {}", quote_ident(&target), quote_ident(owner)),
+        format!("REVOKE CREATE ON {on} {} FROM {}", quote_ident(&target), quote_ident(owner)),
+    )))
+}
+
+fn pg_message(e: &tokio_postgres::Error) -> String {
+    e.as_db_error().map_or_else(|| e.to_string(), |d| d.message().to_string())
+}
+
+/// Counts for reports and step outputs.
+pub fn counts(plan: &Plan) -> (usize, usize, usize, usize) {
+    (plan.count(Verdict::Keep), plan.count(Verdict::Rewrite), plan.count(Verdict::Skip), plan.count(Verdict::Try))
+}

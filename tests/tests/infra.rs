@@ -1,0 +1,394 @@
+//! The SAM template (`infra/template.yaml`): it lints clean, it wires the state machine to exactly
+//! the functions and bucket the definition names, and its IAM stays least privilege.
+//!
+//! The template is YAML with CloudFormation short-form tags (`!Ref`, `!Sub`, `!If` …). Rather than
+//! adding a YAML parser that knows those tags, the tests ask cfn-lint (pinned in the repo's venv by
+//! `scripts/bootstrap`) to decode it, and to apply the SAM transform offline, and read both as JSON:
+//! the template as written and what CloudFormation would deploy.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+use pgferry_core::runner::{self, Function};
+use serde_json::Value;
+
+const TEMPLATE: &str = "infra/template.yaml";
+
+/// Decodes the template and the SAM-transformed template with cfn-lint's own decoder.
+const DECODE: &str = r#"
+import json, sys
+from cfnlint.decode import decode
+from cfnlint.template.transforms._sam import Transform
+path = sys.argv[1]
+raw, matches = decode(path)
+if matches:
+    sys.exit("cannot decode %s: %s" % (path, "; ".join(str(m) for m in matches)))
+# The transform rewrites its input in place: give it a second copy.
+source, _ = decode(path)
+transform = Transform(path, source, "us-east-1")
+errors = transform.transform_template()
+if errors:
+    sys.exit("the SAM transform failed: %s" % "; ".join(str(e) for e in errors))
+json.dump({"template": raw, "transformed": transform.template()}, sys.stdout)
+"#;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn venv_tool(name: &str) -> PathBuf {
+    let path = repo().join(".tools/venv/bin").join(name);
+    assert!(path.exists(), "{} is missing: run scripts/bootstrap", path.display());
+    path
+}
+
+struct Templates {
+    /// The template as written (SAM resources, Globals, short-form tags expanded).
+    raw: Value,
+    /// After the SAM transform: plain CloudFormation, including the roles SAM generates.
+    transformed: Value,
+}
+
+fn templates() -> &'static Templates {
+    static TEMPLATES: OnceLock<Templates> = OnceLock::new();
+    TEMPLATES.get_or_init(|| {
+        let out =
+            Command::new(venv_tool("python")).args(["-c", DECODE, TEMPLATE]).current_dir(repo()).output().unwrap();
+        assert!(out.status.success(), "decoding {TEMPLATE} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        let mut both: Value = serde_json::from_slice(&out.stdout).unwrap();
+        Templates { raw: both["template"].take(), transformed: both["transformed"].take() }
+    })
+}
+
+fn resources(template: &Value) -> &serde_json::Map<String, Value> {
+    template["Resources"].as_object().unwrap()
+}
+
+/// The logical ids of the resources of one type.
+fn of_type<'a>(template: &'a Value, ty: &str) -> Vec<(&'a String, &'a Value)> {
+    resources(template).iter().filter(|(_, r)| r["Type"] == ty).collect()
+}
+
+/// The one resource of a type.
+fn only<'a>(template: &'a Value, ty: &str) -> (&'a String, &'a Value) {
+    let found = of_type(template, ty);
+    assert_eq!(found.len(), 1, "expected exactly one {ty}, found {}", found.len());
+    found[0]
+}
+
+/// The logical id a `!GetAtt X.Arn` (either form) or `!Ref X` points at.
+fn target_of(value: &Value, attribute: Option<&str>) -> Option<String> {
+    match attribute {
+        None => value.get("Ref")?.as_str().map(str::to_string),
+        Some(attr) => match value.get("Fn::GetAtt")? {
+            Value::Array(parts) if parts.len() == 2 && parts[1] == attr => parts[0].as_str().map(str::to_string),
+            Value::String(dotted) => dotted.strip_suffix(&format!(".{attr}")).map(str::to_string),
+            _ => None,
+        },
+    }
+}
+
+/// The `${Name}` placeholders of the state machine definition (JSONPath `$.x` has no braces).
+fn asl_placeholders(definition: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut rest = definition;
+    while let Some(start) = rest.find("${") {
+        let after = &rest[start + 2..];
+        let end = after.find('}').expect("unterminated ${ in the definition");
+        names.insert(after[..end].to_string());
+        rest = &after[end + 1..];
+    }
+    names
+}
+
+fn substitutions() -> &'static serde_json::Map<String, Value> {
+    let (_, machine) = only(&templates().raw, "AWS::Serverless::StateMachine");
+    machine["Properties"]["DefinitionSubstitutions"].as_object().expect("the state machine has DefinitionSubstitutions")
+}
+
+#[test]
+fn cfn_lint_reports_nothing_on_the_template() {
+    let out = Command::new(venv_tool("cfn-lint")).arg(TEMPLATE).current_dir(repo()).output().unwrap();
+    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && report.trim().is_empty(), "cfn-lint {TEMPLATE}:\n{report}");
+}
+
+#[test]
+fn definition_substitutions_and_asl_placeholders_are_the_same_set() {
+    let placeholders = asl_placeholders(runner::DEFINITION);
+    let keys: BTreeSet<String> = substitutions().keys().cloned().collect();
+    assert_eq!(keys, placeholders, "DefinitionSubstitutions keys (left) vs ${{…}} in the ASL (right)");
+    // The local runner substitutes the same names, so `pgferry run` resolves every placeholder too.
+    let local: BTreeSet<String> = runner::local_substitutions().into_keys().collect();
+    assert_eq!(local, placeholders, "local_substitutions() (left) vs ${{…}} in the ASL (right)");
+}
+
+#[test]
+fn every_function_substitution_refers_to_the_function_built_from_its_binary() {
+    let raw = &templates().raw;
+    let prefix = raw["Parameters"]["NamePrefix"]["Default"].as_str().unwrap();
+    for f in Function::ALL {
+        let value = &substitutions()[f.substitution()];
+        let id = target_of(value, Some("Arn"))
+            .unwrap_or_else(|| panic!("{} is not a !GetAtt …Arn: {value}", f.substitution()));
+        let resource = &resources(raw)[&id];
+        assert_eq!(resource["Type"], "AWS::Serverless::Function", "{} refers to {id}", f.substitution());
+        assert_eq!(resource["Metadata"]["BuildMethod"], "rust-cargolambda", "{id}");
+        assert_eq!(resource["Metadata"]["BuildProperties"]["Binary"], f.name(), "{id} builds the wrong binary");
+        // With the default prefix, the deployed name is the one the runner and the CLI know.
+        let name =
+            resource["Properties"]["FunctionName"]["Fn::Sub"].as_str().unwrap_or_else(|| panic!("{id} FunctionName"));
+        assert_eq!(name.replace("${NamePrefix}", prefix), f.name(), "{id} FunctionName");
+        // The binary is the crate's: functions/<step>/Cargo.toml declares it.
+        let step = f.name().strip_prefix("pgferry-").unwrap();
+        let manifest = std::fs::read_to_string(repo().join("functions").join(step).join("Cargo.toml")).unwrap();
+        assert!(manifest.contains(&format!("name = \"{}\"", f.name())), "functions/{step} has no binary {}", f.name());
+    }
+    let bucket = target_of(&substitutions()[runner::ARTIFACT_BUCKET], None).expect("ArtifactBucket is a !Ref");
+    assert_eq!(resources(raw)[&bucket]["Type"], "AWS::S3::Bucket");
+}
+
+/// Actions that AWS documents as accepting only `"Resource": "*"`, beyond the rds/ec2
+/// `Describe*`/`List*` calls (which look resources up by identifier or filter):
+const STAR_RESOURCE_EXCEPTIONS: [&str; 12] = [
+    // Step Functions logging to CloudWatch Logs (vended log delivery): "IAM policies for logging
+    // to CloudWatch Logs" in the Step Functions developer guide.
+    "logs:CreateLogDelivery",
+    "logs:GetLogDelivery",
+    "logs:UpdateLogDelivery",
+    "logs:DeleteLogDelivery",
+    "logs:ListLogDeliveries",
+    "logs:PutResourcePolicy",
+    "logs:DescribeResourcePolicies",
+    "logs:DescribeLogGroups",
+    // X-Ray tracing (SAM attaches AWSXrayWriteOnlyAccess for `Tracing`; allowed if written out).
+    "xray:PutTraceSegments",
+    "xray:PutTelemetryRecords",
+    "xray:GetSamplingRules",
+    "xray:GetSamplingTargets",
+];
+
+/// AWS-managed policies a role may carry: ENI management of VPC functions (Lambda's documented
+/// execution role for VPC access) and X-Ray writes (added by SAM for `Tracing: Enabled`).
+const ALLOWED_MANAGED_POLICIES: [&str; 2] =
+    [":iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole", ":iam::aws:policy/AWSXrayWriteOnlyAccess"];
+
+fn describe_or_list_of_rds_or_ec2(action: &str) -> bool {
+    let Some((service, call)) = action.split_once(':') else { return false };
+    matches!(service, "rds" | "ec2") && (call.starts_with("Describe") || call.starts_with("List"))
+}
+
+fn strings(value: &Value) -> Vec<&str> {
+    match value {
+        Value::String(s) => vec![s.as_str()],
+        Value::Array(items) => items.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Every policy statement (an object with `Effect`) anywhere under `value`, with where it is;
+/// this reaches statements inside `Fn::If` branches and SAM `Policies` alike.
+fn statements<'a>(value: &'a Value, at: &str, out: &mut Vec<(String, &'a Value)>) {
+    match value {
+        Value::Object(map) => {
+            if map.contains_key("Effect") {
+                out.push((at.to_string(), value));
+            }
+            for (key, inner) in map {
+                statements(inner, &format!("{at}.{key}"), out);
+            }
+        }
+        Value::Array(items) => {
+            for (i, inner) in items.iter().enumerate() {
+                statements(inner, &format!("{at}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Every leaf under a `ManagedPolicyArns` (through `Fn::If`), as written.
+fn managed_policy_arns<'a>(value: &'a Value, out: &mut Vec<&'a Value>) {
+    match value {
+        Value::Array(items) => items.iter().for_each(|v| managed_policy_arns(v, out)),
+        Value::Object(map) if map.contains_key("Fn::If") => {
+            map["Fn::If"].as_array().unwrap().iter().skip(1).for_each(|v| managed_policy_arns(v, out));
+        }
+        Value::Object(map) if map.contains_key("Ref") && map["Ref"] == "AWS::NoValue" => {}
+        Value::Null => {}
+        _ => out.push(value),
+    }
+}
+
+fn check_iam(template: &Value, which: &str) -> usize {
+    let mut found = Vec::new();
+    for (id, resource) in resources(template) {
+        statements(resource, id, &mut found);
+    }
+    for (at, statement) in &found {
+        if statement["Effect"] != "Allow" {
+            // Deny statements only take away (the bucket's TLS-only `s3:*` deny is the point).
+            continue;
+        }
+        assert!(statement.get("NotAction").is_none(), "{which} {at}: Allow with NotAction");
+        assert!(statement.get("NotResource").is_none(), "{which} {at}: Allow with NotResource");
+        if let Some(principal) = statement.get("Principal") {
+            assert!(principal != "*" && principal.get("AWS") != Some(&Value::from("*")), "{which} {at}: public Allow");
+        }
+        let actions = strings(&statement["Action"]);
+        assert!(!actions.is_empty(), "{which} {at}: no literal Action");
+        for action in &actions {
+            assert!(!action.contains('*'), "{which} {at}: wildcard action `{action}`");
+        }
+        if strings(&statement["Resource"]).contains(&"*") {
+            for action in &actions {
+                assert!(
+                    describe_or_list_of_rds_or_ec2(action) || STAR_RESOURCE_EXCEPTIONS.contains(action),
+                    "{which} {at}: `{action}` on \"Resource\": \"*\" (only rds/ec2 Describe/List calls and the \
+                     documented log-delivery/X-Ray calls may have it)"
+                );
+            }
+        }
+    }
+    for (id, resource) in resources(template) {
+        let mut arns = Vec::new();
+        managed_policy_arns(&resource["Properties"]["ManagedPolicyArns"], &mut arns);
+        for arn in arns {
+            if let Some(target) = target_of(arn, None) {
+                assert_eq!(resources(template)[&target]["Type"], "AWS::IAM::ManagedPolicy", "{which} {id}: {arn}");
+                continue;
+            }
+            let text = arn.as_str().or_else(|| arn["Fn::Sub"].as_str()).unwrap_or_default();
+            assert!(
+                ALLOWED_MANAGED_POLICIES.iter().any(|p| text.ends_with(p)),
+                "{which} {id}: managed policy {arn} is not one this template may use"
+            );
+        }
+    }
+    found.len()
+}
+
+#[test]
+fn iam_policies_grant_no_wildcard_actions_and_wildcard_resources_only_to_describe_calls() {
+    let Templates { raw, transformed } = templates();
+    // SAM policy templates (`S3CrudPolicy: …`) would hide their statements from the walk on the
+    // template as written: every SAM `Policies` entry must be a policy document.
+    for (id, resource) in resources(raw) {
+        if let Some(Value::Array(policies)) = resource["Properties"].get("Policies") {
+            if resource["Type"].as_str().is_some_and(|t| t.starts_with("AWS::Serverless::")) {
+                for policy in policies {
+                    assert!(policy.get("Statement").is_some(), "{id}: write statements, not {policy}");
+                }
+            }
+        }
+    }
+    let written = check_iam(raw, "template");
+    // What CloudFormation deploys, including the role SAM generates for the state machine.
+    let deployed = check_iam(transformed, "transformed");
+    assert!(written >= 20, "found only {written} statements: is the walk still reaching the policies?");
+    assert!(deployed >= written, "the transform lost statements ({deployed} < {written})");
+}
+
+#[test]
+fn the_template_has_the_four_functions_state_machine_bucket_schedule_and_alert_rule() {
+    let raw = &templates().raw;
+    let globals = &raw["Globals"]["Function"];
+    let param = |value: &Value| -> String {
+        let name = target_of(value, None).unwrap_or_else(|| panic!("{value} is not a !Ref"));
+        assert!(raw["Parameters"].get(&name).is_some(), "{name} is not a parameter");
+        name
+    };
+
+    // Functions: arm64 on provided.al2023 from cargo-lambda, JSON logs, sized by parameters.
+    let functions = of_type(raw, "AWS::Serverless::Function");
+    assert_eq!(functions.len(), 4);
+    for (id, f) in &functions {
+        let p = &f["Properties"];
+        let prop = |key: &str| p.get(key).unwrap_or(&globals[key]);
+        assert_eq!(prop("Runtime"), "provided.al2023", "{id}");
+        assert_eq!(prop("Architectures"), &serde_json::json!(["arm64"]), "{id}");
+        assert_eq!(prop("Handler"), "bootstrap", "{id}");
+        assert_eq!(p["LoggingConfig"]["LogFormat"], "JSON", "{id}");
+        param(&p["Timeout"]);
+        param(&p["MemorySize"]);
+        let vars = &globals["Environment"]["Variables"];
+        for var in ["RUST_LOG", "PGFERRY_ARTIFACT_DIR", "PGFERRY_ARTIFACT_BUCKET"] {
+            assert!(vars.get(var).is_some(), "Globals set no {var}");
+        }
+    }
+    // The VPC is optional: an `!If` on a condition, no VPC when the parameters are empty.
+    let vpc = &globals["VpcConfig"]["Fn::If"];
+    assert!(raw["Conditions"].get(vpc[0].as_str().unwrap()).is_some(), "VpcConfig is not conditional");
+    assert_eq!(vpc[2], serde_json::json!({"Ref": "AWS::NoValue"}));
+
+    // pg_dump ships with the schema function (and preflight, which checks its version).
+    let (layer_id, _) = only(raw, "AWS::Serverless::LayerVersion");
+    for id in ["SchemaFunction", "PreflightFunction"] {
+        let p = &resources(raw)[id]["Properties"];
+        assert!(p["Layers"].as_array().unwrap().iter().any(|l| target_of(l, None).as_ref() == Some(layer_id)), "{id}");
+        assert_eq!(p["Environment"]["Variables"]["PGFERRY_PG_BIN"], "/opt/bin", "{id}");
+    }
+    assert!(repo().join("infra/pg-client/Makefile").exists() && repo().join("infra/pg-client/Dockerfile").exists());
+
+    // The state machine: this repo's definition, logged and traced.
+    let (machine_id, machine) = only(raw, "AWS::Serverless::StateMachine");
+    let p = &machine["Properties"];
+    assert_eq!(p["DefinitionUri"], "../statemachine/replication.asl.json");
+    assert_eq!(p["Tracing"]["Enabled"], true);
+    param(&p["Logging"]["Level"]);
+    assert!(p["Logging"]["Destinations"][0]["CloudWatchLogsLogGroup"]["LogGroupArn"].is_object());
+
+    // The bucket: encrypted, private, TLS only, expiring.
+    let (bucket_id, bucket) = only(raw, "AWS::S3::Bucket");
+    let b = &bucket["Properties"];
+    let sse = &b["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"];
+    assert!(matches!(sse["SSEAlgorithm"].as_str(), Some("AES256" | "aws:kms" | "aws:kms:dsse")), "{sse}");
+    for key in ["BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets"] {
+        assert_eq!(b["PublicAccessBlockConfiguration"][key], true, "{key}");
+    }
+    param(&b["LifecycleConfiguration"]["Rules"][0]["ExpirationInDays"]);
+    let (_, policy) = only(raw, "AWS::S3::BucketPolicy");
+    assert_eq!(target_of(&policy["Properties"]["Bucket"], None).as_ref(), Some(bucket_id));
+    let tls_deny = policy["Properties"]["PolicyDocument"]["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["Effect"] == "Deny" && s["Condition"]["Bool"]["aws:SecureTransport"].as_str() == Some("false"));
+    assert!(tls_deny, "the bucket policy does not deny plain-HTTP access");
+
+    // The schedule: optional, starts the state machine with the job parameter, its own role.
+    let (schedule_id, schedule) = only(raw, "AWS::Scheduler::Schedule");
+    assert!(schedule.get("Condition").is_some(), "{schedule_id} is not optional");
+    let target = &schedule["Properties"]["Target"];
+    assert_eq!(target_of(&target["Arn"], None).as_ref(), Some(machine_id));
+    let role = target_of(&target["RoleArn"], Some("Arn")).expect("the schedule has its own role");
+    assert_eq!(resources(raw)[&role]["Type"], "AWS::IAM::Role");
+    let job_param = param(&target["Input"]);
+    param(&schedule["Properties"]["ScheduleExpressionTimezone"]);
+    let job: Value = serde_json::from_str(raw["Parameters"][&job_param]["Default"].as_str().unwrap()).unwrap();
+    assert_eq!(job["mode"], "refresh", "the default scheduled job is a refresh");
+    assert!(job["source"]["rdsInstance"].is_string() && job["target"]["rdsInstance"].is_string(), "{job}");
+
+    // Failure alerts: failed, timed-out and aborted executions of this state machine to SNS.
+    let (_, rule) = only(raw, "AWS::Events::Rule");
+    let pattern = &rule["Properties"]["EventPattern"];
+    assert_eq!(pattern["source"], serde_json::json!(["aws.states"]));
+    let statuses: BTreeSet<&str> = strings(&pattern["detail"]["status"]).into_iter().collect();
+    assert_eq!(statuses, BTreeSet::from(["FAILED", "TIMED_OUT", "ABORTED"]));
+    assert_eq!(target_of(&pattern["detail"]["stateMachineArn"][0], None).as_ref(), Some(machine_id));
+    let (topic_id, _) = only(raw, "AWS::SNS::Topic");
+    assert_eq!(target_of(&rule["Properties"]["Targets"][0]["Arn"], None).as_ref(), Some(topic_id));
+    let (_, topic_policy) = only(raw, "AWS::SNS::TopicPolicy");
+    assert_eq!(
+        topic_policy["Properties"]["PolicyDocument"]["Statement"][0]["Principal"]["Service"],
+        "events.amazonaws.com"
+    );
+    let (subscription_id, subscription) = only(raw, "AWS::SNS::Subscription");
+    assert!(subscription.get("Condition").is_some(), "{subscription_id} is not optional");
+
+    for output in ["StateMachineArn", "ArtifactBucketName", "AlertTopicArn"] {
+        assert!(raw["Outputs"].get(output).is_some(), "no output {output}");
+    }
+}
