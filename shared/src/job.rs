@@ -28,18 +28,23 @@ pub struct Job {
     #[serde(default)]
     pub mode: Mode,
     /// How many chunks are copied or verified at once (the Map states' `MaxConcurrency`).
-    /// Default: [`DEFAULT_MAX_CONCURRENCY`].
+    /// Default: [`Job::effective_max_concurrency`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrency: Option<u32>,
+    /// The source role that is the RDS master user, mapped to the target's connecting user
+    /// (RDS-CASES T8). Default: the source's connecting user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_master_user: Option<String>,
     /// Where the functions run, for the network-path checks of local runs and tests; in AWS the
     /// deployment says it (see [`Network::from_env`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<Network>,
 }
 
-/// Default number of chunks in flight: enough to keep a 2-vCPU instance busy on both ends
-/// without crowding `max_connections` (each chunk holds one connection per side).
-pub const DEFAULT_MAX_CONCURRENCY: u32 = 4;
+/// Default number of chunks in flight per core of the machine that runs the steps: enough to
+/// keep both servers busy while one chunk waits on the other, without crowding
+/// `max_connections` (each chunk holds one connection per side).
+pub const DEFAULT_CONCURRENCY_PER_CORE: u32 = 2;
 
 /// One side of the job: exactly one of `url`, `rds_instance`, `rds_cluster`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -258,6 +263,14 @@ pub fn check_schema(value: &Value) -> Result<()> {
 }
 
 impl Job {
+    /// Chunks in flight: the job's `maxConcurrency`, or two per core of this process.
+    pub fn effective_max_concurrency(&self) -> u32 {
+        self.max_concurrency.unwrap_or_else(|| {
+            let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+            u32::try_from(cores).unwrap_or(2).saturating_mul(DEFAULT_CONCURRENCY_PER_CORE)
+        })
+    }
+
     /// Parses and validates a job document: JSON syntax, the published schema, serde's types and
     /// [`Job::validate`]. Unknown fields are refused with their name.
     pub fn from_json(text: &str) -> Result<Self> {

@@ -301,17 +301,12 @@ pub async fn run(ctx: &StepContext, input: &StepInput) -> Result<PlanOutput> {
         tables: plan.chunks.iter().map(|c| &c.table).collect::<std::collections::BTreeSet<_>>().len(),
         chunks: plan.chunks.len(),
         estimated_bytes: plan.estimated_bytes,
-        max_concurrency: input.job.max_concurrency.unwrap_or_else(default_concurrency),
+        max_concurrency: input.job.effective_max_concurrency(),
     };
     ctx.store.put_json(&output.plan_key, &plan).await?;
     ctx.store.put_json(&output.chunks_key, &plan.chunks).await?;
     ctx.store.put_json(&output.verify_key, &plan.verify_items).await?;
     Ok(output)
-}
-
-/// Chunks in flight when the job does not say: two per core of the planning process.
-fn default_concurrency() -> u32 {
-    std::thread::available_parallelism().map_or(4, |n| u32::try_from(n.get() * 2).unwrap_or(4))
 }
 
 #[cfg(test)]

@@ -111,3 +111,53 @@ async fn a_failing_schema_statement_is_named_and_leaves_nothing_applied() {
     drop(target);
     cleanup(&source_db, &target_db).await;
 }
+
+#[tokio::test]
+async fn t8_a_configured_source_master_maps_to_the_target_master() {
+    let role = unique_name("corp_master");
+    let source_db = create_db(Server::Source, "t8").await;
+    let admin = connect(&testbed().admin_url(Server::Source, &source_db)).await;
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN; GRANT CREATE ON SCHEMA public TO {role}; \
+             CREATE TABLE owned_by_master (id int PRIMARY KEY); ALTER TABLE owned_by_master OWNER TO {role}; \
+             GRANT SELECT ON owned_by_master TO postgres"
+        ))
+        .await
+        .unwrap();
+    let target_db = unique_name("t8_dst");
+    let job = Job::from_json(
+        &serde_json::json!({
+            "source": {"url": testbed().url(Server::Source, &source_db)},
+            "target": {"url": testbed().url(Server::Target, &target_db)},
+            "sourceMasterUser": role.clone()
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let mut credentials = Credentials::default();
+    let job = credentials.take_from(&job).unwrap();
+    let ctx = StepContext::new(ArtifactStore::local(std::env::temp_dir().join(unique_name("pgferry-t8"))), credentials);
+    let input = StepInput { job, run_id: unique_name("run") };
+    schema::handle(&ctx, SchemaRequest::Globals(input.clone())).await.unwrap();
+    schema::handle(&ctx, SchemaRequest::PreData(input.clone())).await.unwrap();
+    schema::handle(&ctx, SchemaRequest::Release(input.clone())).await.unwrap();
+
+    let target_admin = connect(&testbed().admin_url(Server::Target, &target_db)).await;
+    let owner: String = target_admin
+        .query_one("SELECT pg_get_userbyid(relowner)::text FROM pg_class WHERE relname = 'owned_by_master'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(owner, "dbadmin", "the source master's objects go to the target master");
+    let created: bool = target_admin
+        .query_one("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", &[&role])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!created, "the source master is never created on the target");
+    drop((admin, target_admin));
+    cleanup(&source_db, &target_db).await;
+    let admin = connect(&testbed().admin_url(Server::Source, "postgres")).await;
+    admin.batch_execute(&format!("DROP ROLE {role}")).await.unwrap();
+}

@@ -13,7 +13,7 @@ use crate::aws::rds::{DbFacts, Parameters, split_libraries};
 use crate::catalog;
 use crate::context::StepContext;
 use crate::error::{Error, ErrorKind, Result};
-use crate::job::{DEFAULT_MAX_CONCURRENCY, Side};
+use crate::job::Side;
 use crate::pg::{self, ConnSpec, Session, quote_ident};
 use crate::step::{Check, StepInput};
 
@@ -228,7 +228,7 @@ pub(crate) async fn run(
             checks.extend(replication_checks(client).await?);
         }
     }
-    let concurrency = i64::from(job.max_concurrency.unwrap_or(DEFAULT_MAX_CONCURRENCY));
+    let concurrency = i64::from(job.effective_max_concurrency());
     for (side, client) in [(Side::Source, &source), (Side::Target, &target)] {
         if let Some(client) = client {
             checks.push(connections_check(client, side, concurrency).await?);

@@ -69,7 +69,11 @@ pub async fn globals(ctx: &StepContext, input: &StepInput) -> Result<GlobalsOutp
     let job = &input.job;
     let run = &input.run_id;
     let source = ctx.connect(job, Side::Source, "globals", run).await?;
-    let source_facts = SourceFacts::read(&source).await?;
+    let mut source_facts = SourceFacts::read(&source).await?;
+    if let Some(master) = &job.source_master_user {
+        // The job says which source role is the master when pgferry connects as another one.
+        source_facts.master = master.clone();
+    }
     drop(source);
     let dump = dump::ensure(ctx, input).await?;
 
