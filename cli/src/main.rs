@@ -107,6 +107,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Error> {
         }
         Command::Plan { job } => {
             let (ctx, job) = load(&job, store)?;
+            let job_concurrency = job.effective_max_concurrency();
             let plan =
                 plan::build(&ctx, &StepInput { job, run_id: new_run_id() }, plan::PlanOptions::default()).await?;
             println!("{:<10} {:<48} {:>7} {:<7} {:>14}", "chunk", "table", "slices", "format", "est. bytes");
@@ -130,7 +131,13 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Error> {
             for name in &plan.materialized_views {
                 println!("{:<10} {:<48} refreshed after the copy", "matview", name.to_string());
             }
-            println!("{} chunks, {} bytes estimated", plan.chunks.len(), plan.estimated_bytes);
+            println!(
+                "{} chunks, {} bytes, about {} to copy at {} chunks in flight",
+                plan.chunks.len(),
+                plan.estimated_bytes,
+                summary::human_duration(std::time::Duration::from_secs(plan.estimated_seconds)),
+                job_concurrency
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify { job, report } => {
@@ -323,6 +330,18 @@ async fn verify_only(ctx: StepContext, job: Job, report_file: Option<PathBuf>) -
         if d.more {
             println!("    … more keys differ than shown");
         }
+    }
+    for s in &report.sequences_differing {
+        let show =
+            |v: Option<(i64, bool)>| v.map_or("missing".to_string(), |(n, called)| format!("{n} (called: {called})"));
+        println!("sequence {}: source {}, target {}", s.sequence, show(s.source), show(s.target));
+    }
+    let lo = &report.large_objects;
+    if !lo.equal() {
+        println!(
+            "large objects: {} on the source, {} on the target; missing on target {:?}, extra on target {:?}",
+            lo.source, lo.target, lo.missing_on_target, lo.extra_on_target
+        );
     }
     println!("{} ({})", out.summary, summary::human_duration(started.elapsed()));
     if let Some(path) = report_file {

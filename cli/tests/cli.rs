@@ -124,7 +124,7 @@ async fn run_copies_pgbench_scale_10_into_a_missing_database_equal_with_keys() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("FAIL target-empty"));
     let out = pgferry(&["verify", job], &dir);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("4 tables equal"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("4 tables, 0 sequences and 0 large objects equal"));
     target.batch_execute("UPDATE pgbench_branches SET bbalance = bbalance + 1 WHERE bid = 1").await.unwrap();
     let out = pgferry(&["verify", job], &dir);
     assert_eq!(out.status.code(), Some(1), "one changed value must fail verification");

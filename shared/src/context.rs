@@ -25,6 +25,9 @@ use crate::pg::{self, ConnSpec, Secret, Session, SslMode};
 use crate::step::{PreflightOutput, keys};
 use crate::store::ArtifactStore;
 
+/// The environment variable naming the artifact bucket (set by `infra/template.yaml`).
+pub const ARTIFACT_BUCKET_VAR: &str = "PGFERRY_ARTIFACT_BUCKET";
+
 /// Passwords for the job's endpoints, by side.
 ///
 /// The CLI takes them out of the job's URLs before the state machine starts (so the state holds
@@ -222,18 +225,32 @@ impl StepContext {
         }
     }
 
-    /// The context of a Lambda function, from its environment: artifacts under
-    /// `PGFERRY_ARTIFACT_DIR` (default `/tmp/pgferry-artifacts`) until the S3 store lands, the
-    /// functions' network from `PGFERRY_SECURITY_GROUP_IDS` / `PGFERRY_SUBNET_IDS`, AWS clients
-    /// from the standard AWS environment on first use.
-    pub fn from_env() -> Self {
-        let dir = std::env::var_os("PGFERRY_ARTIFACT_DIR")
-            .map_or_else(|| PathBuf::from("/tmp/pgferry-artifacts"), PathBuf::from);
-        let mut ctx = Self::new(ArtifactStore::local(dir), Credentials::default());
+    /// The context of a Lambda function, from its environment: artifacts in the bucket named by
+    /// `PGFERRY_ARTIFACT_BUCKET` (else under `PGFERRY_ARTIFACT_DIR`, default
+    /// `/tmp/pgferry-artifacts`), the functions' network from `PGFERRY_SECURITY_GROUP_IDS` /
+    /// `PGFERRY_SUBNET_IDS`, AWS clients from the standard AWS environment (built here when the
+    /// store needs them, else on first use).
+    pub async fn from_env() -> Result<Self> {
+        let bucket = std::env::var(ARTIFACT_BUCKET_VAR).ok().filter(|b| !b.is_empty());
+        let mut ctx = match bucket {
+            Some(bucket) => Self::in_bucket(Box::pin(Clients::from_env()).await?, bucket),
+            None => {
+                let dir = std::env::var_os("PGFERRY_ARTIFACT_DIR")
+                    .map_or_else(|| PathBuf::from("/tmp/pgferry-artifacts"), PathBuf::from);
+                Self::new(ArtifactStore::local(dir), Credentials::default())
+            }
+        };
         ctx.network = Network::from_env();
         ctx.in_lambda = std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some();
         ctx.allow_url_passwords = !ctx.in_lambda;
-        ctx
+        Ok(ctx)
+    }
+
+    /// A context whose artifacts live in an S3 bucket, reached through `clients` — the same
+    /// clients (one configuration, one HTTP client) that serve the RDS and secret lookups.
+    pub fn in_bucket(clients: Clients, bucket: impl Into<String>) -> Self {
+        let store = ArtifactStore::s3(clients.s3.clone(), bucket);
+        Self::new(store, Credentials::default()).with_aws(clients)
     }
 
     /// Uses these AWS clients (tests: the emulator).

@@ -26,6 +26,10 @@ use crate::step::{Chunk, CopyFormat, KeyColumn, PlanOutput, Slice, StepInput, ke
 pub const DEFAULT_SLICE_BYTES: u64 = 32 * 1024 * 1024;
 /// Slices per chunk: one Map iteration copies this many slices, a few minutes of work at most.
 pub const DEFAULT_SLICES_PER_CHUNK: usize = 2;
+/// Copy throughput assumed per chunk in flight when estimating a run's duration: measured with
+/// `bench/copy.sh` on the 2-vCPU test bed (pgbench scale 50, 4 chunks in flight: ~23 MiB/s each),
+/// rounded down.
+pub const ESTIMATE_BYTES_PER_SEC_PER_CHUNK: u64 = 20 * 1024 * 1024;
 /// Key values sampled to cut a table without usable statistics.
 const SAMPLE_ROWS: u64 = 20_000;
 /// First server version with TID range scans (`ctid >= … AND ctid < …` without a full scan).
@@ -61,6 +65,18 @@ pub struct Plan {
     /// Planning decisions a user should know about (fallbacks, keyless tables).
     pub notes: Vec<String>,
     pub estimated_bytes: u64,
+    /// Rough copy time at `concurrency` chunks in flight: the larger of the total over all lanes
+    /// and the largest chunk alone.
+    pub estimated_seconds: u64,
+}
+
+/// The copy-time estimate for `chunks` at `concurrency` chunks in flight.
+pub fn estimate_seconds(chunks: &[Chunk], concurrency: u32) -> u64 {
+    let rate = ESTIMATE_BYTES_PER_SEC_PER_CHUNK;
+    let total: u64 = chunks.iter().map(|c| c.estimated_bytes).sum();
+    let lanes = u64::from(concurrency.max(1)).min(chunks.len().max(1) as u64);
+    let largest = chunks.iter().map(|c| c.estimated_bytes).max().unwrap_or(0);
+    (total / (rate * lanes)).max(largest / rate).max(u64::from(!chunks.is_empty()))
 }
 
 /// Reads the source catalog and plans the copy. Reads only the source.
@@ -76,6 +92,7 @@ pub async fn build(ctx: &StepContext, input: &StepInput, options: PlanOptions) -
         skipped: vec![],
         notes: vec![],
         estimated_bytes: 0,
+        estimated_seconds: 0,
     };
     let mut tables = Vec::new();
     for rel in relations {
@@ -136,6 +153,7 @@ pub async fn build(ctx: &StepContext, input: &StepInput, options: PlanOptions) -
     for (i, c) in verify_items.iter_mut().enumerate() {
         c.id = format!("v{i:06}");
     }
+    plan.estimated_seconds = estimate_seconds(&chunks, input.job.effective_max_concurrency());
     plan.chunks = chunks;
     plan.verify_items = verify_items;
     Ok(plan)
@@ -301,6 +319,7 @@ pub async fn run(ctx: &StepContext, input: &StepInput) -> Result<PlanOutput> {
         tables: plan.chunks.iter().map(|c| &c.table).collect::<std::collections::BTreeSet<_>>().len(),
         chunks: plan.chunks.len(),
         estimated_bytes: plan.estimated_bytes,
+        estimated_seconds: plan.estimated_seconds,
         max_concurrency: input.job.effective_max_concurrency(),
     };
     ctx.store.put_json(&output.plan_key, &plan).await?;
@@ -357,6 +376,24 @@ mod tests {
             estimated_bytes: 0,
         };
         assert_eq!(chunk_predicate(&chunk).unwrap(), "(\"id\") >= ('10'::integer)");
+    }
+
+    #[test]
+    fn the_estimate_is_bounded_by_lanes_and_by_the_largest_chunk() {
+        let chunk = |mb: u64| Chunk {
+            id: String::new(),
+            table: QualifiedName::new("public", "t"),
+            columns: vec![],
+            format: CopyFormat::Binary,
+            key: vec![],
+            slices: vec![Slice::Whole],
+            estimated_bytes: mb * 1024 * 1024,
+        };
+        // 4 × 200 MiB on 4 lanes: 10 s; on 1 lane: 40 s; one 400 MiB chunk can't go below 20 s.
+        assert_eq!(estimate_seconds(&[chunk(200), chunk(200), chunk(200), chunk(200)], 4), 10);
+        assert_eq!(estimate_seconds(&[chunk(200), chunk(200), chunk(200), chunk(200)], 1), 40);
+        assert_eq!(estimate_seconds(&[chunk(400), chunk(10)], 8), 20);
+        assert_eq!(estimate_seconds(&[], 4), 0);
     }
 
     #[test]

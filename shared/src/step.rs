@@ -180,6 +180,8 @@ pub struct PlanOutput {
     pub tables: usize,
     pub chunks: usize,
     pub estimated_bytes: u64,
+    /// Rough copy time in seconds at `max_concurrency` (see `plan::estimate_seconds`).
+    pub estimated_seconds: u64,
     /// Chunks in flight in the Map states (`MaxConcurrencyPath`): the job's `maxConcurrency` or a
     /// default.
     pub max_concurrency: u32,

@@ -1,10 +1,16 @@
 //! The artifact store: where big things live while the state machine passes their keys.
 //!
 //! Step Functions state is capped at 256 KiB, so dumps, chunk plans and reports are written here
-//! and referenced by key (`runs/<run id>/…`). In AWS the store is an S3 bucket; locally (and in
-//! tests) it is a directory. Writes are atomic: a reader never sees half a file.
+//! and referenced by key (`runs/<run id>/…`). In AWS the store is an S3 bucket (the Distributed
+//! Maps read their items from it too); locally (and in tests) it is a directory. Writes are
+//! atomic: a reader never sees half a file (a rename locally, inherent in an S3 `PutObject`).
+//! Both stores accept the same keys, so an artifact written by one function can be named in the
+//! state and read by another.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
+
+use aws_sdk_s3::primitives::ByteStream;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -16,6 +22,8 @@ use crate::error::{Error, Result};
 pub enum ArtifactStore {
     /// A local directory (the CLI and tests).
     Local(LocalStore),
+    /// An S3 bucket (the deployed functions).
+    S3(S3Store),
 }
 
 impl ArtifactStore {
@@ -23,15 +31,22 @@ impl ArtifactStore {
         Self::Local(LocalStore { root: root.into() })
     }
 
+    /// A bucket, through a client built once per process (see [`crate::aws::Clients`]).
+    pub fn s3(client: aws_sdk_s3::Client, bucket: impl Into<String>) -> Self {
+        Self::S3(S3Store { client, bucket: bucket.into() })
+    }
+
     pub async fn put_bytes(&self, key: &str, data: &[u8]) -> Result<()> {
         match self {
             Self::Local(s) => s.put(key, data).await,
+            Self::S3(s) => s.put(key, data).await,
         }
     }
 
     pub async fn get_bytes(&self, key: &str) -> Result<Vec<u8>> {
         match self {
             Self::Local(s) => s.get(key).await,
+            Self::S3(s) => s.get(key).await,
         }
     }
 
@@ -39,6 +54,7 @@ impl ArtifactStore {
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>> {
         match self {
             Self::Local(s) => s.list(prefix).await,
+            Self::S3(s) => s.list(prefix, None).await,
         }
     }
 
@@ -66,12 +82,7 @@ impl LocalStore {
     }
 
     fn path(&self, key: &str) -> Result<PathBuf> {
-        let valid = !key.is_empty()
-            && !key.starts_with('/')
-            && key.split('/').all(|part| !part.is_empty() && part != "." && part != "..");
-        if !valid {
-            return Err(Error::Store { key: key.to_string(), reason: "not a valid artifact key".to_string() });
-        }
+        validate_key(key)?;
         Ok(self.root.join(key))
     }
 
@@ -116,6 +127,92 @@ impl LocalStore {
                 }
             }
         }
+        out.sort();
+        Ok(out)
+    }
+}
+
+/// Refuses keys that could escape the store's root or that name the same object two ways:
+/// empty, absolute, or with an empty, `.` or `..` segment.
+fn validate_key(key: &str) -> Result<()> {
+    let valid = !key.is_empty()
+        && !key.starts_with('/')
+        && key.split('/').all(|part| !part.is_empty() && part != "." && part != "..");
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::Store { key: key.to_string(), reason: "not a valid artifact key".to_string() })
+    }
+}
+
+/// Artifacts as objects in an S3 bucket; keys are object keys.
+#[derive(Clone)]
+pub struct S3Store {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+}
+
+impl fmt::Debug for S3Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Store").field("bucket", &self.bucket).finish_non_exhaustive()
+    }
+}
+
+impl S3Store {
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// `s3://bucket/key`, for errors.
+    fn url(&self, key: &str) -> String {
+        format!("s3://{}/{key}", self.bucket)
+    }
+
+    async fn put(&self, key: &str, data: &[u8]) -> Result<()> {
+        validate_key(key)?;
+        // Boxed: the SDK's futures are deep types, and every step's future would carry them.
+        Box::pin(self.client.put_object().bucket(&self.bucket).key(key).body(ByteStream::from(data.to_vec())).send())
+            .await
+            .map_err(|e| crate::aws::sdk_error("s3:PutObject", &self.url(key), e))?;
+        Ok(())
+    }
+
+    async fn get(&self, key: &str) -> Result<Vec<u8>> {
+        validate_key(key)?;
+        let out = match Box::pin(self.client.get_object().bucket(&self.bucket).key(key).send()).await {
+            Ok(out) => out,
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => {
+                return Err(Error::Store {
+                    key: key.to_string(),
+                    reason: format!("no such object in bucket {}", self.bucket),
+                });
+            }
+            Err(e) => return Err(crate::aws::sdk_error("s3:GetObject", &self.url(key), e)),
+        };
+        let body = out.body.collect().await.map_err(|e| Error::Store {
+            key: key.to_string(),
+            reason: format!("reading the object from bucket {} failed: {e}", self.bucket),
+        })?;
+        Ok(body.into_bytes().to_vec())
+    }
+
+    /// Keys under `prefix`, sorted, following every page of `ListObjectsV2` (`page_size` keys a
+    /// page, S3's default of 1,000 when `None`).
+    pub async fn list(&self, prefix: &str, page_size: Option<i32>) -> Result<Vec<String>> {
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .set_max_keys(page_size)
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = Box::pin(pages.next()).await {
+            let page = page.map_err(|e| crate::aws::sdk_error("s3:ListObjectsV2", &self.url(prefix), e))?;
+            out.extend(page.contents().iter().filter_map(|o| o.key().map(str::to_string)));
+        }
+        // S3 lists in UTF-8 binary order already; sorting keeps the contract independent of it.
         out.sort();
         Ok(out)
     }

@@ -234,9 +234,87 @@ pub struct Report {
     pub run_id: String,
     pub equal: bool,
     pub tables: Vec<TableReport>,
+    /// Sequences whose value differs (RDS-CASES T33, T56); empty when all agree.
+    #[serde(default)]
+    pub sequences_differing: Vec<SequenceReport>,
+    pub sequences_compared: usize,
+    pub large_objects: LargeObjectsReport,
     pub materialized_views: Vec<QualifiedName>,
     pub unlogged: Vec<QualifiedName>,
     pub skipped: Vec<(QualifiedName, String)>,
+}
+
+/// A sequence whose `(last_value, is_called)` differs between the sides.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SequenceReport {
+    pub sequence: QualifiedName,
+    pub source: Option<(i64, bool)>,
+    pub target: Option<(i64, bool)>,
+}
+
+/// Large objects by OID on both sides (RDS-CASES T34, T56): the sets must be equal.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct LargeObjectsReport {
+    pub source: u64,
+    pub target: u64,
+    /// Up to ten OIDs present on one side only.
+    pub missing_on_target: Vec<u32>,
+    pub extra_on_target: Vec<u32>,
+}
+
+impl LargeObjectsReport {
+    pub fn equal(&self) -> bool {
+        self.source == self.target && self.missing_on_target.is_empty() && self.extra_on_target.is_empty()
+    }
+}
+
+async fn sequence_values(client: &tokio_postgres::Client) -> Result<BTreeMap<QualifiedName, (i64, bool)>> {
+    let mut out = BTreeMap::new();
+    for name in crate::catalog::sequences(client).await? {
+        let row = client
+            .query_one(&format!("SELECT last_value, is_called FROM {name}"), &[])
+            .await
+            .map_err(|e| Error::db(format!("read sequence {name}"), e))?;
+        out.insert(name, (row.get(0), row.get(1)));
+    }
+    Ok(out)
+}
+
+async fn large_object_oids(client: &tokio_postgres::Client) -> Result<Vec<u32>> {
+    let rows = client
+        .query("SELECT oid FROM pg_largeobject_metadata ORDER BY oid", &[])
+        .await
+        .map_err(|e| Error::db("list large objects", e))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Compares sequences and large objects, which no chunk covers.
+async fn compare_outside_tables(
+    ctx: &StepContext,
+    input: &StepInput,
+) -> Result<(Vec<SequenceReport>, usize, LargeObjectsReport)> {
+    let (source, target) = tokio::try_join!(
+        ctx.connect(&input.job, Side::Source, "verify", &input.run_id),
+        ctx.connect(&input.job, Side::Target, "verify", &input.run_id)
+    )?;
+    let (s, t) = tokio::try_join!(sequence_values(&source), sequence_values(&target))?;
+    let names: std::collections::BTreeSet<&QualifiedName> = s.keys().chain(t.keys()).collect();
+    let differing: Vec<SequenceReport> = names
+        .iter()
+        .filter(|n| s.get(n) != t.get(n))
+        .map(|n| SequenceReport { sequence: (*n).clone(), source: s.get(n).copied(), target: t.get(n).copied() })
+        .collect();
+    let (so, to) = tokio::try_join!(large_object_oids(&source), large_object_oids(&target))?;
+    let (sset, tset): (HashSet<u32>, HashSet<u32>) = (so.iter().copied().collect(), to.iter().copied().collect());
+    let lobs = LargeObjectsReport {
+        source: so.len() as u64,
+        target: to.len() as u64,
+        missing_on_target: so.iter().filter(|o| !tset.contains(o)).take(Differences::SAMPLES).copied().collect(),
+        extra_on_target: to.iter().filter(|o| !sset.contains(o)).take(Differences::SAMPLES).copied().collect(),
+    };
+    Ok((differing, names.len(), lobs))
 }
 
 /// Gathers the plan, copy results and verify results into the report.
@@ -301,10 +379,18 @@ pub async fn report(ctx: &StepContext, input: &StepInput) -> Result<ReportOutput
         }
     }
     let tables: Vec<TableReport> = tables.into_values().collect();
-    let differing: Vec<String> = tables.iter().filter(|t| !t.equal).map(|t| t.table.to_string()).collect();
+    let mut differing: Vec<String> = tables.iter().filter(|t| !t.equal).map(|t| t.table.to_string()).collect();
+    let (sequences_differing, sequences_compared, large_objects) = compare_outside_tables(ctx, input).await?;
+    differing.extend(sequences_differing.iter().map(|s| format!("sequence {}", s.sequence)));
+    if !large_objects.equal() {
+        differing.push("large objects".to_string());
+    }
     let report = Report {
         run_id: run.clone(),
         equal: differing.is_empty(),
+        sequences_differing,
+        sequences_compared,
+        large_objects,
         materialized_views: plan.materialized_views.clone(),
         unlogged: plan.unlogged.clone(),
         skipped: plan.skipped.clone(),
@@ -313,7 +399,12 @@ pub async fn report(ctx: &StepContext, input: &StepInput) -> Result<ReportOutput
     let report_key = keys::report(run);
     ctx.store.put_json(&report_key, &report).await?;
     let summary = if report.equal {
-        format!("{} tables equal", report.tables.len())
+        format!(
+            "{} tables, {} sequences and {} large objects equal",
+            report.tables.len(),
+            report.sequences_compared,
+            report.large_objects.source
+        )
     } else {
         Error::VerifyMismatch { tables: differing }.to_string()
     };

@@ -314,7 +314,7 @@ fn the_template_has_the_four_functions_state_machine_bucket_schedule_and_alert_r
         param(&p["Timeout"]);
         param(&p["MemorySize"]);
         let vars = &globals["Environment"]["Variables"];
-        for var in ["RUST_LOG", "PGFERRY_ARTIFACT_DIR", "PGFERRY_ARTIFACT_BUCKET"] {
+        for var in ["RUST_LOG", "PGFERRY_ARTIFACT_BUCKET"] {
             assert!(vars.get(var).is_some(), "Globals set no {var}");
         }
     }

@@ -47,6 +47,8 @@ async fn copied(prefix: &str, ddl: &str) -> Copied {
         assert!(copy::copy_chunk(&ctx, &ci, None).await.unwrap().done);
     }
     schema::handle(&ctx, SchemaRequest::PostData(input.clone())).await.unwrap();
+    schema::handle(&ctx, SchemaRequest::Sequences(input.clone())).await.unwrap();
+    pgferry_core::lobs::copy_all(&ctx, &input).await.unwrap();
     Copied { ctx, input, plan, source_db, target_db }
 }
 
@@ -118,7 +120,9 @@ async fn a_differing_chunk_is_drilled_down_to_missing_extra_and_different_keys()
         "CREATE TABLE big (id bigint PRIMARY KEY, v text NOT NULL);
          INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, 60000) g;
          CREATE TABLE small (k text PRIMARY KEY, n int);
-         INSERT INTO small SELECT 'k' || g, g FROM generate_series(1, 50) g;",
+         INSERT INTO small SELECT 'k' || g, g FROM generate_series(1, 50) g;
+         CREATE SEQUENCE invoice_no; SELECT setval('invoice_no', 4242);
+         SELECT lo_from_bytea(777001, 'attached');",
     )
     .await;
     assert!(c.plan.verify_items.iter().filter(|i| i.table.name == "big").count() >= 2);
@@ -127,7 +131,8 @@ async fn a_differing_chunk_is_drilled_down_to_missing_extra_and_different_keys()
     target
         .batch_execute(
             "UPDATE big SET v = 'changed' WHERE id = 31337; DELETE FROM big WHERE id = 4242; \
-             INSERT INTO small VALUES ('k999', 999)",
+             INSERT INTO small VALUES ('k999', 999); SELECT nextval('invoice_no'); \
+             SELECT lo_unlink(777001)",
         )
         .await
         .unwrap();
@@ -139,6 +144,10 @@ async fn a_differing_chunk_is_drilled_down_to_missing_extra_and_different_keys()
     assert!(big.differences.extra_on_target.is_empty());
     let small = report.tables.iter().find(|t| t.table.name == "small").unwrap();
     assert_eq!(small.differences.extra_on_target, vec!["k999"]);
+    assert_eq!(report.sequences_differing.len(), 1);
+    assert_eq!(report.sequences_differing[0].source, Some((4242, true)));
+    assert_eq!(report.sequences_differing[0].target, Some((4243, true)));
+    assert_eq!(report.large_objects.missing_on_target, vec![777001]);
     drop(target);
     c.cleanup().await;
 }

@@ -14,7 +14,7 @@ const FUNCTION: Function = Function::Copy;
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     pgferry_core::telemetry::init_lambda();
-    let ctx = StepContext::from_env();
+    let ctx = StepContext::from_env().await?;
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| handler(&ctx, event))).await
 }
 

@@ -1,5 +1,5 @@
 //! AWS facts: RDS instances and clusters, their parameters, the VPC network around them and the
-//! secrets that hold their passwords.
+//! secrets that hold their passwords; and the client of the artifact bucket.
 //!
 //! The clients are built once per process (a Lambda cold start or a CLI run) from the standard
 //! environment (`AWS_REGION`, `AWS_ENDPOINT_URL`, credentials), so the same binary talks to AWS in
@@ -35,6 +35,9 @@ pub struct Clients {
     pub rds: aws_sdk_rds::Client,
     pub ec2: aws_sdk_ec2::Client,
     pub secrets: aws_sdk_secretsmanager::Client,
+    /// The artifact bucket's client; path-style addressing when the endpoint is overridden
+    /// (the emulator has no per-bucket host names).
+    pub s3: aws_sdk_s3::Client,
 }
 
 impl fmt::Debug for Clients {
@@ -87,6 +90,9 @@ impl Clients {
             rds: aws_sdk_rds::Client::new(&config),
             ec2: aws_sdk_ec2::Client::new(&config),
             secrets: aws_sdk_secretsmanager::Client::new(&config),
+            s3: aws_sdk_s3::Client::from_conf(
+                aws_sdk_s3::config::Builder::from(&config).force_path_style(config.endpoint_url().is_some()).build(),
+            ),
             config,
         })
     }
