@@ -160,3 +160,36 @@ pub async fn drop_db(server: Server, name: &str) {
         .await
         .expect("drop database");
 }
+
+/// A step context and step input for a job copying `source_db` into `target_db` on the test bed,
+/// as the CLI would build them: passwords taken out of the URLs, a private local artifact store,
+/// a fresh run id. `extra` adds job fields (`{}` for none).
+pub fn step_setup(
+    source_db: &str,
+    target_db: &str,
+    extra: serde_json::Value,
+) -> (pgferry_core::context::StepContext, pgferry_core::step::StepInput) {
+    let mut job = serde_json::json!({
+        "source": {"url": testbed().url(Server::Source, source_db)},
+        "target": {"url": testbed().url(Server::Target, target_db)}
+    });
+    if let (Some(map), Some(more)) = (job.as_object_mut(), extra.as_object()) {
+        map.extend(more.clone());
+    }
+    let job = pgferry_core::job::Job::from_json(&job.to_string()).expect("test job");
+    let mut credentials = pgferry_core::context::Credentials::default();
+    let job = credentials.take_from(&job).expect("credentials");
+    let store = pgferry_core::store::ArtifactStore::local(std::env::temp_dir().join(unique_name("pgferry-test")));
+    let ctx = pgferry_core::context::StepContext::new(store, credentials);
+    (ctx, pgferry_core::step::StepInput { job, run_id: unique_name("run") })
+}
+
+/// A source database named after `prefix`, built by `ddl` and analyzed, and the name of a target
+/// database that does not exist yet.
+pub async fn source_with(prefix: &str, ddl: &str) -> (String, String, Client) {
+    let source_db = create_db(Server::Source, prefix).await;
+    let source = connect(&testbed().url(Server::Source, &source_db)).await;
+    source.batch_execute(ddl).await.expect("source ddl");
+    source.batch_execute("ANALYZE").await.expect("analyze");
+    (source_db, unique_name(&format!("{prefix}_dst")), source)
+}

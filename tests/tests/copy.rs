@@ -3,14 +3,12 @@
 
 use std::time::{Duration, Instant};
 
-use pgferry_core::context::{Credentials, StepContext};
-use pgferry_core::job::Job;
+use pgferry_core::context::StepContext;
 use pgferry_core::plan::{self, Plan, PlanOptions};
 use pgferry_core::schema;
 use pgferry_core::step::{ChunkInput, CopyFormat, SchemaRequest, Slice, StepInput};
-use pgferry_core::store::ArtifactStore;
 use pgferry_core::{ErrorKind, copy};
-use pgferry_tests::{Server, connect, create_db, drop_db, testbed, unique_name};
+use pgferry_tests::{Server, connect, drop_db, source_with, step_setup, testbed, unique_name};
 use tokio_postgres::Client;
 
 struct Pair {
@@ -23,24 +21,8 @@ struct Pair {
 
 /// A source database built by `ddl`, an empty target, and the schema's pre-data applied.
 async fn pair(prefix: &str, ddl: &str) -> Pair {
-    let source_db = create_db(Server::Source, prefix).await;
-    let source = connect(&testbed().url(Server::Source, &source_db)).await;
-    source.batch_execute(ddl).await.unwrap();
-    source.batch_execute("ANALYZE").await.unwrap();
-    let target_db = unique_name(&format!("{prefix}_dst"));
-    let job = Job::from_json(
-        &serde_json::json!({
-            "source": {"url": testbed().url(Server::Source, &source_db)},
-            "target": {"url": testbed().url(Server::Target, &target_db)}
-        })
-        .to_string(),
-    )
-    .unwrap();
-    let mut credentials = Credentials::default();
-    let job = credentials.take_from(&job).unwrap();
-    let store = ArtifactStore::local(std::env::temp_dir().join(unique_name("pgferry-copy")));
-    let ctx = StepContext::new(store, credentials);
-    let input = StepInput { job, run_id: unique_name("run") };
+    let (source_db, target_db, source) = source_with(prefix, ddl).await;
+    let (ctx, input) = step_setup(&source_db, &target_db, serde_json::json!({}));
     schema::handle(&ctx, SchemaRequest::Globals(input.clone())).await.unwrap();
     schema::handle(&ctx, SchemaRequest::PreData(input.clone())).await.unwrap();
     Pair { ctx, input, source_db, target_db, source }

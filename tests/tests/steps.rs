@@ -1,12 +1,10 @@
 //! Steps called directly, as a retrying state machine would call them: a retried step must never
 //! duplicate or lose anything (RDS-CASES T40, T60).
 
-use pgferry_core::context::{Credentials, StepContext};
-use pgferry_core::job::Job;
+use pgferry_core::context::StepContext;
 use pgferry_core::step::{ChunkInput, SchemaRequest, StepInput};
-use pgferry_core::store::ArtifactStore;
 use pgferry_core::{copy, plan, schema};
-use pgferry_tests::{Server, connect, create_db, drop_db, testbed, unique_name};
+use pgferry_tests::{Server, connect, create_db, drop_db, step_setup, testbed, unique_name};
 
 async fn setup(prefix: &str) -> (StepContext, StepInput, String, String) {
     let source_db = create_db(Server::Source, prefix).await;
@@ -21,19 +19,7 @@ async fn setup(prefix: &str) -> (StepContext, StepInput, String, String) {
         .await
         .unwrap();
     let target_db = unique_name(&format!("{prefix}_dst"));
-    let job = Job::from_json(
-        &serde_json::json!({
-            "source": {"url": testbed().url(Server::Source, &source_db)},
-            "target": {"url": testbed().url(Server::Target, &target_db)}
-        })
-        .to_string(),
-    )
-    .unwrap();
-    let mut credentials = Credentials::default();
-    let job = credentials.take_from(&job).unwrap();
-    let store = ArtifactStore::local(std::env::temp_dir().join(unique_name("pgferry-steps")));
-    let ctx = StepContext::new(store, credentials);
-    let input = StepInput { job, run_id: unique_name("run") };
+    let (ctx, input) = step_setup(&source_db, &target_db, serde_json::json!({}));
     (ctx, input, source_db, target_db)
 }
 
@@ -126,19 +112,7 @@ async fn t8_a_configured_source_master_maps_to_the_target_master() {
         .await
         .unwrap();
     let target_db = unique_name("t8_dst");
-    let job = Job::from_json(
-        &serde_json::json!({
-            "source": {"url": testbed().url(Server::Source, &source_db)},
-            "target": {"url": testbed().url(Server::Target, &target_db)},
-            "sourceMasterUser": role.clone()
-        })
-        .to_string(),
-    )
-    .unwrap();
-    let mut credentials = Credentials::default();
-    let job = credentials.take_from(&job).unwrap();
-    let ctx = StepContext::new(ArtifactStore::local(std::env::temp_dir().join(unique_name("pgferry-t8"))), credentials);
-    let input = StepInput { job, run_id: unique_name("run") };
+    let (ctx, input) = step_setup(&source_db, &target_db, serde_json::json!({"sourceMasterUser": role.clone()}));
     schema::handle(&ctx, SchemaRequest::Globals(input.clone())).await.unwrap();
     schema::handle(&ctx, SchemaRequest::PreData(input.clone())).await.unwrap();
     schema::handle(&ctx, SchemaRequest::Release(input.clone())).await.unwrap();

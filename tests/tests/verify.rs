@@ -1,13 +1,11 @@
 //! Verification against the test bed: hashes that are equal exactly when the data is, whatever
 //! the client settings (RDS-CASES T55), and a drill-down that names the differing keys.
 
-use pgferry_core::context::{Credentials, StepContext};
-use pgferry_core::job::Job;
+use pgferry_core::context::StepContext;
 use pgferry_core::plan::{self, Plan, PlanOptions};
 use pgferry_core::step::{ChunkInput, SchemaRequest, StepInput};
-use pgferry_core::store::ArtifactStore;
 use pgferry_core::{copy, schema, verify};
-use pgferry_tests::{Server, connect, create_db, drop_db, testbed, unique_name};
+use pgferry_tests::{Server, connect, drop_db, source_with, step_setup, testbed};
 use tokio_postgres::Client;
 
 struct Copied {
@@ -20,24 +18,8 @@ struct Copied {
 
 /// Builds a source with `ddl`, copies it with pgferry's steps (schema, chunks, post-data).
 async fn copied(prefix: &str, ddl: &str) -> Copied {
-    let source_db = create_db(Server::Source, prefix).await;
-    let source = connect(&testbed().url(Server::Source, &source_db)).await;
-    source.batch_execute(ddl).await.unwrap();
-    source.batch_execute("ANALYZE").await.unwrap();
-    let target_db = unique_name(&format!("{prefix}_dst"));
-    let job = Job::from_json(
-        &serde_json::json!({
-            "source": {"url": testbed().url(Server::Source, &source_db)},
-            "target": {"url": testbed().url(Server::Target, &target_db)}
-        })
-        .to_string(),
-    )
-    .unwrap();
-    let mut credentials = Credentials::default();
-    let job = credentials.take_from(&job).unwrap();
-    let ctx =
-        StepContext::new(ArtifactStore::local(std::env::temp_dir().join(unique_name("pgferry-verify"))), credentials);
-    let input = StepInput { job, run_id: unique_name("run") };
+    let (source_db, target_db, _source) = source_with(prefix, ddl).await;
+    let (ctx, input) = step_setup(&source_db, &target_db, serde_json::json!({}));
     schema::handle(&ctx, SchemaRequest::Globals(input.clone())).await.unwrap();
     schema::handle(&ctx, SchemaRequest::PreData(input.clone())).await.unwrap();
     let plan = plan::build(&ctx, &input, PlanOptions { slice_bytes: 256 * 1024, slices_per_chunk: 4 }).await.unwrap();
