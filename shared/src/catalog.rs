@@ -118,6 +118,19 @@ pub async fn sequences(client: &Client) -> Result<Vec<QualifiedName>> {
     Ok(rows.iter().map(|r| QualifiedName::new(r.get::<_, String>(0), r.get::<_, String>(1))).collect())
 }
 
+/// Every user sequence with its `(last_value, is_called)`.
+pub async fn sequence_values(client: &Client) -> Result<std::collections::BTreeMap<QualifiedName, (i64, bool)>> {
+    let mut out = std::collections::BTreeMap::new();
+    for name in sequences(client).await? {
+        let row = client
+            .query_one(&format!("SELECT last_value, is_called FROM {name}"), &[])
+            .await
+            .map_err(|e| Error::db(format!("read sequence {name}"), e))?;
+        out.insert(name, (row.get(0), row.get(1)));
+    }
+    Ok(out)
+}
+
 /// Up to `limit` user relations of any kind (tables, views, sequences…), for emptiness checks.
 pub async fn some_user_relations(client: &Client, limit: i64) -> Result<(i64, Vec<String>)> {
     let sql = format!(

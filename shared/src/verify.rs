@@ -270,18 +270,6 @@ impl LargeObjectsReport {
     }
 }
 
-async fn sequence_values(client: &tokio_postgres::Client) -> Result<BTreeMap<QualifiedName, (i64, bool)>> {
-    let mut out = BTreeMap::new();
-    for name in crate::catalog::sequences(client).await? {
-        let row = client
-            .query_one(&format!("SELECT last_value, is_called FROM {name}"), &[])
-            .await
-            .map_err(|e| Error::db(format!("read sequence {name}"), e))?;
-        out.insert(name, (row.get(0), row.get(1)));
-    }
-    Ok(out)
-}
-
 async fn large_object_oids(client: &tokio_postgres::Client) -> Result<Vec<u32>> {
     let rows = client
         .query("SELECT oid FROM pg_largeobject_metadata ORDER BY oid", &[])
@@ -299,7 +287,7 @@ async fn compare_outside_tables(
         ctx.connect(&input.job, Side::Source, "verify", &input.run_id),
         ctx.connect(&input.job, Side::Target, "verify", &input.run_id)
     )?;
-    let (s, t) = tokio::try_join!(sequence_values(&source), sequence_values(&target))?;
+    let (s, t) = tokio::try_join!(crate::catalog::sequence_values(&source), crate::catalog::sequence_values(&target))?;
     let names: std::collections::BTreeSet<&QualifiedName> = s.keys().chain(t.keys()).collect();
     let differing: Vec<SequenceReport> = names
         .iter()

@@ -147,6 +147,11 @@ async fn run_tool(
         .output()
         .await
         .map_err(|e| Error::io(format!("run {}", path.display()), e))?;
+    stdout_of(tool, output)
+}
+
+/// The standard output of a finished client program, or its failure with its stderr.
+fn stdout_of(tool: &str, output: std::process::Output) -> Result<String> {
     if !output.status.success() {
         return Err(Error::Tool {
             tool: tool.to_string(),
@@ -171,14 +176,7 @@ async fn restore(ctx: &StepContext, archive: &str, args: &[&str]) -> Result<Stri
         .output()
         .await
         .map_err(|e| Error::io(format!("run {}", path.display()), e))?;
-    if !output.status.success() {
-        return Err(Error::Tool {
-            tool: "pg_restore".to_string(),
-            status: output.status.to_string(),
-            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
-        });
-    }
-    String::from_utf8(output.stdout).map_err(|_| Error::Internal("pg_restore wrote invalid UTF-8".to_string()))
+    stdout_of("pg_restore", output)
 }
 
 async fn tool_version(ctx: &StepContext, tool: &str) -> Option<String> {

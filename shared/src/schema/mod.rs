@@ -381,17 +381,12 @@ pub async fn release(ctx: &StepContext, input: &StepInput) -> Result<ReleaseOutp
 pub async fn sequences(ctx: &StepContext, input: &StepInput) -> Result<SequencesOutput> {
     let source = ctx.connect(&input.job, Side::Source, "sequences", &input.run_id).await?;
     let target = ctx.connect(&input.job, Side::Target, "sequences", &input.run_id).await?;
-    let names = catalog::sequences(&source).await?;
-    for name in &names {
-        let row = source
-            .query_one(&format!("SELECT last_value, is_called FROM {name}"), &[])
-            .await
-            .map_err(|e| Error::db(format!("read sequence {name}"), e))?;
-        let (value, called): (i64, bool) = (row.get(0), row.get(1));
+    let values = catalog::sequence_values(&source).await?;
+    for (name, (value, called)) in &values {
         target
-            .execute("SELECT pg_catalog.setval($1::text::regclass, $2, $3)", &[&name.to_string(), &value, &called])
+            .execute("SELECT pg_catalog.setval($1::text::regclass, $2, $3)", &[&name.to_string(), value, called])
             .await
             .map_err(|e| Error::db(format!("set sequence {name}"), e))?;
     }
-    Ok(SequencesOutput { sequences: names.len() })
+    Ok(SequencesOutput { sequences: values.len() })
 }
