@@ -9,7 +9,10 @@
 #   4. the machine's limit: per table `COPY TO STDOUT | COPY FROM STDIN`, $JOBS at a time, plus
 #      the post-data DDL (index and constraint builds), no planning, no ledger, no verify
 # then checks that every copy equals the source (count and an md5 over each table's rows) and
-# prints wall time, MB/s and ratios, with pgferry's peak RSS. It runs on demand, never in CI.
+# prints wall time, MB/s and ratios, with pgferry's peak RSS. Last, it changes about 1% of the
+# source's rows (updates, inserts and deletes spread over every table), runs `pgferry run` in
+# mode refresh into pgferry's copy and prints its wall time beside the full copy's (issue 6's
+# goal: ≤ 0.2×). It runs on demand, never in CI.
 #
 #   bench/copy.sh                 # scale 50, 4 jobs
 #   SCALE=10 JOBS=2 bench/copy.sh
@@ -80,8 +83,8 @@ fingerprint() { # url → one line per table: name count md5
 fingerprint "$(src_url $SRC)" >"$WORK/source.fp"
 
 declare -A WALL EQUAL
-check() { # name db
-  if fingerprint "$(dst_url "$2")" | diff -q - "$WORK/source.fp" >/dev/null; then EQUAL[$1]=yes; else EQUAL[$1]=NO; fi
+check() { # name db [source fingerprint file]
+  if fingerprint "$(dst_url "$2")" | diff -q - "${3:-$WORK/source.fp}" >/dev/null; then EQUAL[$1]=yes; else EQUAL[$1]=NO; fi
 }
 
 # 1. pgferry
@@ -139,6 +142,34 @@ psql_q "$DST_URL" -o /dev/null -f "$WORK/post.sql"
 WALL[limit]=$(elapsed "$t0")
 check limit $DST
 
+# 5. pgferry refresh of pgferry's copy after ~1% of the source's rows changed
+echo "bench: changing ~1% of the source's rows, then pgferry run in mode refresh" >&2
+ACCOUNTS=$((SCALE * 100000)) WIDE=$((SCALE * 600)) LINES=$((SCALE * 20000))
+psql_q "$(src_url $SRC)" <<SQL
+UPDATE pgbench_accounts SET abalance = abalance + 1, filler = 'refreshed' WHERE aid % 200 = 1;
+DELETE FROM pgbench_accounts WHERE aid % 1000 = 5;
+INSERT INTO pgbench_accounts (aid, bid, abalance, filler)
+  SELECT $ACCOUNTS + g, 1 + g % $SCALE, 0, 'new' FROM generate_series(1, $ACCOUNTS / 250) g;
+UPDATE pgbench_tellers SET tbalance = tbalance + 1 WHERE tid % 100 = 1;
+UPDATE pgbench_branches SET bbalance = bbalance + 1 WHERE bid = 1;
+INSERT INTO pgbench_history (tid, bid, aid, delta, mtime)
+  SELECT 1 + g % ($SCALE * 10), 1 + g % $SCALE, 1 + (g * 97 % $ACCOUNTS) / 1000 * 1000, g, now() FROM generate_series(1, $ACCOUNTS / 100) g;
+UPDATE wide SET doc = doc || ' refreshed' WHERE id % 200 = 2;
+DELETE FROM wide WHERE id % 1000 = 3;
+INSERT INTO wide SELECT $WIDE + g, md5(g::text), '\x00', now() FROM generate_series(1, $WIDE / 250) g;
+UPDATE log_lines SET level = 'debug' WHERE extract(epoch FROM at)::bigint % 200 = 7;
+ANALYZE;
+SQL
+fingerprint "$(src_url $SRC)" >"$WORK/source-changed.fp"
+cat >"$WORK/refresh-job.json" <<JSON
+{"source": {"url": "$(src_url $SRC)"}, "target": {"url": "$(dst_url bench_pgferry)"}, "maxConcurrency": $JOBS, "mode": "refresh"}
+JSON
+t0=$(now)
+"$PGFERRY_BIN" run "$WORK/refresh-job.json" --store "$WORK/artifacts" --report "$WORK/refresh-report.json" \
+  >"$WORK/refresh.out" 2>"$WORK/refresh.err" || echo "bench: pgferry refresh failed, see $WORK/refresh.err" >&2
+WALL[refresh]=$(elapsed "$t0")
+check refresh bench_pgferry "$WORK/source-changed.fp"
+
 printf '\n%-14s %10s %10s %14s  %s\n' "method" "wall s" "MB/s" "pgferry/this" "equal"
 for m in pgferry pgferry_copy pgcopydb dump_restore limit; do
   printf '%-14s %10.1f %10.1f %14.2f  %s\n' "$m" "${WALL[$m]}" "$(echo "$MB / ${WALL[$m]}" | bc -l)" \
@@ -146,3 +177,8 @@ for m in pgferry pgferry_copy pgcopydb dump_restore limit; do
 done
 printf '\npgferry peak RSS: %.1f MB (scale %s, %s jobs, %.0f MB of table data)\n' "$(echo "$RSS_KB / 1024" | bc -l)" "$SCALE" "$JOBS" "$MB"
 grep -E '^(CopyChunks|VerifyChunks|SchemaPostData|total)' "$WORK/pgferry.out" || true
+printf '\nrefresh after ~1%% of rows changed: %.1f s vs full pgferry run %.1f s = %.2f× (goal ≤ 0.2×), equal: %s\n' \
+  "${WALL[refresh]}" "${WALL[pgferry]}" "$(echo "${WALL[refresh]} / ${WALL[pgferry]}" | bc -l)" "${EQUAL[refresh]}"
+python3 -c 'import json,sys; r=json.load(open(sys.argv[1])).get("verification") or {}; print("  " + (r.get("refresh") or {}).get("summary", "no refresh summary"))' \
+  "$WORK/refresh-report.json" || true
+grep -E '^(CopyChunks|VerifyChunks|total)' "$WORK/refresh.out" || true

@@ -5,6 +5,7 @@
 //! stderr, the summary to stdout; the exit status is 0 only when the copy completed and
 //! verification found the target equal.
 
+mod sfn;
 mod summary;
 
 use std::io::{IsTerminal, Read};
@@ -59,6 +60,28 @@ enum Command {
         job: String,
         #[arg(long)]
         report: Option<PathBuf>,
+    },
+    /// Start the deployed state machine on a job (checked first); prints the execution ARN.
+    Start {
+        /// Job JSON file, or `-` for standard input.
+        job: String,
+        /// ARN of the deployed state machine (the stack's `StateMachineArn` output).
+        #[arg(long, value_name = "ARN")]
+        state_machine: String,
+        /// Execution name, which is also the run id (default: a new `run-…` id).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Follow an execution until it ends, then print its summary; exit 0 only when the target
+    /// equals the source.
+    Watch {
+        execution_arn: String,
+        /// The artifact bucket (default: $PGFERRY_ARTIFACT_BUCKET, else read from the definition).
+        #[arg(long)]
+        bucket: Option<String>,
+        /// Seconds between two looks at the execution history.
+        #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+        poll_interval: f64,
     },
 }
 
@@ -143,6 +166,12 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Error> {
         Command::Verify { job, report } => {
             let (ctx, job) = load(&job, store)?;
             verify_only(ctx, job, report).await
+        }
+        Command::Start { job, state_machine, name } => sfn::start(&job, &state_machine, name).await,
+        Command::Watch { execution_arn, bucket, poll_interval } => {
+            let interval = std::time::Duration::try_from_secs_f64(poll_interval)
+                .map_err(|_| Error::job("--poll-interval must be a non-negative number of seconds"))?;
+            sfn::watch(&execution_arn, bucket, interval).await
         }
     }
 }
@@ -229,6 +258,10 @@ async fn run(
     // What the schema step kept, rewrote and left out, and what is left to do by hand.
     if let Some(schema) = pgferry_core::schema::report::summary(&store, &run_id).await {
         print!("{schema}");
+    }
+    // Schema objects, owners, ACLs, roles and settings: what the schema report explains, and not.
+    if let Some(v) = &report.verification {
+        print!("{}", v.inventory.summary());
     }
     if let Some(path) = report_file {
         let text = serde_json::to_string_pretty(&report).map_err(|e| Error::Internal(e.to_string()))?;
@@ -343,6 +376,7 @@ async fn verify_only(ctx: StepContext, job: Job, report_file: Option<PathBuf>) -
             lo.source, lo.target, lo.missing_on_target, lo.extra_on_target
         );
     }
+    print!("{}", report.inventory.summary());
     println!("{} ({})", out.summary, summary::human_duration(started.elapsed()));
     if let Some(path) = report_file {
         let text = serde_json::to_string_pretty(&report).map_err(|e| Error::Internal(e.to_string()))?;

@@ -7,6 +7,8 @@
 //! (RDS-CASES T40). A whole-table slice truncates first, which also makes `COPY FREEZE` legal.
 //! The step takes a deadline: rather than be killed by Lambda's 15-minute limit mid-slice, it
 //! stops between slices and returns `done: false`, and the state machine invokes it again (T35).
+//! In mode `refresh` each slice is compared first and only what differs is re-copied
+//! ([`crate::refresh::refresh_slice`]), under the same ledger.
 
 use std::time::{Duration, Instant};
 
@@ -15,18 +17,22 @@ use tokio_postgres::Client;
 
 use crate::context::StepContext;
 use crate::error::{Error, Result};
-use crate::job::Side;
+use crate::job::{Mode, Side};
 use crate::pg::quote_ident;
 use crate::plan::slice_predicate;
 use crate::schema::to_value;
-use crate::step::{Chunk, ChunkInput, CopyChunkOutput, CopyFormat, CopyRequest, Slice, keys};
+use crate::step::{Chunk, ChunkInput, CopyChunkOutput, CopyFormat, CopyRequest, RefreshCounts, Slice, keys};
 
 /// The chunk ledger on the target: one row per committed slice, written in the slice's
-/// transaction. Created with pgferry's other bookkeeping before any data is loaded.
+/// transaction. Created with pgferry's other bookkeeping before any data is loaded. A refresh
+/// also records per slice the source rows compared, the target rows deleted and whether the
+/// slice was equal (all `NULL` for a snapshot's slices).
 pub const LEDGER_DDL: &str = "CREATE TABLE IF NOT EXISTS pgferry.copied_chunks (run_id text NOT NULL, \
      chunk_id text NOT NULL, slice integer NOT NULL, table_schema text NOT NULL, table_name text NOT NULL, \
      rows bigint NOT NULL, bytes bigint NOT NULL, committed_at timestamptz NOT NULL DEFAULT now(), \
-     PRIMARY KEY (run_id, chunk_id, slice))";
+     PRIMARY KEY (run_id, chunk_id, slice)); \
+     ALTER TABLE pgferry.copied_chunks ADD COLUMN IF NOT EXISTS compared bigint, \
+     ADD COLUMN IF NOT EXISTS deleted bigint, ADD COLUMN IF NOT EXISTS equal boolean";
 
 /// Time kept in reserve at the end of an invocation: committing, writing the result, returning.
 const DEADLINE_RESERVE: Duration = Duration::from_secs(20);
@@ -77,9 +83,19 @@ pub async fn copy_chunk(ctx: &StepContext, input: &ChunkInput, deadline: Option<
     let started = Instant::now();
     let chunk = &input.chunk;
     let mut target = ctx.connect(&input.job, Side::Target, "copy", &input.run_id).await?;
+    let refresh = input.job.mode == Mode::Refresh;
+    if refresh {
+        // Never trust that preflight ran: this run's schema step recorded the target as an
+        // earlier pgferry copy of this source, or nothing is deleted (RDS-CASES T57).
+        crate::refresh::ensure_refresh_run(&target, &input.run_id).await?;
+    }
     let committed = ledger(&target, &input.run_id, &chunk.id).await?;
-    let (mut rows, mut bytes) = committed.iter().fold((0, 0), |(r, b), (_, sr, sb)| (r + sr, b + sb));
-    let mut done_slices: Vec<usize> = committed.iter().map(|(i, _, _)| *i).collect();
+    let (mut rows, mut bytes) = committed.iter().fold((0, 0), |(r, b), c| (r + c.rows, b + c.bytes));
+    let mut counts = RefreshCounts::default();
+    for c in &committed {
+        counts.add(&c.refresh_counts());
+    }
+    let mut done_slices: Vec<usize> = committed.iter().map(|c| c.slice).collect();
     let already_committed = done_slices.len() == chunk.slices.len();
     let mut source: Option<Client> = None;
     let mut rate = ASSUMED_BYTES_PER_SEC;
@@ -103,7 +119,13 @@ pub async fn copy_chunk(ctx: &StepContext, input: &ChunkInput, deadline: Option<
         }
         let Some(source_client) = source.as_ref() else { continue };
         let slice_started = Instant::now();
-        let (slice_rows, slice_bytes) = copy_slice(source_client, &mut target, input, index, slice).await?;
+        let (slice_rows, slice_bytes) = if refresh {
+            let (r, b, c) = crate::refresh::refresh_slice(source_client, &mut target, input, index, slice).await?;
+            counts.add(&c);
+            (r, b)
+        } else {
+            copy_slice(source_client, &mut target, input, index, slice).await?
+        };
         let secs = slice_started.elapsed().as_secs_f64();
         if secs > 0.05 && slice_bytes > 0 {
             rate = slice_bytes as f64 / secs;
@@ -123,28 +145,123 @@ pub async fn copy_chunk(ctx: &StepContext, input: &ChunkInput, deadline: Option<
         bytes,
         elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         already_committed,
+        refresh: refresh.then_some(counts),
     };
     ctx.store.put_json(&keys::copy(&input.run_id, &chunk.id), &output).await?;
     tracing::info!(rows, bytes, done = output.done, elapsed_ms = output.elapsed_ms, "chunk copied");
     Ok(output)
 }
 
-/// Committed slices of a chunk: `(slice, rows, bytes)`.
-async fn ledger(target: &Client, run_id: &str, chunk_id: &str) -> Result<Vec<(usize, u64, u64)>> {
+/// One committed slice in the ledger.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct LedgerRow {
+    pub slice: usize,
+    /// Rows and bytes written.
+    pub rows: u64,
+    pub bytes: u64,
+    /// Refresh only: source rows compared, target rows deleted, whether the slice was equal
+    /// (`None`: covered by another slice of the chunk).
+    pub compared: Option<u64>,
+    pub deleted: Option<u64>,
+    pub equal: Option<bool>,
+}
+
+impl LedgerRow {
+    /// The refresh counts this slice contributes.
+    pub fn refresh_counts(&self) -> RefreshCounts {
+        let compared = self.compared.unwrap_or(0);
+        RefreshCounts {
+            rows_compared: compared,
+            rows_skipped: compared.saturating_sub(self.rows),
+            rows_reloaded: self.rows,
+            rows_deleted: self.deleted.unwrap_or(0),
+            slices_equal: usize::from(self.equal == Some(true)),
+            slices_reloaded: usize::from(self.equal == Some(false)),
+        }
+    }
+}
+
+/// Committed slices of a chunk.
+async fn ledger(target: &Client, run_id: &str, chunk_id: &str) -> Result<Vec<LedgerRow>> {
     let rows = target
         .query(
-            "SELECT slice, rows, bytes FROM pgferry.copied_chunks WHERE run_id = $1 AND chunk_id = $2",
+            "SELECT slice, rows, bytes, compared, deleted, equal FROM pgferry.copied_chunks \
+             WHERE run_id = $1 AND chunk_id = $2",
             &[&run_id, &chunk_id],
         )
         .await
         .map_err(|e| Error::db("read chunk ledger", e))?;
+    let n = |v: i64| u64::try_from(v).unwrap_or(0);
     Ok(rows
         .iter()
-        .map(|r| {
-            let n = |i: usize| u64::try_from(r.get::<_, i64>(i)).unwrap_or(0);
-            (usize::try_from(r.get::<_, i32>(0)).unwrap_or(usize::MAX), n(1), n(2))
+        .map(|r| LedgerRow {
+            slice: usize::try_from(r.get::<_, i32>(0)).unwrap_or(usize::MAX),
+            rows: n(r.get(1)),
+            bytes: n(r.get(2)),
+            compared: r.get::<_, Option<i64>>(3).map(n),
+            deleted: r.get::<_, Option<i64>>(4).map(n),
+            equal: r.get(5),
         })
         .collect())
+}
+
+/// Records a committed slice, in the transaction that wrote its rows.
+pub(crate) async fn record_slice<C: tokio_postgres::GenericClient>(
+    client: &C,
+    input: &ChunkInput,
+    row: &LedgerRow,
+) -> Result<()> {
+    let i64_of = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    let chunk = &input.chunk;
+    client
+        .execute(
+            "INSERT INTO pgferry.copied_chunks \
+             (run_id, chunk_id, slice, table_schema, table_name, rows, bytes, compared, deleted, equal) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            &[
+                &input.run_id,
+                &chunk.id,
+                &i32::try_from(row.slice).unwrap_or(i32::MAX),
+                &chunk.table.schema,
+                &chunk.table.name,
+                &i64_of(row.rows),
+                &i64_of(row.bytes),
+                &row.compared.map(i64_of),
+                &row.deleted.map(i64_of),
+                &row.equal,
+            ],
+        )
+        .await
+        .map_err(|e| Error::db("record slice in ledger", e))?;
+    Ok(())
+}
+
+/// Streams `out_sql` on the source into `in_sql` on the target transaction, undecoded:
+/// `(rows, bytes)`.
+pub(crate) async fn stream(
+    source: &Client,
+    tx: &tokio_postgres::Transaction<'_>,
+    out_sql: &str,
+    in_sql: &str,
+    table: &crate::pg::QualifiedName,
+) -> Result<(u64, u64)> {
+    let out = source.copy_out(out_sql).await.map_err(|e| Error::db(format!("start reading {table}"), e))?;
+    let sink =
+        tx.copy_in::<_, bytes::Bytes>(in_sql).await.map_err(|e| Error::db(format!("start writing {table}"), e))?;
+    pin_mut!(out);
+    pin_mut!(sink);
+    let mut bytes = 0u64;
+    while let Some(buf) = out.try_next().await.map_err(|e| Error::db(format!("read {table}"), e))? {
+        bytes += buf.len() as u64;
+        sink.feed(buf).await.map_err(|e| Error::db(format!("write {table}"), e))?;
+    }
+    let rows = sink.as_mut().finish().await.map_err(|e| Error::db(format!("finish writing {table}"), e))?;
+    Ok((rows, bytes))
+}
+
+/// The `WITH (…)` options of a COPY of this chunk, without FREEZE.
+pub(crate) fn copy_options(chunk: &Chunk) -> &'static str {
+    format_option(chunk.format)
 }
 
 /// Loads one slice in one target transaction, ledger row included.
@@ -175,36 +292,9 @@ async fn copy_slice(
             .map_err(|e| Error::db(format!("fill {table}"), e))?;
         (u64::try_from(n).unwrap_or(0), 0)
     } else {
-        let out = source
-            .copy_out(&copy_out_sql(chunk, slice))
-            .await
-            .map_err(|e| Error::db(format!("start reading {table}"), e))?;
-        let sink = tx
-            .copy_in::<_, bytes::Bytes>(&copy_in_sql(chunk, slice))
-            .await
-            .map_err(|e| Error::db(format!("start writing {table}"), e))?;
-        pin_mut!(out);
-        pin_mut!(sink);
-        let mut bytes = 0u64;
-        while let Some(buf) = out.try_next().await.map_err(|e| Error::db(format!("read {table}"), e))? {
-            bytes += buf.len() as u64;
-            sink.feed(buf).await.map_err(|e| Error::db(format!("write {table}"), e))?;
-        }
-        let rows = sink.as_mut().finish().await.map_err(|e| Error::db(format!("finish writing {table}"), e))?;
-        (rows, bytes)
+        stream(source, &tx, &copy_out_sql(chunk, slice), &copy_in_sql(chunk, slice), table).await?
     };
-    let (slice_i, rows_i, bytes_i) = (
-        i32::try_from(index).unwrap_or(i32::MAX),
-        i64::try_from(rows).unwrap_or(i64::MAX),
-        i64::try_from(bytes).unwrap_or(i64::MAX),
-    );
-    tx.execute(
-        "INSERT INTO pgferry.copied_chunks (run_id, chunk_id, slice, table_schema, table_name, rows, bytes) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        &[&input.run_id, &chunk.id, &slice_i, &table.schema, &table.name, &rows_i, &bytes_i],
-    )
-    .await
-    .map_err(|e| Error::db("record slice in ledger", e))?;
+    record_slice(&tx, input, &LedgerRow { slice: index, rows, bytes, ..LedgerRow::default() }).await?;
     tx.commit().await.map_err(|e| Error::db(format!("commit slice {index} of chunk {}", chunk.id), e))?;
     Ok((rows, bytes))
 }

@@ -35,10 +35,31 @@ pub struct Job {
     /// (RDS-CASES T8). Default: the source's connecting user.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_master_user: Option<String>,
+    /// Consent to obtain read access on the source for the run (RDS-CASES T38, T39): the source
+    /// user is made a member of the owners of tables it cannot read, and `FORCE ROW LEVEL
+    /// SECURITY` is turned off on tables whose policies would hide rows from it; both are undone
+    /// by the release step, on success and on failure. Without it, preflight fails listing them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub obtain_source_access: bool,
     /// Where the functions run, for the network-path checks of local runs and tests; in AWS the
     /// deployment says it (see [`Network::from_env`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<Network>,
+    /// What a `refresh` may do besides reloading rows; only with `"mode": "refresh"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh: Option<RefreshOptions>,
+}
+
+/// Options of mode `refresh`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RefreshOptions {
+    /// Consent to drop and recreate (then reload) target tables whose shape differs from the
+    /// source's (columns, types, nullability, generated columns, key), and to drop target tables
+    /// the source no longer has. Without it such a refresh stops with an error naming each table
+    /// and change, and changes nothing (RDS-CASES T57: never drop without explicit consent).
+    #[serde(default)]
+    pub rebuild_changed_tables: bool,
 }
 
 /// Default number of chunks in flight per core of the machine that runs the steps: enough to
@@ -196,6 +217,10 @@ pub enum Mode {
     /// One-off copy into an empty or missing database.
     #[default]
     Snapshot,
+    /// Bring an earlier pgferry copy of the same source up to date: chunks are hashed on both
+    /// sides and only differing rows are re-copied; new tables are created and copied. A target
+    /// that is not an earlier pgferry copy is refused (RDS-CASES T57).
+    Refresh,
 }
 
 /// Which side of the job.
@@ -305,6 +330,9 @@ impl Job {
         if self.max_concurrency == Some(0) {
             return Err(Error::job("maxConcurrency must be at least 1"));
         }
+        if self.refresh.is_some() && self.mode != Mode::Refresh {
+            return Err(Error::job("`refresh` options need `\"mode\": \"refresh\"`"));
+        }
         Ok(())
     }
 
@@ -314,6 +342,11 @@ impl Job {
             Side::Source => &self.source,
             Side::Target => &self.target,
         }
+    }
+
+    /// Whether a refresh may drop and recreate tables whose shape changed.
+    pub fn rebuild_changed_tables(&self) -> bool {
+        self.refresh.is_some_and(|r| r.rebuild_changed_tables)
     }
 
     /// Whether any side is named through the RDS API.
@@ -431,6 +464,19 @@ mod tests {
         (
             r#"{"source":{"url":"postgresql://u@a/d"},"target":{"url":"postgresql://u@b/d"},"mode":"mirror"}"#,
             Some("mirror"),
+        ),
+        (r#"{"source":{"url":"postgresql://u@a/d"},"target":{"url":"postgresql://u@b/d"},"mode":"refresh"}"#, None),
+        (
+            r#"{"source":{"url":"postgresql://u@a/d"},"target":{"url":"postgresql://u@b/d"},"mode":"refresh","refresh":{"rebuildChangedTables":true}}"#,
+            None,
+        ),
+        (
+            r#"{"source":{"url":"postgresql://u@a/d"},"target":{"url":"postgresql://u@b/d"},"mode":"refresh","refresh":{"rebuildTables":true}}"#,
+            Some("unknown field `rebuildTables`"),
+        ),
+        (
+            r#"{"source":{"url":"postgresql://u@a/d"},"target":{"url":"postgresql://u@b/d"},"refresh":{"rebuildChangedTables":true}}"#,
+            Some("refresh"),
         ),
         (
             r#"{"source":{"url":"postgresql://u@a/d"},"target":{"url":"postgresql://u@b/d"},"maxConcurrency":0}"#,

@@ -5,17 +5,20 @@
 //! [`context::StepContext`] (artifact store, credentials) and returns a value or an [`Error`]
 //! whose [`ErrorKind`] maps to a stable Step Functions error name.
 
+pub mod access;
 pub mod asl;
 pub mod aws;
 pub mod catalog;
 pub mod context;
 pub mod copy;
 pub mod error;
+pub mod inventory;
 pub mod job;
 pub mod lobs;
 pub mod pg;
 pub mod plan;
 pub mod preflight;
+pub mod refresh;
 pub mod runner;
 pub mod schema;
 pub mod step;

@@ -6,12 +6,20 @@
 //! object in memory), and given its owner, grants and comment, all in one transaction per object.
 //! A retry finds a half-written object rolled back, and a finished one recorded in a ledger
 //! written in the same transaction, whose bytes it leaves alone.
+//!
+//! In mode `refresh` an object already on the target is compared by size and md5 (both computed
+//! by the servers) and rewritten only when it differs; objects the source no longer has are
+//! removed. This step is the last one that writes data, so it also validates the foreign keys a
+//! refresh added `NOT VALID`, and records the run's copy as finished in `pgferry.runs` — what makes
+//! the target refreshable later (RDS-CASES T57).
+
+use std::collections::{BTreeSet, HashMap};
 
 use tokio_postgres::Client;
 
 use crate::context::StepContext;
 use crate::error::{Error, Result};
-use crate::job::Side;
+use crate::job::{Mode, Side};
 use crate::pg::{quote_ident, quote_literal};
 use crate::step::{LargeObjectsOutput, StepInput};
 
@@ -45,13 +53,113 @@ pub async fn copy_all(ctx: &StepContext, input: &StepInput) -> Result<LargeObjec
     target.batch_execute(LEDGER_DDL).await.map_err(|e| Error::db("create the large object ledger", e))?;
     let source_master: String =
         source.query_one("SELECT current_user::text", &[]).await.map_err(|e| Error::db("read source user", e))?.get(0);
-    let mut out = LargeObjectsOutput { objects: objects.len() as u64, bytes: 0, already_present: 0 };
-    for meta in &objects {
-        let (size, present) = copy_one(&source, &mut target, meta, &source_master, &input.run_id).await?;
+    let mut out =
+        LargeObjectsOutput { objects: objects.len() as u64, bytes: 0, already_present: 0, unchanged: 0, removed: 0 };
+    if input.job.mode == Mode::Refresh {
+        crate::refresh::ensure_refresh_run(&target, &input.run_id).await?;
+        let validated = crate::refresh::validate_foreign_keys(ctx, input, &target).await?;
+        if validated > 0 {
+            tracing::info!(validated, "foreign keys added by the refresh validated");
+        }
+        // Reading and removing objects of other owners needs their rights: borrowed for the
+        // comparison and given back whatever happens.
+        let on_target = owners(&target).await?;
+        let me: String = target
+            .query_one("SELECT current_user::text", &[])
+            .await
+            .map_err(|e| Error::db("read target user", e))?
+            .get(0);
+        let roles: BTreeSet<&String> = on_target.values().filter(|o| **o != me).collect();
+        let mut borrowed = Vec::new();
+        let mut result = Ok(());
+        for role in roles {
+            match borrow(&target, role).await {
+                Ok(true) => borrowed.push(role.clone()),
+                Ok(false) => {}
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        if result.is_ok() {
+            result = refresh_all(&source, &mut target, &objects, &on_target, &source_master, input, &mut out).await;
+        }
+        for role in &borrowed {
+            let sql = format!("REVOKE {} FROM CURRENT_USER", quote_ident(role));
+            let revoked = target.batch_execute(&sql).await.map_err(|e| Error::db(sql.clone(), e));
+            if result.is_ok() {
+                result = revoked;
+            }
+        }
+        result?;
+    } else {
+        for meta in &objects {
+            let (size, present) = copy_one(&source, &mut target, meta, &source_master, &input.run_id).await?;
+            out.bytes += size;
+            out.already_present += u64::from(present);
+        }
+    }
+    crate::refresh::record_copied(&source, &target, input).await?;
+    Ok(out)
+}
+
+/// Large objects on the target with their owners.
+async fn owners(client: &Client) -> Result<HashMap<u32, String>> {
+    let rows = client
+        .query("SELECT oid, pg_get_userbyid(lomowner)::text FROM pg_largeobject_metadata", &[])
+        .await
+        .map_err(|e| Error::db("list target large objects", e))?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Makes the connecting user a member of `role` unless it is one; true when granted now.
+async fn borrow(target: &Client, role: &str) -> Result<bool> {
+    let member: bool = target
+        .query_one("SELECT pg_has_role(current_user, $1, 'USAGE')", &[&role])
+        .await
+        .map_err(|e| Error::db(format!("check membership in {role}"), e))?
+        .get(0);
+    if !member {
+        let sql = format!("GRANT {} TO CURRENT_USER", quote_ident(role));
+        target.batch_execute(&sql).await.map_err(|e| Error::db(sql.clone(), e))?;
+    }
+    Ok(!member)
+}
+
+/// The refresh of large objects: remove those gone from the source, leave equal ones alone
+/// (their owner, grants and comment converged), rewrite the rest.
+async fn refresh_all(
+    source: &Client,
+    target: &mut Client,
+    objects: &[Meta],
+    on_target: &HashMap<u32, String>,
+    source_master: &str,
+    input: &StepInput,
+    out: &mut LargeObjectsOutput,
+) -> Result<()> {
+    let on_source: BTreeSet<u32> = objects.iter().map(|m| m.oid).collect();
+    for oid in on_target.keys().filter(|o| !on_source.contains(o)) {
+        target
+            .execute("SELECT lo_unlink($1)", &[oid])
+            .await
+            .map_err(|e| Error::db(format!("remove large object {oid}"), e))?;
+        out.removed += 1;
+    }
+    for meta in objects {
+        if on_target.contains_key(&meta.oid) {
+            let (s, t) = tokio::try_join!(fingerprint(source, meta.oid), fingerprint(target, meta.oid))?;
+            if s.is_some() && s == t {
+                apply_metadata(target, meta, source_master).await?;
+                out.unchanged += 1;
+                continue;
+            }
+        }
+        let (size, present) = copy_one(source, target, meta, source_master, &input.run_id).await?;
         out.bytes += size;
         out.already_present += u64::from(present);
     }
-    Ok(out)
+    Ok(())
 }
 
 /// `(size, md5)` of a large object, or `None` when it does not exist.

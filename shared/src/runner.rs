@@ -3,7 +3,8 @@
 //! The state machine names four Lambda functions through `DefinitionSubstitutions`
 //! (`${PreflightFunctionArn}` …). In AWS those resolve to deployed functions whose handlers call
 //! [`invoke`]; locally the same names resolve to ARNs that [`LocalEnvironment`] maps back to the
-//! same [`invoke`], in-process. The map's ItemReader reads the artifact store instead of S3.
+//! same [`invoke`], in-process. The Maps' ItemReader and ResultWriter read and write the artifact
+//! store instead of S3.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -88,7 +89,7 @@ pub async fn invoke(ctx: &StepContext, function: Function, payload: Value, deadl
             let input: StepInput = request(function, payload)?;
             Ok(schema::to_value(preflight::run(ctx, &input).await?))
         }
-        Function::Schema => schema::handle(ctx, request::<SchemaRequest>(function, payload)?).await,
+        Function::Schema => schema::handle_until(ctx, request::<SchemaRequest>(function, payload)?, deadline).await,
         Function::Copy => copy::handle(ctx, request::<CopyRequest>(function, payload)?, deadline).await,
         Function::Verify => verify::handle(ctx, request::<VerifyRequest>(function, payload)?).await,
     }
@@ -158,6 +159,29 @@ impl Environment for LocalEnvironment {
                 .and_then(Value::as_str)
                 .ok_or_else(|| failure("ItemReader Parameters have no Key".to_string()))?;
             self.ctx.store.get_json::<Vec<Value>>(key).await.map_err(|e| failure(e.to_string()))
+        })
+    }
+
+    /// The Distributed Maps' `ResultWriter` exports go to the artifact store under the same keys
+    /// as in the bucket (the bucket is the store, as for `read_items`).
+    fn write_result(
+        &self,
+        resource: &str,
+        _bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+    ) -> BoxFuture<'_, std::result::Result<(), TaskFailure>> {
+        let resource = resource.to_string();
+        let key = key.to_string();
+        Box::pin(async move {
+            let failure =
+                |cause: String| TaskFailure { error: crate::asl::STATES_RESULT_WRITER_FAILED.to_string(), cause };
+            if resource != "arn:aws:states:::s3:putObject" {
+                return Err(failure(format!(
+                    "the local runner writes Map results only with s3:putObject, not {resource}"
+                )));
+            }
+            self.ctx.store.put_bytes(&key, &body).await.map_err(|e| failure(e.to_string()))
         })
     }
 }

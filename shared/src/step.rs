@@ -25,7 +25,13 @@ pub enum SchemaRequest {
     Globals(StepInput),
     /// Dump the schema; apply its pre-data section.
     PreData(StepInput),
-    /// Apply the post-data section (indexes, constraints, triggers); refresh materialized views.
+    /// Split post-data into work items run in parallel (index builds, constraint validations),
+    /// written to the artifact store for the Map states.
+    PostDataPlan(StepInput),
+    /// Build one index or validate one table's foreign keys.
+    PostDataItem(PostDataItemInput),
+    /// Apply the rest of post-data in one transaction (keys attached to their prebuilt indexes,
+    /// foreign keys added `NOT VALID`, triggers, rules…); refresh materialized views.
     PostData(StepInput),
     /// Set every sequence on the target from the source.
     Sequences(StepInput),
@@ -159,12 +165,72 @@ pub struct SchemaOutput {
     pub already_applied_by: Option<String>,
 }
 
+/// Result of the post-data planning step; the items themselves are in the artifact store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PostDataPlanOutput {
+    /// Index builds (including the unique indexes behind primary keys and unique constraints).
+    pub indexes_key: String,
+    pub indexes: usize,
+    /// Foreign key validations, one item per table.
+    pub validations_key: String,
+    pub validations: usize,
+}
+
+/// One independent piece of post-data work.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PostDataItem {
+    /// Stable id within the run (`index-0001`, `validate-0001`).
+    pub id: String,
+    pub kind: PostDataItemKind,
+    pub table: QualifiedName,
+    /// The index built, or the constraints validated.
+    pub names: Vec<String>,
+    /// The one statement run.
+    pub sql: String,
+}
+
+/// What a post-data item does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum PostDataItemKind {
+    BuildIndex,
+    ValidateConstraints,
+}
+
+/// Input of the per-item states (built by the Map's ItemSelector).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PostDataItemInput {
+    pub job: Job,
+    pub run_id: String,
+    pub item: PostDataItem,
+}
+
+/// Result of one post-data item.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PostDataItemOutput {
+    pub id: String,
+    /// False while the statement still runs on the server (started by this or an earlier
+    /// invocation that ran out of time): invoke again to wait for it.
+    pub done: bool,
+    /// `built`, `validated`, `already done`, `still running`.
+    pub outcome: String,
+    pub millis: u64,
+}
+
 /// Result of the release step.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ReleaseOutput {
     /// Roles the master stopped being a member of.
     pub revoked: Vec<String>,
+    /// What else was undone: read access obtained on the source with the job's consent, row-level
+    /// security forced again on the target.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restored: Vec<String>,
 }
 
 /// Result of the plan step; the chunks themselves are in the artifact store.
@@ -264,6 +330,40 @@ pub struct CopyChunkOutput {
     pub elapsed_ms: u64,
     /// True when every slice had been committed by earlier invocations.
     pub already_committed: bool,
+    /// Mode `refresh`: what comparing the chunk found and what was re-copied; `rows` and `bytes`
+    /// are then what was written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh: Option<RefreshCounts>,
+}
+
+/// What a refresh did with a chunk (all committed slices, this and earlier invocations).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RefreshCounts {
+    /// Source rows hashed and compared with the target.
+    pub rows_compared: u64,
+    /// Compared rows found equal and left alone.
+    pub rows_skipped: u64,
+    /// Rows copied from the source (missing or different on the target).
+    pub rows_reloaded: u64,
+    /// Target rows deleted (extra, different, or a whole range reloaded).
+    pub rows_deleted: u64,
+    /// Slices whose hashes matched.
+    pub slices_equal: usize,
+    /// Slices that were re-copied in part or whole.
+    pub slices_reloaded: usize,
+}
+
+impl RefreshCounts {
+    /// Adds another chunk's or slice's counts.
+    pub fn add(&mut self, other: &RefreshCounts) {
+        self.rows_compared += other.rows_compared;
+        self.rows_skipped += other.rows_skipped;
+        self.rows_reloaded += other.rows_reloaded;
+        self.rows_deleted += other.rows_deleted;
+        self.slices_equal += other.slices_equal;
+        self.slices_reloaded += other.slices_reloaded;
+    }
 }
 
 /// Result of the large-object step.
@@ -274,6 +374,16 @@ pub struct LargeObjectsOutput {
     pub bytes: u64,
     /// Objects already present and equal on the target (a retried step).
     pub already_present: u64,
+    /// Mode `refresh`: objects found equal on the target and left alone.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unchanged: u64,
+    /// Mode `refresh`: objects the source no longer has, removed from the target.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub removed: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Result of the sequences step.
@@ -398,6 +508,18 @@ pub mod keys {
     pub fn plan(run: &str) -> String {
         format!("runs/{run}/plan.json")
     }
+    /// What the run changed on the source to read it (with the job's consent).
+    pub fn source_access(run: &str) -> String {
+        format!("runs/{run}/source-access.json")
+    }
+    /// Target tables whose `FORCE ROW LEVEL SECURITY` is off until the release step.
+    pub fn target_access(run: &str) -> String {
+        format!("runs/{run}/target-access.json")
+    }
+    /// Post-data items: `indexes` or `validations`.
+    pub fn post_data_items(run: &str, kind: &str) -> String {
+        format!("runs/{run}/schema/post-data-{kind}.json")
+    }
     pub fn chunks(run: &str) -> String {
         format!("runs/{run}/chunks.json")
     }
@@ -415,6 +537,10 @@ pub mod keys {
     }
     pub fn verify(run: &str, chunk: &str) -> String {
         format!("runs/{run}/verify/{chunk}.json")
+    }
+    /// What a refresh's schema step found and did (table actions, foreign keys to validate).
+    pub fn refresh_schema(run: &str) -> String {
+        format!("runs/{run}/refresh/schema.json")
     }
     pub fn report(run: &str) -> String {
         format!("runs/{run}/report.json")
@@ -454,12 +580,23 @@ mod tests {
         pinned::<PlanOutput>(fixture!("plan-output"));
         pinned::<ChunkInput>(fixture!("chunk-input"));
         pinned::<CopyChunkOutput>(fixture!("copy-chunk-output"));
+        let refreshed: CopyChunkOutput = pinned(fixture!("copy-chunk-output-refresh"));
+        assert_eq!(refreshed.refresh.map(|r| r.rows_reloaded), Some(3));
+        pinned::<LargeObjectsOutput>(fixture!("large-objects-output-refresh"));
+        let refresh: StepInput = pinned(fixture!("step-input-refresh"));
+        assert!(refresh.job.rebuild_changed_tables());
         pinned::<SequencesOutput>(fixture!("sequences-output"));
         pinned::<LargeObjectsOutput>(fixture!("large-objects-output"));
         pinned::<VerifyChunkOutput>(fixture!("verify-chunk-output"));
         pinned::<ReportOutput>(fixture!("report-output"));
         pinned::<DiagnoseInput>(fixture!("diagnose-input"));
         pinned::<DiagnoseOutput>(fixture!("diagnose-output"));
+        pinned::<PostDataPlanOutput>(fixture!("post-data-plan-output"));
+        pinned::<PostDataItemOutput>(fixture!("post-data-item-output"));
+        let req: SchemaRequest = pinned(fixture!("post-data-item-input"));
+        assert!(
+            matches!(req, SchemaRequest::PostDataItem(PostDataItemInput { ref item, .. }) if item.kind == PostDataItemKind::BuildIndex)
+        );
     }
 
     #[test]

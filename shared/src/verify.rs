@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::context::StepContext;
 use crate::copy::column_list;
 use crate::error::{Error, Result};
+use crate::inventory::InventoryReport;
 use crate::job::Side;
 use crate::pg::{QualifiedName, quote_ident};
 use crate::plan::Plan;
@@ -32,7 +33,7 @@ pub async fn handle(ctx: &StepContext, request: VerifyRequest) -> Result<serde_j
 
 /// The expression hashing one row: a 64-bit hash of the row's text form under the pinned session
 /// settings (`ROW(…)::text` writes NULL as nothing and `''` as `""`, so they differ).
-fn row_hash(columns: &[String]) -> String {
+pub(crate) fn row_hash(columns: &[String]) -> String {
     if columns.is_empty() {
         "0::bigint".to_string()
     } else {
@@ -42,7 +43,7 @@ fn row_hash(columns: &[String]) -> String {
 
 /// SQL computing `(count, hash sum)` of the rows matching `filter`. A sum, not a xor: two equal
 /// rows must not cancel out.
-fn hash_sql(chunk: &Chunk, filter: Option<String>) -> String {
+pub(crate) fn hash_sql(chunk: &Chunk, filter: Option<String>) -> String {
     let filter = filter.map_or(String::new(), |p| format!(" WHERE {p}"));
     format!(
         "SELECT count(*)::bigint, coalesce(sum({}), 0)::text FROM ONLY {}{filter}",
@@ -242,6 +243,22 @@ pub struct Report {
     pub materialized_views: Vec<QualifiedName>,
     pub unlogged: Vec<QualifiedName>,
     pub skipped: Vec<(QualifiedName, String)>,
+    /// Schema and globals inventory (RDS-CASES T56): differences the schema report explains, and
+    /// the ones it does not (which make the report unequal).
+    #[serde(default)]
+    pub inventory: InventoryReport,
+    /// Mode refresh: rows compared, left alone and re-copied, tables created or rebuilt
+    /// (`refresh copied no rows` when nothing differed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh: Option<crate::refresh::RefreshSummary>,
+}
+
+impl Report {
+    /// True when rows, sequences, large objects and the inventory agree (unexplained
+    /// inventory differences make it false).
+    pub fn equal(&self) -> bool {
+        self.equal
+    }
 }
 
 /// A sequence whose `(last_value, is_called)` differs between the sides.
@@ -373,7 +390,16 @@ pub async fn report(ctx: &StepContext, input: &StepInput) -> Result<ReportOutput
     if !large_objects.equal() {
         differing.push("large objects".to_string());
     }
+    let inventory = crate::inventory::inventory(ctx, input).await?;
+    if !inventory.equal() {
+        differing.push(format!("schema inventory ({} unexplained differences)", inventory.unexplained.len()));
+    }
+    let refresh = match input.job.mode {
+        crate::job::Mode::Refresh => crate::refresh::summarize(ctx, run).await?,
+        crate::job::Mode::Snapshot => None,
+    };
     let report = Report {
+        refresh,
         run_id: run.clone(),
         equal: differing.is_empty(),
         sequences_differing,
@@ -383,18 +409,24 @@ pub async fn report(ctx: &StepContext, input: &StepInput) -> Result<ReportOutput
         unlogged: plan.unlogged.clone(),
         skipped: plan.skipped.clone(),
         tables,
+        inventory,
     };
     let report_key = keys::report(run);
     ctx.store.put_json(&report_key, &report).await?;
     let summary = if report.equal {
         format!(
-            "{} tables, {} sequences and {} large objects equal",
+            "{} tables, {} sequences and {} large objects equal; schema inventory equal ({} differences explained by the schema report)",
             report.tables.len(),
             report.sequences_compared,
-            report.large_objects.source
+            report.large_objects.source,
+            report.inventory.explained.len()
         )
     } else {
         Error::VerifyMismatch { tables: differing }.to_string()
+    };
+    let summary = match &report.refresh {
+        Some(r) => format!("{}; {summary}", r.summary),
+        None => summary,
     };
     Ok(ReportOutput {
         equal: report.equal,

@@ -6,7 +6,9 @@
 //! its own databases with unique names.
 
 pub mod aws;
+pub mod lambda;
 pub mod middlebox;
+pub mod moto;
 
 use std::collections::HashMap;
 use std::sync::OnceLock;

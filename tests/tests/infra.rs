@@ -392,3 +392,65 @@ fn the_template_has_the_four_functions_state_machine_bucket_schedule_and_alert_r
         assert!(raw["Outputs"].get(output).is_some(), "no output {output}");
     }
 }
+
+/// Every Map of the definition (nested ones included), with its name.
+fn maps<'a>(states: &'a Value, out: &mut Vec<(String, &'a Value)>) {
+    for (name, state) in states.as_object().unwrap() {
+        if state["Type"] == "Map" {
+            out.push((name.clone(), state));
+        }
+        for nested in ["ItemProcessor", "Iterator"] {
+            if let Some(inner) = state.get(nested) {
+                maps(&inner["States"], out);
+            }
+        }
+    }
+}
+
+#[test]
+fn the_state_machine_role_may_read_every_item_reader_object_and_write_every_result_writer_prefix() {
+    let definition: Value = serde_json::from_str(runner::DEFINITION).unwrap();
+    let mut found = Vec::new();
+    maps(&definition["States"], &mut found);
+    // The objects the Maps touch: all in the artifact bucket, all under `runs/`.
+    let mut writers = 0;
+    for (name, map) in &found {
+        if let Some(reader) = map.get("ItemReader") {
+            assert_eq!(reader["Parameters"]["Bucket"], "${ArtifactBucket}", "{name}: ItemReader bucket");
+        }
+        let Some(writer) = map.get("ResultWriter") else { continue };
+        writers += 1;
+        assert_eq!(writer["Resource"], "arn:aws:states:::s3:putObject", "{name}");
+        let parameters = &writer["Parameters"];
+        assert_eq!(parameters["Bucket"], "${ArtifactBucket}", "{name}: ResultWriter bucket");
+        let prefix = parameters["Prefix"]
+            .as_str()
+            .or_else(|| parameters["Prefix.$"].as_str().and_then(|f| f.strip_prefix("States.Format('")))
+            .unwrap_or_else(|| panic!("{name}: the ResultWriter Prefix is neither literal nor States.Format"));
+        assert!(prefix.starts_with("runs/"), "{name}: results would go outside runs/: {prefix}");
+        // The run's prefix comes from the execution name, which is the run id (the `Start`
+        // state copies it), because moto resolves writer paths against the iteration results.
+        assert!(parameters["Prefix.$"].as_str().is_none_or(|p| p.contains("$$.Execution.Name")), "{name}: {prefix}");
+    }
+    for required in ["CopyChunks", "VerifyChunks"] {
+        let (_, map) = found.iter().find(|(n, _)| n == required).unwrap_or_else(|| panic!("no Map {required}"));
+        assert!(map.get("ResultWriter").is_some(), "{required} has no ResultWriter");
+        // No state reads the Map's result (it is the ResultWriterDetails object, not the array).
+        assert!(map["ResultPath"].is_null(), "{required} keeps its result in the state: {}", map["ResultPath"]);
+    }
+
+    // The role SAM generates for the state machine: the writes ResultWriter makes (multipart
+    // uploads for large result files included) and the ItemReader's reads, on runs/ only.
+    let (_, machine) = only(&templates().raw, "AWS::Serverless::StateMachine");
+    let mut granted = Vec::new();
+    statements(&machine["Properties"]["Policies"], "Policies", &mut granted);
+    let on_runs: BTreeSet<&str> = granted
+        .iter()
+        .filter(|(_, s)| s["Effect"] == "Allow" && s["Resource"]["Fn::Sub"] == "${ArtifactBucket.Arn}/runs/*")
+        .flat_map(|(_, s)| strings(&s["Action"]))
+        .collect();
+    let needed = ["s3:GetObject", "s3:PutObject", "s3:ListMultipartUploadParts", "s3:AbortMultipartUpload"];
+    for action in needed.iter().take(if writers > 0 { 4 } else { 1 }) {
+        assert!(on_runs.contains(action), "the state machine role lacks {action} on ${{ArtifactBucket.Arn}}/runs/*");
+    }
+}

@@ -266,7 +266,8 @@ async fn run_schema_steps(ctx: &StepContext, input: &StepInput) -> Vec<SchemaRep
     let g = schema::globals(ctx, input).await.unwrap_or_else(|e| panic!("globals: {}", e.with_advice()));
     let pre = schema::pre_data(ctx, input).await.unwrap_or_else(|e| panic!("pre-data: {}", e.with_advice()));
     plan::run(ctx, input).await.unwrap();
-    let post = schema::post_data(ctx, input).await.unwrap_or_else(|e| panic!("post-data: {}", e.with_advice()));
+    let post =
+        schema::post_data_complete(ctx, input).await.unwrap_or_else(|e| panic!("post-data: {}", e.with_advice()));
     schema::release(ctx, input).await.unwrap();
     let mut reports = Vec::new();
     for key in [g.report_key, pre.report_key, post.report_key] {

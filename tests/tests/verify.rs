@@ -28,7 +28,7 @@ async fn copied(prefix: &str, ddl: &str) -> Copied {
         let ci = ChunkInput { job: input.job.clone(), run_id: input.run_id.clone(), chunk: chunk.clone() };
         assert!(copy::copy_chunk(&ctx, &ci, None).await.unwrap().done);
     }
-    schema::handle(&ctx, SchemaRequest::PostData(input.clone())).await.unwrap();
+    schema::post_data_complete(&ctx, &input).await.unwrap();
     schema::handle(&ctx, SchemaRequest::Sequences(input.clone())).await.unwrap();
     pgferry_core::lobs::copy_all(&ctx, &input).await.unwrap();
     Copied { ctx, input, plan, source_db, target_db }

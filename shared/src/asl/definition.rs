@@ -150,6 +150,16 @@ pub(crate) struct ItemReader {
     pub(crate) parameters: Option<Template>,
 }
 
+/// A Distributed Map's `ResultWriter`: where the iterations' results are exported instead of
+/// becoming the state's result.
+#[derive(Debug, Clone)]
+pub(crate) struct ResultWriter {
+    /// `Resource`, e.g. `arn:aws:states:::s3:putObject`.
+    pub(crate) resource: String,
+    /// `Parameters` (`Bucket`, optional `Prefix`), resolved against the Map's effective input.
+    pub(crate) parameters: Template,
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct MapState {
     pub(crate) input_path: IoPath,
@@ -162,6 +172,11 @@ pub(crate) struct MapState {
     pub(crate) max_concurrency: usize,
     /// `MaxConcurrencyPath`: the limit read from the state's effective input instead.
     pub(crate) max_concurrency_path: Option<Path>,
+    /// `Label`: names the Map Run (`…:mapRun:<state machine>/<label>:<id>`); the state name when
+    /// absent.
+    pub(crate) label: Option<String>,
+    /// `ResultWriter` (Distributed mode only).
+    pub(crate) result_writer: Option<ResultWriter>,
     pub(crate) result_selector: Option<Template>,
     pub(crate) result_path: ResultPath,
     pub(crate) output_path: IoPath,
@@ -217,6 +232,7 @@ fn fields_of(kind: &str) -> Option<(&'static [&'static str], &'static [&'static 
                 "MaxConcurrency",
                 "MaxConcurrencyPath",
                 "Label",
+                "ResultWriter",
                 "ResultSelector",
                 "ResultPath",
                 "OutputPath",
@@ -224,7 +240,6 @@ fn fields_of(kind: &str) -> Option<(&'static [&'static str], &'static [&'static 
                 "Catch",
             ],
             &[
-                "ResultWriter",
                 "ItemBatcher",
                 "ToleratedFailurePercentage",
                 "ToleratedFailurePercentagePath",
@@ -695,9 +710,10 @@ fn parse_map(fields: &Fields<'_>) -> Result<MapState, AslError> {
             other => return Err(fields.invalid(&format!("{processor_field}.{other}"), "is not a known field")),
         }
     }
-    if let Some(config) = processor.get("ProcessorConfig") {
-        parse_processor_config(fields, config)?;
-    }
+    let distributed = match processor.get("ProcessorConfig") {
+        Some(config) => parse_processor_config(fields, config)?,
+        None => false,
+    };
     let processor = parse_states(processor, Some((fields.state, processor_field)))?;
     let max_concurrency = match fields.get("MaxConcurrency") {
         None => 0,
@@ -710,7 +726,17 @@ fn parse_map(fields: &Fields<'_>) -> Result<MapState, AslError> {
     if max_concurrency_path.is_some() && fields.get("MaxConcurrency").is_some() {
         return Err(fields.invalid("MaxConcurrencyPath", "cannot be combined with MaxConcurrency"));
     }
-    fields.string("Label")?;
+    let label = fields.string("Label")?;
+    let result_writer = match fields.get("ResultWriter") {
+        None => None,
+        Some(_) if !distributed => {
+            return Err(fields.invalid(
+                "ResultWriter",
+                "is only allowed in a Distributed Map (`ItemProcessor.ProcessorConfig.Mode` \"DISTRIBUTED\")",
+            ));
+        }
+        Some(writer) => Some(parse_result_writer(fields, writer)?),
+    };
     Ok(MapState {
         input_path: fields.io_path("InputPath")?,
         items,
@@ -718,6 +744,8 @@ fn parse_map(fields: &Fields<'_>) -> Result<MapState, AslError> {
         processor,
         max_concurrency,
         max_concurrency_path,
+        label,
+        result_writer,
         result_selector: fields.template("ResultSelector")?,
         result_path: fields.result_path()?,
         output_path: fields.io_path("OutputPath")?,
@@ -752,7 +780,35 @@ fn parse_item_reader(fields: &Fields<'_>, reader: &Value) -> Result<ItemReader, 
     Ok(ItemReader { resource, config, parameters })
 }
 
-fn parse_processor_config(fields: &Fields<'_>, config: &Value) -> Result<(), AslError> {
+/// Parses `ResultWriter` with `Resource` and `Parameters`. `WriterConfig` (the output
+/// transformations) is refused: without it AWS writes the full child execution records as a JSON
+/// array, which is what the runner writes.
+fn parse_result_writer(fields: &Fields<'_>, writer: &Value) -> Result<ResultWriter, AslError> {
+    let Value::Object(map) = writer else {
+        return Err(fields.invalid("ResultWriter", "must be an object"));
+    };
+    for key in map.keys() {
+        match key.as_str() {
+            "Resource" | "Parameters" => {}
+            "WriterConfig" | "Arguments" => {
+                return Err(AslError::unsupported(fields.state, format!("ResultWriter.{key}")));
+            }
+            other => return Err(fields.invalid(&format!("ResultWriter.{other}"), "is not a known field")),
+        }
+    }
+    let resource = match map.get("Resource") {
+        Some(Value::String(resource)) => resource.clone(),
+        Some(_) => return Err(fields.invalid("ResultWriter.Resource", "must be a string")),
+        None => return Err(fields.invalid("ResultWriter.Resource", "is required")),
+    };
+    let parameters = fields
+        .template_at(map.get("Parameters"), "ResultWriter.Parameters")?
+        .ok_or_else(|| fields.invalid("ResultWriter.Parameters", "is required (it names the bucket)"))?;
+    Ok(ResultWriter { resource, parameters })
+}
+
+/// Checks `ProcessorConfig`; true when it asks for Distributed mode.
+fn parse_processor_config(fields: &Fields<'_>, config: &Value) -> Result<bool, AslError> {
     let field = "ItemProcessor.ProcessorConfig";
     let Value::Object(config) = config else {
         return Err(fields.invalid(field, "must be an object"));
@@ -767,7 +823,7 @@ fn parse_processor_config(fields: &Fields<'_>, config: &Value) -> Result<(), Asl
             return Err(fields.invalid(&format!("{field}.{key}"), format!("must be one of {}", allowed.join(", "))));
         }
     }
-    Ok(())
+    Ok(config.get("Mode").and_then(Value::as_str) == Some("DISTRIBUTED"))
 }
 
 #[cfg(test)]
@@ -813,13 +869,39 @@ mod tests {
     }
 
     #[test]
-    fn result_writer_is_refused() {
-        let err = parse_err(
-            r#"{"StartAt": "CopyChunks", "States": {"CopyChunks": {"Type": "Map", "End": true,
-                "ResultWriter": {"Resource": "arn:aws:states:::s3:putObject"},
-                "ItemProcessor": {"StartAt": "A", "States": {"A": {"Type": "Succeed"}}}}}}"#,
+    fn result_writer_is_only_for_distributed_maps_and_without_writer_config() {
+        let map = |config: &str, writer: &str| {
+            parse(&format!(
+                r#"{{"StartAt": "CopyChunks", "States": {{"CopyChunks": {{"Type": "Map", "End": true,
+                    "ResultWriter": {writer},
+                    "ItemProcessor": {{{config} "StartAt": "A", "States": {{"A": {{"Type": "Succeed"}}}}}}}}}}}}"#
+            ))
+        };
+        let distributed = r#""ProcessorConfig": {"Mode": "DISTRIBUTED"},"#;
+        let writer = r#"{"Resource": "arn:aws:states:::s3:putObject",
+                         "Parameters": {"Bucket": "b", "Prefix.$": "States.Format('runs/{}', $$.Execution.Name)"}}"#;
+        assert!(map(distributed, writer).is_ok());
+        assert_eq!(
+            map("", writer).unwrap_err().to_string(),
+            "state `CopyChunks`: field `ResultWriter` is only allowed in a Distributed Map \
+             (`ItemProcessor.ProcessorConfig.Mode` \"DISTRIBUTED\")"
         );
-        assert_eq!(err, "state `CopyChunks`: field `ResultWriter` is not supported by the local runner");
+        let with_config = r#"{"Resource": "arn:aws:states:::s3:putObject", "Parameters": {"Bucket": "b"},
+                              "WriterConfig": {"OutputType": "JSONL"}}"#;
+        assert_eq!(
+            map(distributed, with_config).unwrap_err().to_string(),
+            "state `CopyChunks`: field `ResultWriter.WriterConfig` is not supported by the local runner"
+        );
+        assert_eq!(
+            map(distributed, r#"{"Resource": "arn:aws:states:::s3:putObject"}"#).unwrap_err().to_string(),
+            "state `CopyChunks`: field `ResultWriter.Parameters` is required (it names the bucket)"
+        );
+        assert!(
+            map(distributed, r#"{"Resource": "r", "Parameters": {"Bucket.$": "$.a[*]"}}"#)
+                .unwrap_err()
+                .to_string()
+                .starts_with("state `CopyChunks`: field `ResultWriter.Parameters.Bucket.$`"),
+        );
     }
 
     #[test]

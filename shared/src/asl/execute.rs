@@ -23,6 +23,7 @@ use super::definition::{
     Transition, Wait, WaitFor,
 };
 use super::path::{ResultPath, kind_of};
+use super::result_writer::{Destination, Iteration, MapRun};
 use super::retry::{Catcher, Retrier, error_matches};
 use super::template::Template;
 use super::time::{format_rfc3339, now_unix_nanos, parse_rfc3339, until};
@@ -263,8 +264,8 @@ impl<'a> Execution<'a> {
     }
 
     /// One attempt of a Map state: read the items, run every iteration, collect results in
-    /// item order. The first iteration to fail fails the attempt; the others are dropped, as AWS
-    /// aborts them.
+    /// item order (or export them through the `ResultWriter`). The first iteration to fail fails
+    /// the attempt; the others are dropped, as AWS aborts them.
     async fn map_attempt(&self, run: &Run, scope: &Scope<'_>, map: &MapState) -> Result<Value, TaskFailure> {
         let effective = select(scope, &map.input_path, "InputPath")?;
         let effective_scope = scope.with_input(&effective);
@@ -284,6 +285,15 @@ impl<'a> Execution<'a> {
                     None => Value::Object(serde_json::Map::new()),
                 };
                 self.env.read_items(&reader.resource, &reader.config, parameters).await?
+            }
+        };
+        // The writer's parameters resolve against the Map's effective input (as in AWS); a bad
+        // one fails before any iteration runs rather than after all of them.
+        let writer = match &map.result_writer {
+            None => None,
+            Some(writer) => {
+                let parameters = writer.parameters.eval(&effective_scope)?;
+                Some((writer, Destination::from_parameters(scope, &parameters)?))
             }
         };
         let inputs = match &map.item_selector {
@@ -311,16 +321,36 @@ impl<'a> Execution<'a> {
             }
         };
         let limit = if max_concurrency == 0 { count.max(1) } else { max_concurrency };
+        let keep_inputs = writer.is_some();
         let mut iterations = stream::iter(inputs.into_iter().enumerate())
-            .map(
-                |(index, input)| async move { (index, self.run_states(run, &map.processor, input, Some(index)).await) },
-            )
+            .map(|(index, input)| async move {
+                let started = SystemTime::now();
+                let kept = if keep_inputs { input.clone() } else { Value::Null };
+                let output = self.run_states(run, &map.processor, input, Some(index)).await;
+                let iteration =
+                    output.map(|output| Iteration { input: kept, output, started, stopped: SystemTime::now() });
+                (index, iteration)
+            })
             .buffer_unordered(limit);
-        let mut results = vec![Value::Null; count];
-        while let Some((index, result)) = iterations.next().await {
-            results[index] = result?;
+        let mut done: Vec<Option<Iteration>> = (0..count).map(|_| None).collect();
+        while let Some((index, iteration)) = iterations.next().await {
+            done[index] = Some(iteration?);
         }
-        state_output(scope, Value::Array(results), map.result_selector.as_ref(), &map.result_path, &map.output_path)
+        let done = done.into_iter().flatten();
+        let result = match writer {
+            None => Value::Array(done.map(|iteration| iteration.output).collect()),
+            Some((writer, destination)) => {
+                let label = map.label.as_deref().unwrap_or(scope.state);
+                let map_run = MapRun::new(run.state_machine["Id"].as_str().unwrap_or_default(), label);
+                let export = map_run.export(&destination, &done.collect::<Vec<_>>());
+                for (key, body) in export.objects {
+                    self.env.write_result(&writer.resource, &destination.bucket, &key, body).await?;
+                }
+                tracing::debug!(state = %scope.state, map_run = %map_run.arn, "map results written");
+                export.result
+            }
+        };
+        state_output(scope, result, map.result_selector.as_ref(), &map.result_path, &map.output_path)
     }
 }
 

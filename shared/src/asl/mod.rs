@@ -7,11 +7,12 @@
 //! silently misinterpret is worse than one it rejects), and [`Execution::run`] interprets it,
 //! calling out to an [`Environment`] for Task resources and Map item readers.
 //!
-//! Supported: `Task`, `Choice`, `Map` (inline and distributed, run in-process), `Pass`, `Wait`,
-//! `Succeed` and `Fail` states; `InputPath`, `Parameters`, `ResultSelector`, `ResultPath`,
-//! `OutputPath`; `Retry` and `Catch`; payload templates with context-object paths and a set of
-//! intrinsic functions. Not supported: `Parallel`, JSONata, variables (`Assign`), Map result
-//! writers, batching and failure tolerance. See each module for the details.
+//! Supported: `Task`, `Choice`, `Map` (inline and distributed, run in-process, with `ItemReader`
+//! and `ResultWriter`), `Pass`, `Wait`, `Succeed` and `Fail` states; `InputPath`, `Parameters`,
+//! `ResultSelector`, `ResultPath`, `OutputPath`; `Retry` and `Catch`; payload templates with
+//! context-object paths and a set of intrinsic functions. Not supported: `Parallel`, JSONata,
+//! variables (`Assign`), the `WriterConfig` transformations of result writers, batching and
+//! failure tolerance. See each module for the details.
 //!
 //! Runtime failures follow Step Functions: they are not Rust errors but [`Outcome::Failed`] with
 //! a `States.*` error name, which `Retry` and `Catch` can match like any other error. As in AWS,
@@ -26,6 +27,7 @@ mod error;
 mod execute;
 mod intrinsic;
 mod path;
+mod result_writer;
 mod retry;
 mod substitute;
 mod template;
@@ -57,6 +59,10 @@ pub const STATES_NO_CHOICE_MATCHED: &str = "States.NoChoiceMatched";
 pub const STATES_RESULT_PATH_MATCH_FAILURE: &str = "States.ResultPathMatchFailure";
 /// An intrinsic function was called with arguments it cannot work with.
 pub const STATES_INTRINSIC_FAILURE: &str = "States.IntrinsicFailure";
+/// A Map `ItemReader` could not read its items.
+pub const STATES_ITEM_READER_FAILED: &str = "States.ItemReaderFailed";
+/// A Map `ResultWriter` could not write the results.
+pub const STATES_RESULT_WRITER_FAILED: &str = "States.ResultWriterFailed";
 
 /// What a Task or ItemReader failure looks like (Step Functions' `{"Error", "Cause"}`).
 ///
@@ -77,7 +83,7 @@ impl TaskFailure {
     }
 }
 
-/// Connects the interpreter to the world: Lambda invocations, S3 reads.
+/// Connects the interpreter to the world: Lambda invocations, S3 reads and writes.
 ///
 /// Object-safe so the CLI can pick an implementation at run time.
 pub trait Environment: Send + Sync {
@@ -97,6 +103,19 @@ pub trait Environment: Send + Sync {
         reader_config: &serde_json::Value,
         parameters: serde_json::Value,
     ) -> BoxFuture<'_, Result<Vec<serde_json::Value>, TaskFailure>>;
+
+    /// Stores one object of a Map `ResultWriter` export: `resource` (e.g.
+    /// `arn:aws:states:::s3:putObject`), the bucket from the writer's `Parameters` and the key
+    /// the interpreter chose in AWS's layout (`<Prefix>/<map run id>/SUCCEEDED_0.json`, then
+    /// `…/manifest.json`), and the JSON body. A failure fails the Map state with that error (AWS
+    /// reports `States.ResultWriterFailed`, so implementations should use that name).
+    fn write_result(
+        &self,
+        resource: &str,
+        bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+    ) -> BoxFuture<'_, Result<(), TaskFailure>>;
 }
 
 /// Progress events for a CLI, delivered synchronously to the observer in the order they happen

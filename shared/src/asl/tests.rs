@@ -16,12 +16,18 @@ use super::*;
 
 type Handler = dyn Fn(&str, Value) -> BoxFuture<'static, Result<Value, TaskFailure>> + Send + Sync;
 
-/// Records every call and answers tasks with a handler and item reads with fixed items.
+/// One object a result writer stored: resource, bucket, key and the body as JSON.
+type Written = (String, String, String, Value);
+
+/// Records every call and answers tasks with a handler, item reads with fixed items and result
+/// writes with `write_failure` (or success).
 struct FakeEnv {
     handler: Box<Handler>,
     items: Result<Vec<Value>, TaskFailure>,
+    write_failure: Option<TaskFailure>,
     calls: Mutex<Vec<(String, Value)>>,
     reads: Mutex<Vec<(String, Value, Value)>>,
+    writes: Mutex<Vec<Written>>,
 }
 
 impl FakeEnv {
@@ -31,8 +37,10 @@ impl FakeEnv {
         Arc::new(Self {
             handler: Box::new(handler),
             items: Ok(Vec::new()),
+            write_failure: None,
             calls: Mutex::new(Vec::new()),
             reads: Mutex::new(Vec::new()),
+            writes: Mutex::new(Vec::new()),
         })
     }
 
@@ -62,8 +70,18 @@ impl FakeEnv {
         Arc::new(env)
     }
 
+    fn failing_writes(self: Arc<Self>, failure: TaskFailure) -> Arc<Self> {
+        let mut env = Arc::into_inner(self).unwrap();
+        env.write_failure = Some(failure);
+        Arc::new(env)
+    }
+
     fn calls(&self) -> Vec<(String, Value)> {
         self.calls.lock().unwrap().clone()
+    }
+
+    fn writes(&self) -> Vec<Written> {
+        self.writes.lock().unwrap().clone()
     }
 }
 
@@ -82,6 +100,24 @@ impl Environment for FakeEnv {
         self.reads.lock().unwrap().push((resource.to_owned(), reader_config.clone(), parameters));
         let items = self.items.clone();
         async move { items }.boxed()
+    }
+
+    fn write_result(
+        &self,
+        resource: &str,
+        bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+    ) -> BoxFuture<'_, Result<(), TaskFailure>> {
+        let result = match &self.write_failure {
+            Some(failure) => Err(failure.clone()),
+            None => {
+                let body = serde_json::from_slice(&body).expect("result objects are JSON");
+                self.writes.lock().unwrap().push((resource.to_owned(), bucket.to_owned(), key.to_owned(), body));
+                Ok(())
+            }
+        };
+        async move { result }.boxed()
     }
 }
 
@@ -603,6 +639,92 @@ async fn item_reader_failure_fails_the_map_and_can_be_caught() {
         "NoPlan": {"Type": "Pass", "Result": "no plan", "End": true}}}"#;
     let env = FakeEnv::echo().with_items(Err(TaskFailure::new("States.ItemReaderFailed", "no such key")));
     assert_eq!(run(text, env, json!({})).await, Outcome::Succeeded(json!("no plan")));
+}
+
+/// The shape of the deployed CopyChunks: a Distributed Map reading its items from S3 and writing
+/// its results under the run's prefix, its result discarded by `ResultPath: null` — here kept at
+/// `$.copied` to check what AWS makes of it.
+const WRITING_MAP: &str = r#"{"StartAt": "CopyChunks", "States": {
+    "CopyChunks": {"Type": "Map", "Next": "Done", "Label": "Copy",
+        "ItemReader": {"Resource": "arn:aws:states:::s3:getObject", "ReaderConfig": {"InputType": "JSON"},
+                       "Parameters": {"Bucket": "artifacts", "Key": "plan.json"}},
+        "ItemSelector": {"runId.$": "$.runId", "chunk.$": "$$.Map.Item.Value"},
+        "ItemProcessor": {"ProcessorConfig": {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"},
+                          "StartAt": "Copy", "States": {"Copy": {"Type": "Task", "Resource": "arn:copy", "End": true}}},
+        "ResultWriter": {"Resource": "arn:aws:states:::s3:putObject",
+                         "Parameters": {"Bucket": "artifacts", "Prefix.$": "States.Format('runs/{}/map-results/copy', $.runId)"}},
+        "MaxConcurrency": 2,
+        "ResultPath": "$.copied",
+        "Catch": [{"ErrorEquals": ["States.ResultWriterFailed"], "ResultPath": "$.error", "Next": "NotWritten"}]},
+    "Done": {"Type": "Succeed"},
+    "NotWritten": {"Type": "Pass", "End": true}}}"#;
+
+#[tokio::test]
+async fn result_writer_exports_the_iterations_and_the_map_result_names_the_manifest() {
+    let env = FakeEnv::with_handler(|_, input| async move { Ok(json!({"copied": input["chunk"]["id"]})) }.boxed())
+        .with_items(Ok(vec![json!({"id": "c1"}), json!({"id": "c2"}), json!({"id": "c3"})]));
+    let outcome = run(WRITING_MAP, env.clone(), json!({"runId": "r7"})).await;
+    let Outcome::Succeeded(output) = outcome else { panic!("{outcome:?}") };
+
+    // The Map's result is no longer the array but where it went.
+    let map_run_arn = output["copied"]["MapRunArn"].as_str().unwrap().to_owned();
+    let (map_run, id) = map_run_arn.rsplit_once(':').unwrap();
+    assert_eq!(map_run, "arn:aws:states:local:000000000000:mapRun:local/Copy");
+    let dir = format!("runs/r7/map-results/copy/{id}/");
+    let manifest_key = format!("{dir}manifest.json");
+    assert_eq!(output["copied"]["ResultWriterDetails"], json!({"Bucket": "artifacts", "Key": manifest_key}));
+    assert_eq!(output["runId"], "r7");
+
+    // Results first, the manifest last (a reader that finds the manifest finds what it lists).
+    let writes = env.writes();
+    let keys: Vec<&str> = writes.iter().map(|(_, _, key, _)| key.as_str()).collect();
+    assert_eq!(keys, [format!("{dir}SUCCEEDED_0.json"), manifest_key.clone()]);
+    for (resource, bucket, _, _) in &writes {
+        assert_eq!((resource.as_str(), bucket.as_str()), ("arn:aws:states:::s3:putObject", "artifacts"));
+    }
+    let records = writes[0].3.as_array().unwrap();
+    let field = |name: &str| -> Vec<Value> {
+        records.iter().map(|r| serde_json::from_str(r[name].as_str().unwrap()).unwrap()).collect()
+    };
+    assert_eq!(field("Output"), [json!({"copied": "c1"}), json!({"copied": "c2"}), json!({"copied": "c3"})]);
+    assert_eq!(field("Input")[1], json!({"runId": "r7", "chunk": {"id": "c2"}}));
+    assert!(records.iter().all(|r| r["Status"] == "SUCCEEDED"));
+    let manifest = &writes[1].3;
+    assert_eq!(manifest["MapRunArn"], map_run_arn.as_str());
+    assert_eq!(manifest["ResultFiles"]["SUCCEEDED"][0]["Key"], format!("{dir}SUCCEEDED_0.json"));
+    assert_eq!(manifest["ResultFiles"]["FAILED"], json!([]));
+}
+
+#[tokio::test]
+async fn result_writer_failure_fails_the_map_with_its_error_which_catch_routes() {
+    let env = FakeEnv::echo()
+        .with_items(Ok(vec![json!(1)]))
+        .failing_writes(TaskFailure::new("States.ResultWriterFailed", "access denied"));
+    let outcome = run(WRITING_MAP, env.clone(), json!({"runId": "r7"})).await;
+    assert_eq!(
+        outcome,
+        Outcome::Succeeded(
+            json!({"runId": "r7", "error": {"Error": "States.ResultWriterFailed", "Cause": "access denied"}})
+        )
+    );
+    assert_eq!(env.calls().len(), 1, "the iteration ran before the write failed");
+}
+
+#[tokio::test]
+async fn result_writer_without_a_bucket_fails_before_any_iteration_runs() {
+    let text = WRITING_MAP.replace(r#""Bucket": "artifacts", "Prefix.$""#, r#""Bucket.$": "$.bucket", "Prefix.$""#);
+    let env = FakeEnv::echo().with_items(Ok(vec![json!(1), json!(2)]));
+    let outcome = run(&text, env.clone(), json!({"runId": "r7", "bucket": null})).await;
+    assert!(failed(STATES_RUNTIME)(&outcome), "{outcome:?}");
+    assert!(env.calls().is_empty() && env.writes().is_empty());
+}
+
+#[tokio::test]
+async fn failing_iteration_writes_no_results() {
+    let env = FakeEnv::failing("Pgferry.CopyFailed").with_items(Ok(vec![json!(1)]));
+    let outcome = run(WRITING_MAP, env.clone(), json!({"runId": "r7"})).await;
+    assert!(failed("Pgferry.CopyFailed")(&outcome), "{outcome:?}");
+    assert!(env.writes().is_empty());
 }
 
 #[tokio::test]

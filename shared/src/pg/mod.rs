@@ -62,12 +62,14 @@ impl Session {
         name
     }
 
-    /// The SQL that pins the session: identical text forms on both sides, explicit timeouts.
+    /// The SQL that pins the session: identical text forms on both sides, explicit timeouts, and
+    /// `row_security = off`, so that a read which row-level security would filter fails instead of
+    /// returning a silent subset (RDS-CASES T38).
     pub fn pin_sql(&self) -> String {
         format!(
             "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, MDY'; SET IntervalStyle = 'postgres'; \
              SET extra_float_digits = 3; SET bytea_output = 'hex'; SET standard_conforming_strings = on; \
-             SET client_min_messages = 'warning'; SET statement_timeout = {}; SET lock_timeout = {}; \
+             SET client_min_messages = 'warning'; SET row_security = off; SET statement_timeout = {}; SET lock_timeout = {}; \
              SET idle_in_transaction_session_timeout = {}",
             self.statement_timeout.as_millis(),
             self.lock_timeout.as_millis(),

@@ -151,7 +151,9 @@ pub(crate) async fn run(
             Ok(client) => {
                 checks.push(pass("target-connect", describe(&client).await?));
                 let (count, names) = catalog::some_user_relations(&client, 5).await?;
-                checks.push(if count == 0 {
+                checks.push(if job.mode == crate::job::Mode::Refresh {
+                    refresh_target_check(source.as_ref(), &client, job).await?
+                } else if count == 0 {
                     pass("target-empty", format!("database {} holds no user relations", spec.dbname))
                 } else {
                     let err = Error::TargetNotEmpty { database: spec.dbname.clone(), objects: names };
@@ -163,6 +165,13 @@ pub(crate) async fn run(
                 });
                 target_db_exists = true;
                 target = Some(client);
+            }
+            Err(e) if e.kind() == ErrorKind::DatabaseMissing && job.mode == crate::job::Mode::Refresh => {
+                checks.push(fail(
+                    "refresh-target",
+                    format!("database {} does not exist: there is no earlier pgferry copy to refresh", spec.dbname),
+                    "copy the database with mode snapshot first; a refresh updates an earlier copy",
+                ));
             }
             Err(e) if e.kind() == ErrorKind::DatabaseMissing => {
                 match pg::connect(&spec.with_dbname("postgres"), &session).await {
@@ -218,8 +227,12 @@ pub(crate) async fn run(
     }
 
     if let Some(client) = &source {
-        checks.push(readable_tables_check(client).await?);
-        checks.push(rls_check(client).await?);
+        if input.job.obtain_source_access {
+            checks.push(crate::access::preflight_check(client).await?);
+        } else {
+            checks.push(readable_tables_check(client).await?);
+            checks.push(rls_check(client).await?);
+        }
         checks.push(keyless_tables_check(client).await?);
         checks.push(large_objects_check(client).await?);
         checks.push(unlogged_tables_check(client, req).await?);
@@ -268,6 +281,19 @@ pub(crate) async fn run(
         }
     }
     Ok(())
+}
+
+/// Mode refresh (RDS-CASES T57): the target must hold a finished pgferry copy of this source
+/// database (`pgferry.runs`); anything else would be overwritten.
+pub async fn refresh_target_check(source: Option<&Client>, target: &Client, job: &crate::job::Job) -> Result<Check> {
+    match source {
+        Some(source) => crate::refresh::target_check(source, target, job).await,
+        None => Ok(warn(
+            "refresh-target",
+            "the source is unreachable, so whether the target is an earlier copy of it is unknown".to_string(),
+            "fix the source connection; a refresh updates only an earlier pgferry copy of the same source",
+        )),
+    }
 }
 
 /// A failed connection as a check, explained with what the AWS checks just found about that side.
@@ -388,7 +414,11 @@ pub async fn readable_tables_check(client: &Client) -> Result<Check> {
     Ok(fail(
         "source-privileges",
         format!("{user} cannot read {} relation(s): {}", tables.len(), listed(&tables)),
-        &format!("make the source user a member of the owners (as the RDS master): {}", grants.join(" ")),
+        &format!(
+            "make the source user a member of the owners (as the RDS master): {}; or consent in the job with \
+             \"obtainSourceAccess\": true and pgferry does it for the run and undoes it afterwards",
+            grants.join(" ")
+        ),
     ))
 }
 
@@ -412,7 +442,8 @@ pub async fn rls_check(client: &Client) -> Result<Check> {
         "source-row-security",
         format!("row-level security would hide rows of {} table(s) from the copy: {}", tables.len(), listed(&tables)),
         "copy as a role with BYPASSRLS, or as the tables' owner with FORCE ROW LEVEL SECURITY off \
-         (ALTER TABLE … NO FORCE ROW LEVEL SECURITY) for the duration of the copy; otherwise rows are silently lost",
+         (ALTER TABLE … NO FORCE ROW LEVEL SECURITY) for the duration of the copy, or consent in the job with \
+         \"obtainSourceAccess\": true and pgferry does it for the run and undoes it afterwards; otherwise rows are silently lost",
     ))
 }
 

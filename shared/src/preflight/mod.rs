@@ -44,7 +44,7 @@ impl Requirements {
     /// What the job's mode needs.
     pub fn of(job: &Job) -> Self {
         match job.mode {
-            Mode::Snapshot => Self { logical_replication: false },
+            Mode::Snapshot | Mode::Refresh => Self { logical_replication: false },
         }
     }
 }

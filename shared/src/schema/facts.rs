@@ -110,6 +110,10 @@ pub struct SourceFacts {
     pub publications: Vec<String>,
     /// Subscriptions of the source database (not recreated: RDS-CASES T22).
     pub subscriptions: Vec<String>,
+    /// Roles the source user was made a member of for this run (`obtainSourceAccess`), which the
+    /// globals dump shows but the source does not really have.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub temporary_memberships: Vec<String>,
 }
 
 /// Everything a plan is computed from.

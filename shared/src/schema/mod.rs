@@ -22,6 +22,7 @@ pub mod dump;
 pub mod facts;
 pub mod lex;
 pub mod parse;
+pub mod postdata;
 pub mod report;
 pub mod sanitize;
 
@@ -36,7 +37,10 @@ use crate::context::StepContext;
 use crate::error::{Error, Result};
 use crate::job::Side;
 use crate::pg::{self, Session, quote_ident};
-use crate::step::{GlobalsOutput, ReleaseOutput, SchemaOutput, SchemaRequest, SequencesOutput, StepInput, keys};
+use crate::step::{
+    GlobalsOutput, PostDataItem, PostDataItemInput, PostDataItemOutput, PostDataPlanOutput, ReleaseOutput,
+    SchemaOutput, SchemaRequest, SequencesOutput, StepInput, keys,
+};
 use apply::MembershipLog;
 use facts::{Facts, SourceFacts, TargetFacts};
 use lex::{Item, ItemKind};
@@ -47,11 +51,23 @@ use sanitize::{ApplyAs, Phase, Plan, Sanitizer, Verdict};
 pub const PRE_DATA: &str = "pre-data";
 pub const POST_DATA: &str = "post-data";
 
-/// Entry point of the schema function.
+/// Entry point of the schema function, without a time limit.
 pub async fn handle(ctx: &StepContext, request: SchemaRequest) -> Result<serde_json::Value> {
+    handle_until(ctx, request, None).await
+}
+
+/// Entry point of the schema function. `deadline` is when the invocation is stopped (Lambda's
+/// remaining time); `None` means no limit.
+pub async fn handle_until(
+    ctx: &StepContext,
+    request: SchemaRequest,
+    deadline: Option<std::time::Instant>,
+) -> Result<serde_json::Value> {
     let value = match request {
         SchemaRequest::Globals(input) => to_value(globals(ctx, &input).await?),
         SchemaRequest::PreData(input) => to_value(pre_data(ctx, &input).await?),
+        SchemaRequest::PostDataPlan(input) => to_value(post_data_plan(ctx, &input).await?),
+        SchemaRequest::PostDataItem(input) => to_value(post_data_item(ctx, &input, deadline).await?),
         SchemaRequest::PostData(input) => to_value(post_data(ctx, &input).await?),
         SchemaRequest::Sequences(input) => to_value(sequences(ctx, &input).await?),
         SchemaRequest::Release(input) => to_value(release(ctx, &input).await?),
@@ -68,14 +84,23 @@ pub async fn globals(ctx: &StepContext, input: &StepInput) -> Result<GlobalsOutp
     let started = Instant::now();
     let job = &input.job;
     let run = &input.run_id;
+    if job.mode == crate::job::Mode::Refresh {
+        // Before anything is written, roles included: a refresh updates only an earlier pgferry
+        // copy of this source (RDS-CASES T57), whatever preflight said.
+        crate::refresh::ensure_earlier_copy(ctx, input).await?;
+    }
+    // Read access first: pg_dump locks every table it dumps (RDS-CASES T39).
+    let access = crate::access::obtain(ctx, input, crate::access::Obtain::Memberships).await?;
     let source = ctx.connect(job, Side::Source, "globals", run).await?;
     let mut source_facts = SourceFacts::read(&source).await?;
+    source_facts.temporary_memberships = access.memberships;
     if let Some(master) = &job.source_master_user {
         // The job says which source role is the master when pgferry connects as another one.
         source_facts.master = master.clone();
     }
     drop(source);
     let dump = dump::ensure(ctx, input).await?;
+    crate::access::obtain(ctx, input, crate::access::Obtain::Unforce).await?;
 
     let target_spec = ctx.conn_spec(job, Side::Target).await?;
     let target_database = target_spec.dbname.clone();
@@ -140,14 +165,14 @@ pub async fn globals(ctx: &StepContext, input: &StepInput) -> Result<GlobalsOutp
 }
 
 /// DDL of pgferry's bookkeeping on the target: applied sections, with the hash of what was applied.
-const BOOKKEEPING_DDL: &str = "CREATE SCHEMA IF NOT EXISTS pgferry; \
+pub(crate) const BOOKKEEPING_DDL: &str = "CREATE SCHEMA IF NOT EXISTS pgferry; \
      CREATE TABLE IF NOT EXISTS pgferry.applied_sections (run_id text NOT NULL, section text NOT NULL, \
         statements integer NOT NULL, applied_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (run_id, section)); \
      ALTER TABLE pgferry.applied_sections ADD COLUMN IF NOT EXISTS dump_hash text";
 
 /// The pre-data and post-data plans, computed together so that the post-data plan knows which
 /// pre-data objects were skipped.
-fn plan_sections(facts: &Facts, pre_data: &[Item<'_>], post_data: &[Item<'_>]) -> (Plan, Plan) {
+pub(crate) fn plan_sections(facts: &Facts, pre_data: &[Item<'_>], post_data: &[Item<'_>]) -> (Plan, Plan) {
     let mut sanitizer = Sanitizer::new(facts);
     let pre = sanitizer.plan(Phase::PreData, pre_data);
     let post = sanitizer.plan(Phase::PostData, post_data);
@@ -156,7 +181,7 @@ fn plan_sections(facts: &Facts, pre_data: &[Item<'_>], post_data: &[Item<'_>]) -
 
 /// A hash of a section's statements as dumped (comments and psql lines excluded), which says
 /// whether two runs dumped the same schema.
-fn section_hash(items: &[Item<'_>]) -> String {
+pub(crate) fn section_hash(items: &[Item<'_>]) -> String {
     let mut h = Sha256::new();
     for item in items.iter().filter(|i| i.kind == ItemKind::Statement && !i.is_empty()) {
         h.update(item.sql().as_bytes());
@@ -170,15 +195,130 @@ pub async fn pre_data(ctx: &StepContext, input: &StepInput) -> Result<SchemaOutp
     section(ctx, input, Phase::PreData, &[]).await
 }
 
+/// Splits post-data into the items the Map states run in parallel (see [`postdata`]) and writes
+/// them to the artifact store. A target whose post-data was applied before gets no items.
+pub async fn post_data_plan(ctx: &StepContext, input: &StepInput) -> Result<PostDataPlanOutput> {
+    let run = &input.run_id;
+    let target = ctx.connect(&input.job, Side::Target, "schema", run).await?;
+    let split = match marker(&target, None, POST_DATA).await? {
+        Some(_) => postdata::Split::default(),
+        None => post_data_split(ctx, run, &target).await?.1,
+    };
+    let (indexes_key, validations_key) =
+        (keys::post_data_items(run, "indexes"), keys::post_data_items(run, "validations"));
+    ctx.store.put_json(&indexes_key, &split.indexes).await?;
+    ctx.store.put_json(&validations_key, &split.validations).await?;
+    Ok(PostDataPlanOutput {
+        indexes_key,
+        indexes: split.indexes.len(),
+        validations_key,
+        validations: split.validations.len(),
+    })
+}
+
+/// The post-data plan of the run, split: what the section's transaction applies, and the items.
+async fn post_data_split(ctx: &StepContext, run: &str, target: &Client) -> Result<(Plan, postdata::Split)> {
+    let dump = dump::stored(ctx, run).await?;
+    let facts: Facts = ctx.store.get_json(&keys::schema_facts(run)).await?;
+    let pre_items = lex::split(&dump.pre_data);
+    let (_, pre_items) = sanitize::database_items(&pre_items);
+    let post_items = lex::split(&dump.post_data);
+    let (_, mut plan) = plan_sections(&facts, &pre_items, &post_items);
+    let split = postdata::split(&mut plan, &postdata::partitioned_tables(target).await?);
+    Ok((plan, split))
+}
+
+/// Builds one index or validates one table's foreign keys.
+pub async fn post_data_item(
+    ctx: &StepContext,
+    input: &PostDataItemInput,
+    deadline: Option<std::time::Instant>,
+) -> Result<PostDataItemOutput> {
+    let target = ctx.connect(&input.job, Side::Target, "postdata", &input.run_id).await?;
+    let output = postdata::run_item(&target, &input.run_id, &input.item, deadline).await?;
+    tracing::info!(item = %output.id, table = %input.item.table, outcome = %output.outcome, millis = output.millis, "post-data item");
+    Ok(output)
+}
+
+/// All of post-data in one call, items one after the other: what the state machine does with
+/// its Map states, for callers outside it.
+pub async fn post_data_complete(ctx: &StepContext, input: &StepInput) -> Result<SchemaOutput> {
+    let plan = post_data_plan(ctx, input).await?;
+    let items: Vec<PostDataItem> = ctx.store.get_json(&plan.indexes_key).await?;
+    for item in &items {
+        let input = PostDataItemInput { job: input.job.clone(), run_id: input.run_id.clone(), item: item.clone() };
+        post_data_item(ctx, &input, None).await?;
+    }
+    let output = post_data(ctx, input).await?;
+    let items: Vec<PostDataItem> = ctx.store.get_json(&plan.validations_key).await?;
+    for item in &items {
+        let input = PostDataItemInput { job: input.job.clone(), run_id: input.run_id.clone(), item: item.clone() };
+        post_data_item(ctx, &input, None).await?;
+    }
+    Ok(output)
+}
+
 /// Applies post-data from the stored dump, then refreshes materialized views.
 pub async fn post_data(ctx: &StepContext, input: &StepInput) -> Result<SchemaOutput> {
     let plan: crate::plan::Plan = ctx.store.get_json(&keys::plan(&input.run_id)).await?;
     let refreshes: Vec<String> =
         plan.materialized_views.iter().map(|m| format!("REFRESH MATERIALIZED VIEW {m}")).collect();
+    if input.job.mode == crate::job::Mode::Refresh {
+        return refresh_materialized_views(ctx, input, &plan.materialized_views).await;
+    }
     section(ctx, input, Phase::PostData, &refreshes).await
 }
 
+/// Post-data of a refresh: the schema is in place (a refresh's pre-data creates or rebuilds
+/// tables with their indexes and constraints), so only materialized views are refreshed, in one
+/// transaction, as their owners.
+async fn refresh_materialized_views(
+    ctx: &StepContext,
+    input: &StepInput,
+    views: &[pg::QualifiedName],
+) -> Result<SchemaOutput> {
+    let run = &input.run_id;
+    let mut target = ctx.connect(&input.job, Side::Target, "schema", run).await?;
+    let previous = marker(&target, None, POST_DATA).await?.map(|(by, _)| by);
+    let mut log = MembershipLog::open(&ctx.store, run, POST_DATA).await;
+    let tx = target.transaction().await.map_err(|e| Error::db("begin", e))?;
+    for view in views {
+        let owner: Option<String> = tx
+            .query_opt(
+                "SELECT pg_get_userbyid(relowner)::text FROM pg_class WHERE oid = to_regclass($1)",
+                &[&view.to_string()],
+            )
+            .await
+            .map_err(|e| Error::db(format!("look for {view}"), e))?
+            .map(|r| r.get(0));
+        if let Some(owner) = owner {
+            log.ensure(&tx, &owner).await?;
+            tx.batch_execute(&format!("REFRESH MATERIALIZED VIEW {view}"))
+                .await
+                .map_err(|e| Error::db(format!("refresh {view}"), e))?;
+        }
+    }
+    tx.commit().await.map_err(|e| Error::db("commit materialized view refreshes", e))?;
+    let report_key = keys::schema_report(run, POST_DATA);
+    let mut report = SchemaReport::new(run, POST_DATA, Vec::new());
+    report.already_applied_by = previous.clone();
+    report.temporary_memberships = log.roles.clone();
+    ctx.store.put_json(&report_key, &report).await?;
+    Ok(SchemaOutput {
+        section: POST_DATA.to_string(),
+        statements: views.len(),
+        dump_key: keys::dump(run, POST_DATA),
+        report_key,
+        rewritten: 0,
+        skipped: 0,
+        already_applied_by: previous,
+    })
+}
+
 async fn section(ctx: &StepContext, input: &StepInput, phase: Phase, extra: &[String]) -> Result<SchemaOutput> {
+    if phase == Phase::PreData && input.job.mode == crate::job::Mode::Refresh {
+        return crate::refresh::pre_data(ctx, input).await;
+    }
     let started = Instant::now();
     let run = &input.run_id;
     let name = phase.as_str();
@@ -210,7 +350,11 @@ async fn section(ctx: &StepContext, input: &StepInput, phase: Phase, extra: &[St
     let pre_items = lex::split(&dump.pre_data);
     let (_, pre_items) = sanitize::database_items(&pre_items);
     let post_items = lex::split(&dump.post_data);
-    let (pre_plan, post_plan) = plan_sections(&facts, &pre_items, &post_items);
+    let (pre_plan, mut post_plan) = plan_sections(&facts, &pre_items, &post_items);
+    let post_split = match phase {
+        Phase::PostData => postdata::split(&mut post_plan, &postdata::partitioned_tables(&target).await?),
+        _ => postdata::Split::default(),
+    };
     let (mut plan, items) = match phase {
         Phase::PreData => (pre_plan, &pre_items),
         _ => (post_plan, &post_items),
@@ -250,6 +394,14 @@ async fn section(ctx: &StepContext, input: &StepInput, phase: Phase, extra: &[St
         });
     }
 
+    // The indexes the section attaches to its keys: built by the Map state before this step;
+    // any missing (a caller outside the state machine) is built here, one after the other.
+    if !post_split.indexes.is_empty() {
+        let builder = ctx.connect(&input.job, Side::Target, "postdata", run).await?;
+        for item in &post_split.indexes {
+            postdata::run_item(&builder, run, item, None).await?;
+        }
+    }
     let tx = target.transaction().await.map_err(|e| Error::db("begin schema transaction", e))?;
     apply::ensure_database_owner(&tx, &mut log, &facts.target_database).await?;
     for role in acting_roles(&facts, &plan) {
@@ -258,6 +410,9 @@ async fn section(ctx: &StepContext, input: &StepInput, phase: Phase, extra: &[St
     tx.batch_execute(BOOKKEEPING_DDL).await.map_err(|e| Error::db("create pgferry bookkeeping schema", e))?;
     tx.batch_execute(crate::copy::LEDGER_DDL).await.map_err(|e| Error::db("create the chunk ledger", e))?;
     let applied = apply::in_transaction(&tx, &mut plan, extra).await;
+    if applied.is_ok() && phase == Phase::PostData {
+        crate::access::unforce_target(&tx, &ctx.store, run).await?;
+    }
     let mut report = SchemaReport::new(run, name, vec![plan]);
     report.temporary_memberships = log.roles.clone();
     if phase == Phase::PreData {
@@ -301,7 +456,7 @@ async fn section(ctx: &StepContext, input: &StepInput, phase: Phase, extra: &[St
 }
 
 /// Roles the master must be a member of to apply a plan (and to copy into the tables it owns).
-fn acting_roles(facts: &Facts, plan: &Plan) -> Vec<String> {
+pub(crate) fn acting_roles(facts: &Facts, plan: &Plan) -> Vec<String> {
     let mut roles: Vec<String> = plan.acting_roles.iter().filter(|r| **r != facts.target.master).cloned().collect();
     // Owners of the objects a plan gives away are acting roles too.
     for s in &plan.statements {
@@ -316,7 +471,11 @@ fn acting_roles(facts: &Facts, plan: &Plan) -> Vec<String> {
 }
 
 /// The latest applied-section marker: `(run id, dump hash)`, for one run or any.
-async fn marker(target: &Client, run: Option<&String>, section: &str) -> Result<Option<(String, Option<String>)>> {
+pub(crate) async fn marker(
+    target: &Client,
+    run: Option<&String>,
+    section: &str,
+) -> Result<Option<(String, Option<String>)>> {
     let exists: bool = target
         .query_one(
             "SELECT to_regclass('pgferry.applied_sections') IS NOT NULL \
@@ -353,6 +512,9 @@ pub async fn release(ctx: &StepContext, input: &StepInput) -> Result<ReleaseOutp
             }
         }
     }
+    // Before the memberships go: turning FORCE back on takes the owner's rights.
+    let mut restored = crate::access::restore_target(ctx, input).await?;
+    restored.extend(crate::access::restore(ctx, input).await?);
     let spec = ctx.conn_spec(&input.job, Side::Target).await?;
     let target = pg::connect(&spec.with_dbname("postgres"), &Session::new("release", run)).await?;
     let mut revoked = Vec::new();
@@ -374,7 +536,7 @@ pub async fn release(ctx: &StepContext, input: &StepInput) -> Result<ReleaseOutp
             revoked.push(role);
         }
     }
-    Ok(ReleaseOutput { revoked })
+    Ok(ReleaseOutput { revoked, restored })
 }
 
 /// Sets every target sequence to the source's value (`setval` with `is_called`).

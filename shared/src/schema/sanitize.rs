@@ -73,6 +73,8 @@ rules! {
         "tablespace parameters name tablespaces that RDS does not have (T11)", "none";
     MEMBERSHIP_INTERNAL = "membership.internal",
         "memberships in RDS roles are kept on RDS targets (without GRANTED BY) and dropped elsewhere; memberships of RDS roles are RDS's (T4)", "rds roles on target";
+    MEMBERSHIP_TEMPORARY = "membership.temporary",
+        "memberships the source user was given for the run to read the source (obtainSourceAccess, T39) are not the source's own and are not carried", "run's source access log";
     MEMBERSHIP_MASTER = "membership.master",
         "the source master's memberships go to the target master (T8)", "connecting users";
     MEMBERSHIP_GRANTED_BY = "membership.granted-by",
@@ -1138,6 +1140,16 @@ impl<'f> Sanitizer<'f> {
                 return Decision::skip(&ROLE_TARGET_MASTER, format!("{name} is the target master"));
             }
             if name == self.source_master() {
+                if let Some(r) = roles
+                    .iter()
+                    .filter_map(|r| r.name.as_deref())
+                    .find(|r| self.facts.source.temporary_memberships.iter().any(|m| m == r))
+                {
+                    return Decision::skip(
+                        &MEMBERSHIP_TEMPORARY,
+                        format!("{name} is a member of {r} for this run only"),
+                    );
+                }
                 if roles.iter().any(|r| r.name.as_deref().is_some_and(is_rds_internal)) {
                     return Decision::skip(
                         &MEMBERSHIP_MASTER,

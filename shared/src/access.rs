@@ -1,0 +1,275 @@
+//! Read access on the source for the duration of one run (RDS-CASES T38, T39), obtained only
+//! with the job's consent (`obtainSourceAccess`).
+//!
+//! A copy must never return a silent subset: a table the source user cannot read stops `pg_dump`
+//! and the copy half-way, and row-level security silently hides rows from `COPY … TO`. With
+//! consent, before the schema is dumped, the source user is made a member of the owners of such
+//! tables (an owner reads its tables and bypasses their policies) and `FORCE ROW LEVEL SECURITY`,
+//! which subjects even the owner to the policies, is turned off. Every change is logged in the
+//! artifact store *before* it is made; the release step (on success and on the failure path)
+//! restores `FORCE` and revokes the memberships, so the source ends as it began.
+//!
+//! The target has the mirror problem, without any consent needed since pgferry made those tables:
+//! `FORCE ROW LEVEL SECURITY` comes with the schema's pre-data and `ENABLE ROW LEVEL SECURITY`
+//! with its post-data, after which the policies would hide rows from verification. Post-data
+//! turns `FORCE` off again (logged first) and the release step turns it back on.
+
+use serde::{Deserialize, Serialize};
+use tokio_postgres::{Client, GenericClient};
+
+use crate::context::StepContext;
+use crate::error::{Error, Result};
+use crate::job::Side;
+use crate::pg::{QualifiedName, quote_ident};
+use crate::preflight::{fail, pass, warn};
+use crate::step::Check;
+use crate::step::{StepInput, keys};
+use crate::store::ArtifactStore;
+
+/// User relations as the copy sees them (system schemas and pgferry's own excluded).
+const USER_RELATION: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgferry') \
+     AND n.nspname !~ '^pg_toast' AND n.nspname !~ '^pg_temp'";
+
+/// What the run changed on the source, in the order it changed it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessLog {
+    /// Roles the source user was made a member of.
+    pub memberships: Vec<String>,
+    /// Tables whose `FORCE ROW LEVEL SECURITY` was turned off.
+    pub unforced: Vec<QualifiedName>,
+}
+
+impl AccessLog {
+    pub fn is_empty(&self) -> bool {
+        self.memberships.is_empty() && self.unforced.is_empty()
+    }
+}
+
+/// Owners of relations the current user cannot read or whose policies apply to it, that it is not
+/// already a member of; and the tables with `FORCE ROW LEVEL SECURITY` that hide rows from it.
+async fn needs(client: &Client) -> Result<(Vec<(String, bool)>, Vec<QualifiedName>)> {
+    let hidden = "c.relkind IN ('r', 'p') AND c.relrowsecurity \
+         AND NOT (SELECT rolbypassrls OR rolsuper FROM pg_roles WHERE rolname = current_user)";
+    let owners = client
+        .query(
+            &format!(
+                "SELECT DISTINCT pg_get_userbyid(c.relowner)::text, r.rolsuper \
+                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_roles r ON r.oid = c.relowner \
+                 WHERE c.relkind IN ('r', 'p', 'm', 'S') AND {USER_RELATION} \
+                   AND NOT pg_has_role(c.relowner, 'USAGE') \
+                   AND (NOT (has_schema_privilege(n.oid, 'USAGE') AND CASE WHEN c.relkind = 'S' \
+                             THEN has_sequence_privilege(c.oid, 'SELECT') ELSE has_table_privilege(c.oid, 'SELECT') END) \
+                        OR ({hidden})) \
+                 ORDER BY 1"
+            ),
+            &[],
+        )
+        .await
+        .map_err(|e| Error::db("list the owners of tables the source user cannot read", e))?;
+    let forced = client
+        .query(
+            &format!(
+                "SELECT n.nspname::text, c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE {hidden} AND c.relforcerowsecurity AND {USER_RELATION} ORDER BY 1, 2"
+            ),
+            &[],
+        )
+        .await
+        .map_err(|e| Error::db("list tables with FORCE ROW LEVEL SECURITY", e))?;
+    Ok((
+        owners.iter().map(|r| (r.get(0), r.get(1))).collect(),
+        forced.iter().map(|r| QualifiedName::new(r.get::<_, String>(0), r.get::<_, String>(1))).collect(),
+    ))
+}
+
+/// What obtaining access would change, for preflight: `(roles to join, tables to unforce)`, and
+/// the owners that cannot be joined (superusers).
+pub async fn would_obtain(client: &Client) -> Result<(Vec<String>, Vec<QualifiedName>, Vec<String>)> {
+    let (owners, forced) = needs(client).await?;
+    let (superusers, roles): (Vec<_>, Vec<_>) = owners.into_iter().partition(|(_, sup)| *sup);
+    Ok((roles.into_iter().map(|(r, _)| r).collect(), forced, superusers.into_iter().map(|(r, _)| r).collect()))
+}
+
+/// The preflight check of a job that consents: what the run will change, or why it cannot.
+pub async fn preflight_check(client: &Client) -> Result<Check> {
+    let name = "source-access";
+    let (roles, forced, superusers) = would_obtain(client).await?;
+    if !superusers.is_empty() {
+        return Ok(fail(
+            name,
+            format!("tables owned by superuser(s) {} cannot be read by the source user", superusers.join(", ")),
+            "grant SELECT on them to the source user as their owner, or change their owner: a member of \
+             rds_superuser cannot become a superuser",
+        ));
+    }
+    if roles.is_empty() && forced.is_empty() {
+        return Ok(pass(name, "the source user can read every row of every table; nothing to obtain".to_string()));
+    }
+    let mut changes: Vec<String> = roles.iter().map(|r| format!("membership in {r}")).collect();
+    changes.extend(forced.iter().map(|t| format!("NO FORCE ROW LEVEL SECURITY on {t}")));
+    Ok(warn(
+        name,
+        format!("with the job's consent the run obtains, and undoes at its end: {}", changes.join(", ")),
+        "nothing to do: this is what obtainSourceAccess asked for",
+    ))
+}
+
+/// What [`obtain`] does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Obtain {
+    /// Membership in the owners: before the schema dump, which locks every table it dumps.
+    Memberships,
+    /// `NO FORCE ROW LEVEL SECURITY`: after the schema dump, which must record `FORCE` as it was.
+    Unforce,
+}
+
+/// Obtains read access on the source if the job consents; a no-op otherwise. Idempotent.
+pub async fn obtain(ctx: &StepContext, input: &StepInput, what: Obtain) -> Result<AccessLog> {
+    let key = keys::source_access(&input.run_id);
+    let mut log: AccessLog = ctx.store.get_json(&key).await.unwrap_or_default();
+    if !input.job.obtain_source_access {
+        return Ok(log);
+    }
+    let source = ctx.connect(&input.job, Side::Source, "access", &input.run_id).await?;
+    let (roles, forced, superusers) = would_obtain(&source).await?;
+    if let Some(owner) = superusers.first() {
+        return Err(Error::PreflightFailed {
+            failures: vec![format!(
+                "tables owned by the superuser {owner} cannot be read by the source user: grant SELECT on them \
+                 as {owner}, or change their owner (a member of rds_superuser cannot become a superuser)"
+            )],
+        });
+    }
+    if what == Obtain::Memberships {
+        for role in roles {
+            if !log.memberships.contains(&role) {
+                log.memberships.push(role.clone());
+                ctx.store.put_json(&key, &log).await?;
+            }
+            source.batch_execute(&format!("GRANT {} TO CURRENT_USER", quote_ident(&role))).await.map_err(|e| {
+                Error::db(format!("make the source user a member of {role} (consented: obtainSourceAccess)"), e)
+            })?;
+            tracing::info!(role = %role, "source access: joined the owner role for the run");
+        }
+        return Ok(log);
+    }
+    for table in forced {
+        if !log.unforced.contains(&table) {
+            log.unforced.push(table.clone());
+            ctx.store.put_json(&key, &log).await?;
+        }
+        source
+            .batch_execute(&format!("ALTER TABLE {table} NO FORCE ROW LEVEL SECURITY"))
+            .await
+            .map_err(|e| Error::db(format!("turn FORCE ROW LEVEL SECURITY off on {table} for the run"), e))?;
+        tracing::info!(table = %table, "source access: FORCE ROW LEVEL SECURITY off for the run");
+    }
+    Ok(log)
+}
+
+/// Undoes what [`obtain`] logged: `FORCE ROW LEVEL SECURITY` back on (while still a member of the
+/// owner), then the memberships revoked. Idempotent; returns what it restored.
+pub async fn restore(ctx: &StepContext, input: &StepInput) -> Result<Vec<String>> {
+    let key = keys::source_access(&input.run_id);
+    let log: AccessLog = ctx.store.get_json(&key).await.unwrap_or_default();
+    if log.is_empty() {
+        return Ok(Vec::new());
+    }
+    let source = ctx.connect(&input.job, Side::Source, "release", &input.run_id).await?;
+    let mut restored = Vec::new();
+    for table in &log.unforced {
+        let text = table.to_string();
+        let row = source
+            .query_opt("SELECT relforcerowsecurity FROM pg_class WHERE oid = to_regclass($1)", &[&text])
+            .await
+            .map_err(|e| Error::db(format!("look for {table}"), e))?;
+        if row.is_some_and(|r| !r.get::<_, bool>(0)) {
+            source
+                .batch_execute(&format!("ALTER TABLE {table} FORCE ROW LEVEL SECURITY"))
+                .await
+                .map_err(|e| Error::db(format!("turn FORCE ROW LEVEL SECURITY back on for {table}"), e))?;
+            restored.push(format!("FORCE ROW LEVEL SECURITY on {table}"));
+        }
+    }
+    for role in &log.memberships {
+        let member: bool = source
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid \
+                 JOIN pg_roles me ON me.oid = m.member WHERE r.rolname = $1::text::name AND me.rolname = current_user)",
+                &[role],
+            )
+            .await
+            .map_err(|e| Error::db(format!("check membership in {role}"), e))?
+            .get(0);
+        if member {
+            source
+                .batch_execute(&format!("REVOKE {} FROM CURRENT_USER", quote_ident(role)))
+                .await
+                .map_err(|e| Error::db(format!("revoke the source user's membership in {role}"), e))?;
+            restored.push(format!("source membership in {role} revoked"));
+        }
+    }
+    Ok(restored)
+}
+
+/// Turns `FORCE ROW LEVEL SECURITY` off on the target's tables whose policies would apply to the
+/// connecting user (logged first, see the module documentation).
+pub async fn unforce_target<C: GenericClient>(client: &C, store: &ArtifactStore, run: &str) -> Result<()> {
+    let rows = client
+        .query(
+            &format!(
+                "SELECT n.nspname::text, c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE c.relkind IN ('r', 'p') AND c.relrowsecurity AND c.relforcerowsecurity AND {USER_RELATION} \
+                   AND NOT (SELECT rolbypassrls OR rolsuper FROM pg_roles WHERE rolname = current_user) ORDER BY 1, 2"
+            ),
+            &[],
+        )
+        .await
+        .map_err(|e| Error::db("list target tables with FORCE ROW LEVEL SECURITY", e))?;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let key = keys::target_access(run);
+    let mut log: Vec<QualifiedName> = store.get_json(&key).await.unwrap_or_default();
+    let tables: Vec<QualifiedName> =
+        rows.iter().map(|r| QualifiedName::new(r.get::<_, String>(0), r.get::<_, String>(1))).collect();
+    for t in &tables {
+        if !log.contains(t) {
+            log.push(t.clone());
+        }
+    }
+    store.put_json(&key, &log).await?;
+    for table in tables {
+        client
+            .batch_execute(&format!("ALTER TABLE {table} NO FORCE ROW LEVEL SECURITY"))
+            .await
+            .map_err(|e| Error::db(format!("turn FORCE ROW LEVEL SECURITY off on target {table} until release"), e))?;
+    }
+    Ok(())
+}
+
+/// Turns `FORCE ROW LEVEL SECURITY` back on where [`unforce_target`] turned it off. Idempotent.
+pub async fn restore_target(ctx: &StepContext, input: &StepInput) -> Result<Vec<String>> {
+    let log: Vec<QualifiedName> = ctx.store.get_json(&keys::target_access(&input.run_id)).await.unwrap_or_default();
+    if log.is_empty() {
+        return Ok(Vec::new());
+    }
+    let target = ctx.connect(&input.job, Side::Target, "release", &input.run_id).await?;
+    let mut restored = Vec::new();
+    for table in &log {
+        let text = table.to_string();
+        let row = target
+            .query_opt("SELECT relforcerowsecurity FROM pg_class WHERE oid = to_regclass($1)", &[&text])
+            .await
+            .map_err(|e| Error::db(format!("look for {table}"), e))?;
+        if row.is_some_and(|r| !r.get::<_, bool>(0)) {
+            target
+                .batch_execute(&format!("ALTER TABLE {table} FORCE ROW LEVEL SECURITY"))
+                .await
+                .map_err(|e| Error::db(format!("turn FORCE ROW LEVEL SECURITY back on for target {table}"), e))?;
+            restored.push(format!("FORCE ROW LEVEL SECURITY on target {table}"));
+        }
+    }
+    Ok(restored)
+}

@@ -1,0 +1,1230 @@
+//! Mode `refresh`: bring an earlier pgferry copy of the same source up to date, re-copying only
+//! what differs.
+//!
+//! The same state machine runs; the steps behave per mode:
+//! - **Which targets** — only a database into which pgferry completed a copy of this same source
+//!   database ([`earlier_copy`], from `pgferry.runs`), checked by preflight and again by every
+//!   step that writes: globals, pre-data and each chunk (RDS-CASES T57).
+//! - **Schema** ([`pre_data`]) — the tables' shapes (columns, types, nullability, generated
+//!   columns, primary key) are compared between source and target. New source tables are
+//!   created with their indexes, constraints, triggers and grants from the run's sanitized dump.
+//!   Changed tables, and target tables the source no longer has, stop the refresh with an error
+//!   naming each table and change — unless the job consents (`refresh.rebuildChangedTables`):
+//!   then they are dropped (with the foreign keys referencing them) and recreated, all in one
+//!   transaction. Foreign keys added to tables that hold rows are added `NOT VALID` and validated
+//!   after the data ([`validate_foreign_keys`]).
+//! - **Rows** ([`refresh_slice`]) — each slice is hashed on both sides with verification's hash;
+//!   an equal slice is left alone. A differing slice with a key is compared key by key and only
+//!   missing, extra and different rows are deleted and copied; when many differ the whole range
+//!   is reloaded. Tables without a key are compared and reloaded whole. Every write happens with
+//!   `session_replication_role = replica` (no foreign key checks or user triggers on reloaded
+//!   rows) in one transaction with the slice's ledger row, so a retry skips committed slices.
+//! - **Sequences** are set as in a snapshot; **large objects** are compared by size and md5.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use tokio_postgres::Client;
+
+use crate::context::StepContext;
+use crate::copy::{LedgerRow, column_list, copy_options, copy_out_sql, record_slice, stream};
+use crate::error::{Error, ErrorKind, Result};
+use crate::job::{Job, Mode, Side};
+use crate::pg::{ConnSpec, QualifiedName, quote_ident, quote_literal};
+use crate::plan::slice_predicate;
+use crate::schema::apply::{self, MembershipLog};
+use crate::schema::facts::{Facts, TargetFacts};
+use crate::schema::lex::{self, Item, ItemKind};
+use crate::schema::parse::Statement;
+use crate::schema::report::SchemaReport;
+use crate::schema::sanitize::{self, Plan, TocEntry};
+use crate::schema::{BOOKKEEPING_DDL, PRE_DATA, acting_roles, dump, marker, plan_sections, section_hash};
+use crate::step::{ChunkInput, CopyChunkOutput, RefreshCounts, SchemaOutput, Slice, StepInput, keys};
+use crate::verify::{hash_sql, row_hash};
+
+/// pgferry's record of runs into a target database: which source each copied, and when the copy
+/// finished (set by the large-object step, the last step that writes data). A refresh accepts
+/// only a target with a finished run from the same source.
+pub const RUNS_DDL: &str = "CREATE SCHEMA IF NOT EXISTS pgferry; \
+     CREATE TABLE IF NOT EXISTS pgferry.runs (run_id text PRIMARY KEY, mode text NOT NULL, \
+        source_endpoint text NOT NULL, source_database text NOT NULL, source_system_id text, \
+        refresh_of text, started_at timestamptz NOT NULL DEFAULT now(), copied_at timestamptz)";
+
+/// Keys deleted or copied per statement when a slice is repaired row by row.
+const KEY_BATCH: usize = 5000;
+
+/// A differing slice is repaired row by row while at most one row in this many differs; beyond
+/// that its whole range is reloaded (one scan and one COPY beat thousands of key lookups).
+const ROW_REPAIR_RATIO: u64 = 4;
+
+/// Same condition as the catalog's user relations: not system, not pgferry's, not an extension's.
+const USER_RELATION: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgferry') \
+     AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%' \
+     AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass \
+                     AND d.objid = c.oid AND d.deptype = 'e')";
+
+// ---------------------------------------------------------------------------------------------
+// Which targets may be refreshed (T57)
+
+/// What identifies the source database across runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceIdentity {
+    pub database: String,
+    /// `pg_control_system()`'s system identifier, where the connecting user may read it.
+    pub system_id: Option<String>,
+    /// How the job names the source server: `rds instance prod-db` or `host:port`.
+    pub endpoint: String,
+}
+
+impl SourceIdentity {
+    /// Whether a recorded run copied from this source: the same database, on the same server
+    /// (system identifier when both are known, else the job's name for the server).
+    fn matches(&self, database: &str, system_id: Option<&str>, endpoint: &str) -> bool {
+        self.database == database
+            && match (self.system_id.as_deref(), system_id) {
+                (Some(a), Some(b)) => a == b,
+                _ => self.endpoint == endpoint,
+            }
+    }
+
+    fn describe(&self) -> String {
+        format!("database {} at {}", quote_ident(&self.database), self.endpoint)
+    }
+}
+
+/// How the job names the source server (no user, no password).
+fn endpoint_name(job: &Job) -> String {
+    let ep = &job.source;
+    if let Some((kind, id)) = ep.rds_resource() {
+        return format!("rds {} {id}", format!("{kind:?}").to_lowercase());
+    }
+    ep.url
+        .as_deref()
+        .and_then(|u| ConnSpec::parse(u).ok())
+        .map_or_else(String::new, |s| format!("{}:{}", s.host, s.port))
+}
+
+/// Reads the source's identity.
+pub async fn source_identity(source: &Client, job: &Job) -> Result<SourceIdentity> {
+    let row = source
+        .query_one(
+            "SELECT current_database()::text, CASE WHEN has_function_privilege('pg_control_system()', 'EXECUTE') \
+                    THEN (SELECT system_identifier::text FROM pg_control_system()) END",
+            &[],
+        )
+        .await
+        .map_err(|e| Error::db("read source identity", e))?;
+    Ok(SourceIdentity { database: row.get(0), system_id: row.get(1), endpoint: endpoint_name(job) })
+}
+
+/// A finished earlier pgferry run from the same source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EarlierCopy {
+    pub run_id: String,
+    pub copied_at: String,
+}
+
+/// Whether the target has pgferry's run records (a query naming a missing table fails).
+async fn runs_table(target: &Client) -> Result<bool> {
+    Ok(target
+        .query_one("SELECT to_regclass('pgferry.runs') IS NOT NULL", &[])
+        .await
+        .map_err(|e| Error::db("look for pgferry bookkeeping", e))?
+        .get(0))
+}
+
+/// The latest finished pgferry run from `source` into the target, or why there is none.
+pub async fn earlier_copy(
+    target: &Client,
+    source: &SourceIdentity,
+) -> Result<std::result::Result<EarlierCopy, String>> {
+    if !runs_table(target).await? {
+        return Ok(Err("it holds no pgferry bookkeeping (table pgferry.runs)".to_string()));
+    }
+    let rows = target
+        .query(
+            "SELECT run_id, source_database, source_system_id, source_endpoint, copied_at::text FROM pgferry.runs \
+             WHERE copied_at IS NOT NULL ORDER BY copied_at DESC",
+            &[],
+        )
+        .await
+        .map_err(|e| Error::db("read pgferry runs", e))?;
+    if rows.is_empty() {
+        return Ok(Err("no pgferry copy into it ever finished".to_string()));
+    }
+    let found = rows.iter().find(|r| {
+        source.matches(&r.get::<_, String>(1), r.get::<_, Option<String>>(2).as_deref(), &r.get::<_, String>(3))
+    });
+    Ok(match found {
+        Some(r) => Ok(EarlierCopy { run_id: r.get(0), copied_at: r.get(4) }),
+        None => {
+            let others: BTreeSet<String> = rows
+                .iter()
+                .map(|r| format!("database {} at {}", quote_ident(&r.get::<_, String>(1)), r.get::<_, String>(3)))
+                .collect();
+            Err(format!(
+                "its pgferry copies are of another source ({})",
+                others.into_iter().collect::<Vec<_>>().join(", ")
+            ))
+        }
+    })
+}
+
+/// The error refusing a target that is not an earlier copy of the source.
+async fn refusal(target: &Client, database: &str, source: &SourceIdentity, reason: &str) -> Error {
+    let what = format!("mode refresh updates only a database pgferry copied from {}, and {reason}", source.describe());
+    match crate::catalog::some_user_relations(target, 5).await {
+        Ok((count, names)) if count > 0 => Error::TargetNotEmpty {
+            database: database.to_string(),
+            objects: vec![format!("{count} relations ({}…) that a refresh would overwrite: {what}", names.join(", "))],
+        },
+        _ => Error::job(format!("target database {}: {what}; copy it with mode snapshot first", quote_ident(database))),
+    }
+}
+
+/// Connects to both sides and checks that the target holds a finished pgferry copy of the source
+/// (globals, before anything is written).
+pub async fn ensure_earlier_copy(ctx: &StepContext, input: &StepInput) -> Result<EarlierCopy> {
+    let job = &input.job;
+    let source = ctx.connect(job, Side::Source, "refresh", &input.run_id).await?;
+    let identity = source_identity(&source, job).await?;
+    let target = match ctx.connect(job, Side::Target, "refresh", &input.run_id).await {
+        Ok(client) => client,
+        Err(e) if e.kind() == ErrorKind::DatabaseMissing => {
+            let database = ctx.conn_spec(job, Side::Target).await?.dbname;
+            return Err(Error::job(format!(
+                "mode refresh needs an earlier pgferry copy of {} in target database {}, which does not exist: \
+                 copy it with mode snapshot first",
+                identity.describe(),
+                quote_ident(&database)
+            )));
+        }
+        Err(e) => return Err(e),
+    };
+    let database: String = target
+        .query_one("SELECT current_database()::text", &[])
+        .await
+        .map_err(|e| Error::db("read target database", e))?
+        .get(0);
+    match earlier_copy(&target, &identity).await? {
+        Ok(earlier) => Ok(earlier),
+        Err(reason) => Err(refusal(&target, &database, &identity, &reason).await),
+    }
+}
+
+/// The preflight finding for a refresh target (`refresh-target`).
+pub async fn target_check(source: &Client, target: &Client, job: &Job) -> Result<crate::step::Check> {
+    use crate::step::{Check, CheckStatus};
+    let identity = source_identity(source, job).await?;
+    let database: String = target
+        .query_one("SELECT current_database()::text", &[])
+        .await
+        .map_err(|e| Error::db("read target database", e))?
+        .get(0);
+    Ok(match earlier_copy(target, &identity).await? {
+        Ok(earlier) => Check {
+            name: "refresh-target".to_string(),
+            status: CheckStatus::Pass,
+            detail: format!(
+                "database {} holds pgferry run {}'s copy of {} (finished {})",
+                database,
+                earlier.run_id,
+                identity.describe(),
+                earlier.copied_at
+            ),
+            advice: None,
+        },
+        Err(reason) => Check {
+            name: "refresh-target".to_string(),
+            status: CheckStatus::Fail,
+            detail: refusal(target, &database, &identity, &reason).await.to_string(),
+            advice: Some(
+                "a refresh overwrites only a database pgferry copied from this same source: point the job at that \
+                 database, or copy into an empty or missing database with mode snapshot (pgferry never drops data \
+                 without consent, RDS-CASES T57)"
+                    .to_string(),
+            ),
+        },
+    })
+}
+
+/// Records this run in `pgferry.runs` (in the caller's transaction).
+async fn record_run<C: tokio_postgres::GenericClient>(
+    client: &C,
+    run_id: &str,
+    mode: Mode,
+    source: &SourceIdentity,
+    refresh_of: Option<&str>,
+    copied: bool,
+) -> Result<()> {
+    client.batch_execute(RUNS_DDL).await.map_err(|e| Error::db("create pgferry.runs", e))?;
+    let mode = match mode {
+        Mode::Snapshot => "snapshot",
+        Mode::Refresh => "refresh",
+    };
+    client
+        .execute(
+            "INSERT INTO pgferry.runs (run_id, mode, source_endpoint, source_database, source_system_id, refresh_of, \
+                                       copied_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, CASE WHEN $7 THEN now() END) \
+             ON CONFLICT (run_id) DO UPDATE SET copied_at = coalesce(EXCLUDED.copied_at, pgferry.runs.copied_at)",
+            &[&run_id, &mode, &source.endpoint, &source.database, &source.system_id, &refresh_of, &copied],
+        )
+        .await
+        .map_err(|e| Error::db("record the run in pgferry.runs", e))?;
+    Ok(())
+}
+
+/// Marks the run's copy finished (the large-object step, after every row, sequence and large
+/// object is in): from now on the target is a pgferry copy of this source.
+pub async fn record_copied(source: &Client, target: &Client, input: &StepInput) -> Result<()> {
+    let identity = source_identity(source, &input.job).await?;
+    record_run(target, &input.run_id, input.job.mode, &identity, None, true).await
+}
+
+/// The copy step's check: this run's schema step found an earlier copy and recorded the run as
+/// its refresh. Nothing is deleted otherwise.
+pub async fn ensure_refresh_run(target: &Client, run_id: &str) -> Result<()> {
+    let ok = runs_table(target).await?
+        && target
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pgferry.runs WHERE run_id = $1 AND mode = 'refresh' \
+                 AND refresh_of IS NOT NULL)",
+                &[&run_id],
+            )
+            .await
+            .map_err(|e| Error::db("read pgferry runs", e))?
+            .get::<_, bool>(0);
+    if ok {
+        return Ok(());
+    }
+    let database: String = target
+        .query_one("SELECT current_database()::text", &[])
+        .await
+        .map_err(|e| Error::db("read target database", e))?
+        .get(0);
+    Err(Error::TargetNotEmpty {
+        database,
+        objects: vec![format!(
+            "run {run_id}'s schema step did not record this database as an earlier pgferry copy of the source, so a \
+             refresh may not delete rows in it (RDS-CASES T57)"
+        )],
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Table shapes
+
+/// A column as far as copying and comparing rows are concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Column {
+    type_name: String,
+    not_null: bool,
+    /// `stored` with its expression, for a generated column.
+    generated: Option<String>,
+}
+
+/// A table's shape.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Shape {
+    kind: String,
+    columns: BTreeMap<String, Column>,
+    primary_key: Vec<String>,
+}
+
+async fn shapes(client: &Client) -> Result<BTreeMap<QualifiedName, Shape>> {
+    let sql = format!(
+        "SELECT n.nspname::text, c.relname::text, c.relkind::text, a.attname::text, \
+                format_type(a.atttypid, a.atttypmod), a.attnotnull, \
+                CASE WHEN a.attgenerated <> '' THEN pg_get_expr(d.adbin, d.adrelid) END, \
+                (SELECT coalesce(array_agg(pa.attname::text ORDER BY k.ord), '{{}}') FROM pg_constraint co \
+                   CROSS JOIN LATERAL unnest(co.conkey) WITH ORDINALITY k(attnum, ord) \
+                   JOIN pg_attribute pa ON pa.attrelid = co.conrelid AND pa.attnum = k.attnum \
+                  WHERE co.conrelid = c.oid AND co.contype = 'p') \
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
+         LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum \
+         WHERE c.relkind IN ('r', 'p') AND {USER_RELATION} ORDER BY 1, 2, a.attnum"
+    );
+    let rows = client.query(&sql, &[]).await.map_err(|e| Error::db("read table shapes", e))?;
+    let mut out: BTreeMap<QualifiedName, Shape> = BTreeMap::new();
+    for r in &rows {
+        let name = QualifiedName::new(r.get::<_, String>(0), r.get::<_, String>(1));
+        let shape = out.entry(name).or_insert_with(|| Shape {
+            kind: r.get(2),
+            columns: BTreeMap::new(),
+            primary_key: r.get(7),
+        });
+        if let Some(column) = r.get::<_, Option<String>>(3) {
+            shape.columns.insert(column, Column { type_name: r.get(4), not_null: r.get(5), generated: r.get(6) });
+        }
+    }
+    Ok(out)
+}
+
+/// What a refresh does with a table whose definition is not the same on both sides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum TableAction {
+    /// New on the source: created with its indexes, constraints, triggers and grants.
+    Created,
+    /// Shape changed: dropped and recreated (consent given), then reloaded.
+    Rebuilt,
+    /// Gone from the source: dropped from the target (consent given).
+    Dropped,
+    /// Shape changed or gone from the source, without consent: the refresh stopped.
+    Refused,
+}
+
+/// A table whose definition differs, with each change in words.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TableChange {
+    pub table: QualifiedName,
+    pub action: TableAction,
+    pub changes: Vec<String>,
+}
+
+impl TableChange {
+    fn describe(&self) -> String {
+        format!("table {}: {}", self.table, self.changes.join(", "))
+    }
+}
+
+fn describe_column(c: &Column) -> String {
+    let mut out = c.type_name.clone();
+    if c.not_null {
+        out.push_str(" NOT NULL");
+    }
+    if let Some(expr) = &c.generated {
+        out.push_str(&format!(" GENERATED ALWAYS AS ({expr}) STORED"));
+    }
+    out
+}
+
+/// The differences between the source's and the target's tables; `rebuild` says whether changed
+/// and dropped tables may be rebuilt and dropped.
+fn shape_changes(
+    source: &BTreeMap<QualifiedName, Shape>,
+    target: &BTreeMap<QualifiedName, Shape>,
+    rebuild: bool,
+) -> Vec<TableChange> {
+    let consent = |yes: TableAction| if rebuild { yes } else { TableAction::Refused };
+    let mut out = Vec::new();
+    for (name, s) in source {
+        let Some(t) = target.get(name) else {
+            out.push(TableChange {
+                table: name.clone(),
+                action: TableAction::Created,
+                changes: vec!["new on the source".to_string()],
+            });
+            continue;
+        };
+        let mut changes = Vec::new();
+        if s.kind != t.kind {
+            let kind = |k: &str| if k == "p" { "partitioned table" } else { "table" };
+            changes.push(format!("{} on the source, {} on the target", kind(&s.kind), kind(&t.kind)));
+        }
+        for (col, sc) in &s.columns {
+            match t.columns.get(col) {
+                None => changes.push(format!("column {} added ({})", quote_ident(col), describe_column(sc))),
+                Some(tc) if tc != sc => {
+                    let mut what = Vec::new();
+                    if tc.type_name != sc.type_name {
+                        what.push(format!("type {} → {}", tc.type_name, sc.type_name));
+                    }
+                    if tc.not_null != sc.not_null {
+                        what.push(if sc.not_null { "now NOT NULL" } else { "now nullable" }.to_string());
+                    }
+                    if tc.generated != sc.generated {
+                        what.push(match &sc.generated {
+                            Some(expr) => format!("now generated as ({expr})"),
+                            None => "no longer generated".to_string(),
+                        });
+                    }
+                    changes.push(format!("column {}: {}", quote_ident(col), what.join(", ")));
+                }
+                Some(_) => {}
+            }
+        }
+        for col in t.columns.keys().filter(|c| !s.columns.contains_key(*c)) {
+            changes.push(format!("column {} dropped", quote_ident(col)));
+        }
+        if s.primary_key != t.primary_key {
+            let key = |k: &[String]| {
+                if k.is_empty() {
+                    "none".to_string()
+                } else {
+                    format!("({})", k.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", "))
+                }
+            };
+            changes.push(format!("primary key {} → {}", key(&t.primary_key), key(&s.primary_key)));
+        }
+        if !changes.is_empty() {
+            out.push(TableChange { table: name.clone(), action: consent(TableAction::Rebuilt), changes });
+        }
+    }
+    for name in target.keys().filter(|n| !source.contains_key(*n)) {
+        out.push(TableChange {
+            table: name.clone(),
+            action: consent(TableAction::Dropped),
+            changes: vec!["gone from the source".to_string()],
+        });
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// The dump, per table
+
+/// A pg_dump TOC entry with the schema of its object.
+#[derive(Debug, Clone)]
+struct Entry {
+    toc: TocEntry,
+    schema: Option<String>,
+}
+
+/// Entry kinds that belong to a table: recreated with it.
+const TABLE_BOUND: &[&str] = &[
+    "TABLE",
+    "TABLE ATTACH",
+    "COMMENT",
+    "ACL",
+    "DEFAULT",
+    "SEQUENCE",
+    "SEQUENCE OWNED BY",
+    "CONSTRAINT",
+    "CHECK CONSTRAINT",
+    "FK CONSTRAINT",
+    "INDEX",
+    "INDEX ATTACH",
+    "TRIGGER",
+    "POLICY",
+    "ROW SECURITY",
+    "RULE",
+    "STATISTICS",
+    "SECURITY LABEL",
+];
+
+/// `Schema: …` of a TOC header (`-` for objects outside schemas).
+fn header_schema(leading: &str) -> Option<String> {
+    let line = leading.lines().map(str::trim).find(|l| l.starts_with("-- Name: "))?;
+    let (at, sep) = line.rmatch_indices("; Schema: ").next()?;
+    let rest = &line[at + sep.len()..];
+    let schema = rest.rsplit_once("; Owner: ").map_or(rest, |(s, _)| s);
+    (schema != "-").then(|| schema.to_string())
+}
+
+/// The entries of a section, and each statement's entry by the statement's line.
+fn entries(items: &[Item<'_>], all: &mut BTreeMap<u32, Entry>) -> HashMap<usize, u32> {
+    let mut by_line = HashMap::new();
+    let mut current: Option<u32> = None;
+    for item in items {
+        if item.kind != ItemKind::Statement {
+            current = None;
+            continue;
+        }
+        if let Some(toc) = TocEntry::parse(item.leading()) {
+            current = Some(toc.dump_id);
+            all.insert(toc.dump_id, Entry { schema: header_schema(item.leading()), toc });
+        } else if matches!(Statement::new(item.sql()).keywords(1).first().map(String::as_str), Some("SET" | "SELECT")) {
+            current = None;
+        }
+        if let Some(id) = current {
+            by_line.insert(item.line, id);
+        }
+    }
+    by_line
+}
+
+/// Every entry bound to the `roots` tables: their own items, items of those, sequences they own,
+/// child tables, and foreign keys of other tables referencing them.
+fn closure(all: &BTreeMap<u32, Entry>, roots: &BTreeSet<u32>) -> BTreeSet<u32> {
+    let mut set = roots.clone();
+    loop {
+        let mut added = false;
+        for e in all.values() {
+            if !set.contains(&e.toc.dump_id)
+                && TABLE_BOUND.contains(&e.toc.desc.as_str())
+                && e.toc.deps.iter().any(|d| set.contains(d))
+            {
+                set.insert(e.toc.dump_id);
+                added = true;
+            }
+        }
+        // A serial column's sequence goes with its table (`OWNED BY`) but depends on the schema.
+        let owned: Vec<u32> = all
+            .values()
+            .filter(|e| e.toc.desc == "SEQUENCE OWNED BY" && set.contains(&e.toc.dump_id))
+            .flat_map(|e| e.toc.deps.iter().copied())
+            .filter(|d| all.get(d).is_some_and(|x| x.toc.desc == "SEQUENCE"))
+            .collect();
+        for id in owned {
+            added |= set.insert(id);
+        }
+        if !added {
+            return set;
+        }
+    }
+}
+
+/// The statements of `plan` that belong to `selected` entries, with the session settings
+/// (`SET …`) that precede them in the dump.
+fn subset(plan: &Plan, by_line: &HashMap<usize, u32>, selected: &BTreeSet<u32>) -> Plan {
+    let statements = plan
+        .statements
+        .iter()
+        .filter(|p| match by_line.get(&p.line) {
+            Some(id) => selected.contains(id),
+            None => p.entry.is_none() && p.before.to_ascii_uppercase().starts_with("SET "),
+        })
+        .cloned()
+        .collect();
+    Plan {
+        phase: plan.phase,
+        statements,
+        login_roles_without_password: vec![],
+        acting_roles: plan.acting_roles.clone(),
+    }
+}
+
+/// For `ALTER TABLE ONLY t ADD CONSTRAINT c FOREIGN KEY …` (a table that may hold rows): the
+/// same statement `NOT VALID`, and the statement validating it after the data is in. The names
+/// are the dump's own text, quoted as pg_dump quoted them.
+fn deferred_foreign_key(sql: &str) -> Option<(String, String)> {
+    let st = Statement::new(sql);
+    let words = st.keywords(3);
+    if words != ["ALTER", "TABLE", "ONLY"] || sql.trim_end().to_ascii_uppercase().ends_with("NOT VALID") {
+        return None;
+    }
+    let only_end = st.tokens.get(2)?.end();
+    let add = st.find_word("ADD", only_end)?;
+    let constraint = st.find_word("CONSTRAINT", add.1)?;
+    let name = st.tokens.iter().find(|t| t.offset >= constraint.1)?;
+    st.find_word("FOREIGN", name.end())?;
+    let table = sql[only_end..add.0].trim();
+    Some((format!("{sql} NOT VALID"), format!("ALTER TABLE {table} VALIDATE CONSTRAINT {}", name.text)))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The schema step of a refresh
+
+/// What a refresh's schema step found and did, stored at `runs/<run>/refresh/schema.json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SchemaRefresh {
+    pub run_id: String,
+    /// The earlier run whose copy this refresh updates.
+    pub refresh_of: String,
+    /// The pre-data section dumped now is the one applied by the earlier copy.
+    pub same_schema: bool,
+    pub tables: Vec<TableChange>,
+    /// Statements applied (created and rebuilt tables with their post-data items).
+    pub statements: usize,
+    /// Foreign keys added `NOT VALID`, validated once the data is in.
+    pub validate_after_copy: Vec<String>,
+    pub notes: Vec<String>,
+}
+
+/// The pre-data step in mode refresh: refuses a target that is not an earlier copy, compares
+/// the tables' shapes, and creates, rebuilds or drops tables in one transaction.
+pub async fn pre_data(ctx: &StepContext, input: &StepInput) -> Result<SchemaOutput> {
+    let started = Instant::now();
+    let run = &input.run_id;
+    let name = PRE_DATA;
+    let report_key = keys::schema_report(run, name);
+    let dump_key = keys::dump(run, name);
+    let mut target = ctx.connect(&input.job, Side::Target, "schema", run).await?;
+    // A retry after the transaction committed returns what it did.
+    let recorded = runs_table(&target).await?
+        && target
+            .query_one("SELECT EXISTS (SELECT 1 FROM pgferry.runs WHERE run_id = $1)", &[run])
+            .await
+            .map_err(|e| Error::db("read pgferry runs", e))?
+            .get::<_, bool>(0);
+    if recorded && let Ok(done) = ctx.store.get_json::<SchemaOutput>(&keys::schema_output(run, name)).await {
+        return Ok(done);
+    }
+    let source = ctx.connect(&input.job, Side::Source, "schema", run).await?;
+    let identity = source_identity(&source, &input.job).await?;
+    let earlier = match earlier_copy(&target, &identity).await? {
+        Ok(earlier) => earlier,
+        Err(reason) => {
+            let database: String = target
+                .query_one("SELECT current_database()::text", &[])
+                .await
+                .map_err(|e| Error::db("read target database", e))?
+                .get(0);
+            return Err(refusal(&target, &database, &identity, &reason).await);
+        }
+    };
+    let stored: Facts = ctx.store.get_json(&keys::schema_facts(run)).await?;
+    let database = stored.target_database.clone();
+
+    let facts = Facts {
+        target: TargetFacts::read(&target, &database, true).await?,
+        source: stored.source,
+        target_database: database.clone(),
+    };
+    ctx.store.put_json(&keys::schema_facts(run), &facts).await?;
+    let dump = dump::stored(ctx, run).await?;
+    let pre_items = lex::split(&dump.pre_data);
+    let (_, pre_items) = sanitize::database_items(&pre_items);
+    let post_items = lex::split(&dump.post_data);
+    let (pre_plan, post_plan) = plan_sections(&facts, &pre_items, &post_items);
+    let hash = section_hash(&pre_items);
+    let previous = marker(&target, None, name).await?;
+    let same_schema = previous.as_ref().is_some_and(|(_, h)| h.as_deref() == Some(hash.as_str()));
+
+    let (source_shapes, target_shapes) = tokio::try_join!(shapes(&source), shapes(&target))?;
+    let tables = shape_changes(&source_shapes, &target_shapes, input.job.rebuild_changed_tables());
+    let mut outcome = SchemaRefresh {
+        run_id: run.clone(),
+        refresh_of: earlier.run_id.clone(),
+        same_schema,
+        tables,
+        ..SchemaRefresh::default()
+    };
+    if !same_schema && outcome.tables.is_empty() {
+        outcome.notes.push(format!(
+            "the pre-data section differs from the one applied by run {}, in objects other than table shapes \
+             (functions, views, types, defaults, grants…): a refresh leaves them as they are",
+            previous.as_ref().map_or("?", |p| p.0.as_str())
+        ));
+    }
+    let refused: Vec<&TableChange> = outcome.tables.iter().filter(|t| t.action == TableAction::Refused).collect();
+    if !refused.is_empty() {
+        let mut objects: Vec<String> = refused.iter().map(|t| t.describe()).collect();
+        objects.push(
+            "a refresh rebuilds (drops, recreates and reloads) changed tables and drops tables gone from the source \
+             only with consent: set \"refresh\": {\"rebuildChangedTables\": true} in the job"
+                .to_string(),
+        );
+        ctx.store.put_json(&keys::refresh_schema(run), &outcome).await?;
+        return Err(Error::TargetNotEmpty { database, objects });
+    }
+
+    // Which dump entries to apply: the tables created or rebuilt, and what is bound to them.
+    let mut all = BTreeMap::new();
+    let pre_lines = entries(&pre_items, &mut all);
+    let post_lines = entries(&post_items, &mut all);
+    let wanted: BTreeSet<&QualifiedName> = outcome
+        .tables
+        .iter()
+        .filter(|t| matches!(t.action, TableAction::Created | TableAction::Rebuilt))
+        .map(|t| &t.table)
+        .collect();
+    let roots: BTreeSet<u32> = all
+        .values()
+        .filter(|e| {
+            e.toc.desc == "TABLE"
+                && e.schema
+                    .as_ref()
+                    .is_some_and(|s| wanted.contains(&QualifiedName::new(s.clone(), e.toc.name.clone())))
+        })
+        .map(|e| e.toc.dump_id)
+        .collect();
+    let mut selected = closure(&all, &roots);
+    // A new table in a new schema brings the schema (with its grants and comment).
+    let existing_schemas: HashSet<String> = target
+        .query("SELECT nspname::text FROM pg_namespace", &[])
+        .await
+        .map_err(|e| Error::db("list target schemas", e))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let new_schemas: BTreeSet<u32> = all
+        .values()
+        .filter(|e| e.toc.desc == "SCHEMA" && !existing_schemas.contains(&e.toc.name))
+        .filter(|e| selected.iter().any(|id| all.get(id).is_some_and(|x| x.toc.deps.contains(&e.toc.dump_id))))
+        .map(|e| e.toc.dump_id)
+        .collect();
+    for e in all.values() {
+        if new_schemas.contains(&e.toc.dump_id)
+            || (matches!(e.toc.desc.as_str(), "ACL" | "COMMENT") && e.toc.deps.iter().any(|d| new_schemas.contains(d)))
+        {
+            selected.insert(e.toc.dump_id);
+        }
+    }
+    // Tables to drop: rebuilt ones, their child tables (in the closure), and those gone from the
+    // source; children first (they follow their parents in the dump).
+    let mut drop: Vec<QualifiedName> = Vec::new();
+    for item in &pre_items {
+        if let Some(e) = TocEntry::parse(item.leading()).and_then(|t| all.get(&t.dump_id))
+            && e.toc.desc == "TABLE"
+            && selected.contains(&e.toc.dump_id)
+            && let Some(schema) = &e.schema
+        {
+            let table = QualifiedName::new(schema.clone(), e.toc.name.clone());
+            if target_shapes.contains_key(&table) && !drop.contains(&table) {
+                drop.push(table);
+            }
+        }
+    }
+    drop.reverse();
+    drop.extend(outcome.tables.iter().filter(|t| t.action == TableAction::Dropped).map(|t| t.table.clone()));
+    let children: Vec<&QualifiedName> =
+        drop.iter().filter(|t| !outcome.tables.iter().any(|c| &c.table == *t)).collect();
+    if !children.is_empty() {
+        outcome.notes.push(format!(
+            "rebuilt with their parent: {}",
+            children.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", ")
+        ));
+    }
+
+    let mut pre_sub = subset(&pre_plan, &pre_lines, &selected);
+    let mut post_sub = subset(&post_plan, &post_lines, &selected);
+    for p in &mut post_sub.statements {
+        let is_fk = post_lines.get(&p.line).and_then(|id| all.get(id)).is_some_and(|e| e.toc.desc == "FK CONSTRAINT");
+        if let (true, Some(sql)) = (is_fk, p.sql.as_deref())
+            && let Some((deferred, validate)) = deferred_foreign_key(sql)
+        {
+            p.sql = Some(deferred);
+            outcome.validate_after_copy.push(validate);
+        }
+    }
+    let changing = !drop.is_empty() || !roots.is_empty();
+
+    let mut log = MembershipLog::open(&ctx.store, run, name).await;
+    let tx = target.transaction().await.map_err(|e| Error::db("begin refresh schema transaction", e))?;
+    apply::ensure_database_owner(&tx, &mut log, &facts.target_database).await?;
+    for role in acting_roles(&facts, &pre_plan) {
+        log.ensure(&tx, &role).await?;
+    }
+    tx.batch_execute(BOOKKEEPING_DDL).await.map_err(|e| Error::db("create pgferry bookkeeping schema", e))?;
+    tx.batch_execute(crate::copy::LEDGER_DDL).await.map_err(|e| Error::db("create the chunk ledger", e))?;
+    for table in &drop {
+        drop_table(&tx, table).await?;
+    }
+    let mut statements = 0;
+    let mut applied = Ok(0);
+    if changing {
+        applied = apply::in_transaction(&tx, &mut pre_sub, &[]).await;
+        if let Ok(n) = applied {
+            statements += n;
+            applied = apply::in_transaction(&tx, &mut post_sub, &[]).await;
+        }
+    }
+    let mut report = if changing {
+        SchemaReport::new(run, name, vec![pre_sub, post_sub])
+    } else {
+        let mut r = SchemaReport::new(run, name, vec![pre_plan]);
+        r.already_applied_by = Some(previous.as_ref().map_or_else(|| earlier.run_id.clone(), |p| p.0.clone()));
+        r.recount();
+        r
+    };
+    report.temporary_memberships = log.roles.clone();
+    ctx.store.put_json(&report_key, &report).await?;
+    statements += applied?;
+    outcome.statements = statements;
+    record_run(&tx, run, Mode::Refresh, &identity, Some(&earlier.run_id), false).await?;
+    ctx.store.put_json(&keys::refresh_schema(run), &outcome).await?;
+    let output = SchemaOutput {
+        section: name.to_string(),
+        statements,
+        dump_key,
+        report_key,
+        rewritten: report.rewritten,
+        skipped: report.skipped,
+        already_applied_by: report.already_applied_by.clone(),
+    };
+    ctx.store.put_json(&keys::schema_output(run, name), &output).await?;
+    tx.commit().await.map_err(|e| Error::db("commit refresh schema", e))?;
+    for t in &outcome.tables {
+        tracing::info!(table = %t.table, action = ?t.action, changes = %t.changes.join(", "), "refresh: table definition");
+    }
+    tracing::info!(
+        statements,
+        same_schema,
+        refresh_of = %earlier.run_id,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "refresh schema checked"
+    );
+    Ok(output)
+}
+
+/// Drops a target table, after the foreign keys of other tables that reference it.
+async fn drop_table(tx: &tokio_postgres::Transaction<'_>, table: &QualifiedName) -> Result<()> {
+    let referencing = tx
+        .query(
+            "SELECT n.nspname::text, c.relname::text, co.conname::text FROM pg_constraint co \
+             JOIN pg_class c ON c.oid = co.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE co.contype = 'f' AND co.conparentid = 0 AND co.confrelid = to_regclass($1) \
+               AND co.conrelid <> co.confrelid",
+            &[&table.to_string()],
+        )
+        .await
+        .map_err(|e| Error::db(format!("list foreign keys referencing {table}"), e))?;
+    for r in &referencing {
+        let from = QualifiedName::new(r.get::<_, String>(0), r.get::<_, String>(1));
+        let sql = format!("ALTER TABLE {from} DROP CONSTRAINT IF EXISTS {}", quote_ident(&r.get::<_, String>(2)));
+        tx.batch_execute(&sql).await.map_err(|e| Error::db(sql.clone(), e))?;
+    }
+    let sql = format!("DROP TABLE IF EXISTS {table}");
+    tx.batch_execute(&sql).await.map_err(|e| {
+        Error::db(
+            format!("{sql} (objects outside the table, such as views, that depend on it must be dropped first)"),
+            e,
+        )
+    })
+}
+
+/// Validates the foreign keys a refresh's schema step added `NOT VALID` (once the rows are in).
+pub async fn validate_foreign_keys(ctx: &StepContext, input: &StepInput, target: &Client) -> Result<usize> {
+    let Ok(outcome) = ctx.store.get_json::<SchemaRefresh>(&keys::refresh_schema(&input.run_id)).await else {
+        return Ok(0);
+    };
+    for sql in &outcome.validate_after_copy {
+        target.batch_execute(sql).await.map_err(|e| Error::db(sql.clone(), e))?;
+    }
+    Ok(outcome.validate_after_copy.len())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rows
+
+/// Compares one slice and re-copies what differs, in one transaction with its ledger row:
+/// `(rows written, bytes written, counts)`.
+pub(crate) async fn refresh_slice(
+    source: &Client,
+    target: &mut Client,
+    input: &ChunkInput,
+    index: usize,
+    slice: &Slice,
+) -> Result<(u64, u64, RefreshCounts)> {
+    let chunk = &input.chunk;
+    let keyless = chunk.key.is_empty();
+    // A table without a key is compared and reloaded whole, by the slice holding its first page;
+    // its other page slices have nothing left to do.
+    if keyless && matches!(slice, Slice::Pages { first_page, .. } if *first_page > 0) {
+        record_slice(&*target, input, &LedgerRow { slice: index, ..LedgerRow::default() }).await?;
+        return Ok((0, 0, RefreshCounts::default()));
+    }
+    let filter = if keyless { None } else { slice_predicate(&chunk.key, slice) };
+    let sql = hash_sql(chunk, filter.clone());
+    let (s, t) = tokio::try_join!(source.query_one(&sql, &[]), target.query_one(&sql, &[]))
+        .map_err(|e| Error::db(format!("hash {}", chunk.table), e))?;
+    let (source_rows, target_rows) =
+        (u64::try_from(s.get::<_, i64>(0)).unwrap_or(0), u64::try_from(t.get::<_, i64>(0)).unwrap_or(0));
+    if source_rows == target_rows && s.get::<_, String>(1) == t.get::<_, String>(1) {
+        let row = LedgerRow {
+            slice: index,
+            compared: Some(source_rows),
+            deleted: Some(0),
+            equal: Some(true),
+            ..LedgerRow::default()
+        };
+        record_slice(&*target, input, &row).await?;
+        return Ok((0, 0, row.refresh_counts()));
+    }
+    let diff =
+        if keyless || chunk.columns.is_empty() { None } else { Some(row_diff(source, target, chunk, &filter).await?) };
+    let tx = target.transaction().await.map_err(|e| Error::db("begin refresh transaction", e))?;
+    // Reloaded rows are the source's rows: no foreign key checks or user triggers fire on them.
+    tx.batch_execute("SET LOCAL session_replication_role = replica")
+        .await
+        .map_err(|e| Error::db("set session_replication_role = replica (needs rds_superuser)", e))?;
+    let table = &chunk.table;
+    let small = diff
+        .as_ref()
+        .filter(|d| (d.to_copy.len() + d.to_delete.len()) as u64 * ROW_REPAIR_RATIO <= source_rows.max(target_rows));
+    let (deleted, rows, bytes) = match small {
+        Some(d) => {
+            let mut deleted = 0;
+            for batch in d.to_delete.chunks(KEY_BATCH) {
+                deleted += delete_keys(&tx, chunk, batch).await?;
+            }
+            let (mut rows, mut bytes) = (0, 0);
+            for batch in d.to_copy.chunks(KEY_BATCH) {
+                let out_sql = format!(
+                    "COPY (SELECT {} FROM ONLY {table} WHERE {}) TO STDOUT ({})",
+                    column_list(&chunk.columns),
+                    keys_in_literal(chunk, batch),
+                    copy_options(chunk)
+                );
+                let (r, b) = stream(source, &tx, &out_sql, &copy_in(chunk), table).await?;
+                rows += r;
+                bytes += b;
+            }
+            (deleted, rows, bytes)
+        }
+        None => {
+            let where_clause = filter.as_ref().map_or(String::new(), |p| format!(" WHERE {p}"));
+            let deleted = tx
+                .execute(&format!("DELETE FROM ONLY {table}{where_clause}"), &[])
+                .await
+                .map_err(|e| Error::db(format!("delete a range of {table}"), e))?;
+            let (rows, bytes) = if chunk.columns.is_empty() {
+                // COPY needs a column; a table without columns can still hold rows.
+                let n = i64::try_from(source_rows).unwrap_or(i64::MAX);
+                tx.execute(&format!("INSERT INTO {table} SELECT FROM generate_series(1, $1::bigint)"), &[&n])
+                    .await
+                    .map_err(|e| Error::db(format!("fill {table}"), e))?;
+                (source_rows, 0)
+            } else {
+                let whole = if keyless { &Slice::Whole } else { slice };
+                stream(source, &tx, &copy_out_sql(chunk, whole), &copy_in(chunk), table).await?
+            };
+            (deleted, rows, bytes)
+        }
+    };
+    let row = LedgerRow {
+        slice: index,
+        rows,
+        bytes,
+        compared: Some(source_rows),
+        deleted: Some(deleted),
+        equal: Some(false),
+    };
+    record_slice(&tx, input, &row).await?;
+    tx.commit().await.map_err(|e| Error::db(format!("commit slice {index} of chunk {}", chunk.id), e))?;
+    tracing::debug!(slice = index, rows, deleted, "slice refreshed");
+    Ok((rows, bytes, row.refresh_counts()))
+}
+
+/// `COPY t (cols) FROM STDIN` without FREEZE (the table is not emptied in the transaction).
+fn copy_in(chunk: &crate::step::Chunk) -> String {
+    format!("COPY {} ({}) FROM STDIN ({})", chunk.table, column_list(&chunk.columns), copy_options(chunk))
+}
+
+/// The keys to delete on the target and to copy from the source.
+#[derive(Debug, Default)]
+struct RowDiff {
+    to_delete: Vec<Vec<String>>,
+    to_copy: Vec<Vec<String>>,
+}
+
+/// Compares a range key by key: `(key text, row hash)` pairs leave the servers, rows don't.
+async fn row_diff(
+    source: &Client,
+    target: &Client,
+    chunk: &crate::step::Chunk,
+    filter: &Option<String>,
+) -> Result<RowDiff> {
+    let keys: Vec<String> = chunk.key.iter().map(|k| format!("{}::text", quote_ident(&k.name))).collect();
+    let where_clause = filter.as_ref().map_or(String::new(), |p| format!(" WHERE {p}"));
+    let sql =
+        format!("SELECT {}, {} FROM ONLY {}{where_clause}", keys.join(", "), row_hash(&chunk.columns), chunk.table);
+    let (s, t) = tokio::try_join!(source.query(&sql, &[]), target.query(&sql, &[]))
+        .map_err(|e| Error::db(format!("compare rows of {}", chunk.table), e))?;
+    let n = chunk.key.len();
+    let key_of = |r: &tokio_postgres::Row| (0..n).map(|i| r.get::<_, String>(i)).collect::<Vec<String>>();
+    let mut on_target: HashMap<Vec<String>, i64> = t.iter().map(|r| (key_of(r), r.get(n))).collect();
+    let mut diff = RowDiff::default();
+    for r in &s {
+        let key = key_of(r);
+        match on_target.remove(&key) {
+            None => diff.to_copy.push(key),
+            Some(h) if h != r.get::<_, i64>(n) => {
+                diff.to_delete.push(key.clone());
+                diff.to_copy.push(key);
+            }
+            Some(_) => {}
+        }
+    }
+    diff.to_delete.extend(on_target.into_keys());
+    Ok(diff)
+}
+
+/// Deletes rows by key (keys as bound text arrays, cast to the key's types).
+async fn delete_keys(
+    tx: &tokio_postgres::Transaction<'_>,
+    chunk: &crate::step::Chunk,
+    keys: &[Vec<String>],
+) -> Result<u64> {
+    let cols: Vec<String> = chunk.key.iter().map(|k| quote_ident(&k.name)).collect();
+    let typed: Vec<String> = chunk.key.iter().enumerate().map(|(i, k)| format!("u.c{i}::{}", k.type_name)).collect();
+    let arrays: Vec<String> = (1..=chunk.key.len()).map(|i| format!("${i}::text[]")).collect();
+    let aliases: Vec<String> = (0..chunk.key.len()).map(|i| format!("c{i}")).collect();
+    let sql = format!(
+        "DELETE FROM ONLY {} WHERE ({}) IN (SELECT {} FROM unnest({}) AS u({}))",
+        chunk.table,
+        cols.join(", "),
+        typed.join(", "),
+        arrays.join(", "),
+        aliases.join(", ")
+    );
+    let columns: Vec<Vec<String>> = (0..chunk.key.len()).map(|i| keys.iter().map(|k| k[i].clone()).collect()).collect();
+    let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+        columns.iter().map(|c| c as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
+    tx.execute(&sql, &params).await.map_err(|e| Error::db(format!("delete changed rows of {}", chunk.table), e))
+}
+
+/// `(k1, k2) IN (SELECT …)` selecting `keys`, as literals: `COPY (SELECT …)` takes no parameters.
+fn keys_in_literal(chunk: &crate::step::Chunk, keys: &[Vec<String>]) -> String {
+    let cols: Vec<String> = chunk.key.iter().map(|k| quote_ident(&k.name)).collect();
+    let typed: Vec<String> = chunk.key.iter().enumerate().map(|(i, k)| format!("u.c{i}::{}", k.type_name)).collect();
+    let arrays: Vec<String> = (0..chunk.key.len())
+        .map(|i| format!("ARRAY[{}]::text[]", keys.iter().map(|k| quote_literal(&k[i])).collect::<Vec<_>>().join(",")))
+        .collect();
+    let aliases: Vec<String> = (0..chunk.key.len()).map(|i| format!("c{i}")).collect();
+    format!(
+        "({}) IN (SELECT {} FROM unnest({}) AS u({}))",
+        cols.join(", "),
+        typed.join(", "),
+        arrays.join(", "),
+        aliases.join(", ")
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// The report
+
+/// What a refresh did, in the run report.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RefreshSummary {
+    /// The earlier run whose copy was updated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_of: Option<String>,
+    pub counts: RefreshCounts,
+    /// Tables with rows re-copied or deleted: `(table, rows copied, rows deleted)`.
+    pub tables_changed: Vec<(QualifiedName, u64, u64)>,
+    /// Tables created, rebuilt or dropped by the schema step.
+    pub schema: Vec<TableChange>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    /// One line: `copied no rows: …` for an unchanged database.
+    pub summary: String,
+}
+
+/// Gathers the chunks' refresh counts and the schema step's actions; `None` when the run's
+/// schema step did not refresh (a verification on its own).
+pub async fn summarize(ctx: &StepContext, run: &str) -> Result<Option<RefreshSummary>> {
+    let Ok(schema) = ctx.store.get_json::<SchemaRefresh>(&keys::refresh_schema(run)).await else {
+        return Ok(None);
+    };
+    let mut out = RefreshSummary::default();
+    let mut per_table: BTreeMap<QualifiedName, (u64, u64)> = BTreeMap::new();
+    for key in ctx.store.list(&keys::copy_prefix(run)).await? {
+        let c: CopyChunkOutput = ctx.store.get_json(&key).await?;
+        if let Some(r) = c.refresh {
+            out.counts.add(&r);
+            if r.rows_reloaded + r.rows_deleted > 0 {
+                let t = per_table.entry(c.table.clone()).or_default();
+                t.0 += r.rows_reloaded;
+                t.1 += r.rows_deleted;
+            }
+        }
+    }
+    out.tables_changed = per_table.into_iter().map(|(t, (c, d))| (t, c, d)).collect();
+    out.refresh_of = Some(schema.refresh_of);
+    out.schema = schema.tables;
+    out.notes = schema.notes;
+    let c = &out.counts;
+    let compared = format!("{} rows in {} slices compared", c.rows_compared, c.slices_equal + c.slices_reloaded);
+    out.summary = if c.rows_reloaded == 0 && c.rows_deleted == 0 {
+        format!("refresh copied no rows: {compared}, all equal")
+    } else {
+        format!(
+            "refresh re-copied {} rows and deleted {} in {} of {} slices ({compared}, {} rows left alone)",
+            c.rows_reloaded,
+            c.rows_deleted,
+            c.slices_reloaded,
+            c.slices_equal + c.slices_reloaded,
+            c.rows_skipped
+        )
+    };
+    for action in [TableAction::Created, TableAction::Rebuilt, TableAction::Dropped] {
+        let names: Vec<String> =
+            out.schema.iter().filter(|t| t.action == action).map(|t| t.table.to_string()).collect();
+        if !names.is_empty() {
+            out.summary.push_str(&format!("; tables {}: {}", format!("{action:?}").to_lowercase(), names.join(", ")));
+        }
+    }
+    Ok(Some(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(cols: &[(&str, &str, bool)], key: &[&str]) -> Shape {
+        Shape {
+            kind: "r".to_string(),
+            columns: cols
+                .iter()
+                .map(|(n, t, nn)| (n.to_string(), Column { type_name: t.to_string(), not_null: *nn, generated: None }))
+                .collect(),
+            primary_key: key.iter().map(|k| k.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn shape_changes_name_each_table_and_change() {
+        let t = |n: &str| QualifiedName::new("public", n);
+        let source = BTreeMap::from([
+            (t("same"), shape(&[("id", "integer", true)], &["id"])),
+            (t("typed"), shape(&[("id", "bigint", true), ("v", "text", true)], &["id"])),
+            (t("new"), shape(&[("id", "integer", true)], &["id"])),
+        ]);
+        let target = BTreeMap::from([
+            (t("same"), shape(&[("id", "integer", true)], &["id"])),
+            (t("typed"), shape(&[("id", "integer", true), ("v", "text", false), ("old", "text", false)], &[])),
+            (t("gone"), shape(&[("id", "integer", true)], &["id"])),
+        ]);
+        let changes = shape_changes(&source, &target, false);
+        let described: Vec<String> = changes.iter().map(TableChange::describe).collect();
+        assert_eq!(
+            described,
+            vec![
+                "table \"public\".\"new\": new on the source",
+                "table \"public\".\"typed\": column \"id\": type integer → bigint, column \"v\": now NOT NULL, \
+                 column \"old\" dropped, primary key none → (\"id\")",
+                "table \"public\".\"gone\": gone from the source",
+            ]
+        );
+        let actions: Vec<TableAction> = changes.iter().map(|c| c.action).collect();
+        assert_eq!(actions, [TableAction::Created, TableAction::Refused, TableAction::Refused]);
+        let actions: Vec<TableAction> = shape_changes(&source, &target, true).iter().map(|c| c.action).collect();
+        assert_eq!(actions, [TableAction::Created, TableAction::Rebuilt, TableAction::Dropped]);
+    }
+
+    #[test]
+    fn foreign_keys_on_tables_with_rows_are_deferred_and_validated_later() {
+        let sql = "ALTER TABLE ONLY public.\"Order Lines\"\n    ADD CONSTRAINT \"fk x\" FOREIGN KEY (o) REFERENCES public.orders(id)";
+        let (deferred, validate) = deferred_foreign_key(sql).unwrap();
+        assert_eq!(deferred, format!("{sql} NOT VALID"));
+        assert_eq!(validate, "ALTER TABLE public.\"Order Lines\" VALIDATE CONSTRAINT \"fk x\"");
+        assert!(deferred_foreign_key(&format!("{sql} NOT VALID")).is_none(), "an invalid source key stays invalid");
+        assert!(
+            deferred_foreign_key("ALTER TABLE public.p ADD CONSTRAINT f FOREIGN KEY (a) REFERENCES t(a)").is_none()
+        );
+        assert!(deferred_foreign_key("ALTER TABLE ONLY public.t ADD CONSTRAINT t_pkey PRIMARY KEY (id)").is_none());
+    }
+
+    #[test]
+    fn toc_headers_give_the_schema() {
+        assert_eq!(
+            header_schema(
+                "--\n-- TOC entry 5 (class 1259 OID 1)\n-- Name: t; Type: TABLE; Schema: sales; Owner: app\n--\n"
+            ),
+            Some("sales".to_string())
+        );
+        assert_eq!(header_schema("-- Name: x; Type: EXTENSION; Schema: -; Owner: -\n"), None);
+    }
+
+    #[test]
+    fn keys_are_selected_by_typed_literals() {
+        let chunk = crate::step::Chunk {
+            id: "c0".into(),
+            table: QualifiedName::new("public", "t"),
+            columns: vec!["a".into(), "b".into()],
+            format: crate::step::CopyFormat::Binary,
+            key: vec![
+                crate::step::KeyColumn { name: "a".into(), type_name: "integer".into() },
+                crate::step::KeyColumn { name: "b b".into(), type_name: "text".into() },
+            ],
+            slices: vec![Slice::Whole],
+            estimated_bytes: 0,
+        };
+        assert_eq!(
+            keys_in_literal(&chunk, &[vec!["1".into(), "it's".into()]]),
+            "(\"a\", \"b b\") IN (SELECT u.c0::integer, u.c1::text FROM unnest(ARRAY['1']::text[], \
+             ARRAY['it''s']::text[]) AS u(c0, c1))"
+        );
+    }
+}

@@ -1,0 +1,344 @@
+//! Mode `refresh` against the test bed: after a copy, only what differs is re-copied, an
+//! unchanged database copies no rows, a target that is not an earlier pgferry copy is refused
+//! (RDS-CASES T57), and table shape changes stop the refresh unless the job consents to rebuilds.
+
+use std::sync::Arc;
+
+use pgferry_core::asl::{Execution, Outcome, StateMachine};
+use pgferry_core::context::StepContext;
+use pgferry_core::plan::{self, PlanOptions};
+use pgferry_core::refresh::{RefreshSummary, TableAction};
+use pgferry_core::runner::{self, LocalEnvironment};
+use pgferry_core::step::{CheckStatus, ChunkInput, CopyChunkOutput, SchemaRequest, StepInput, keys};
+use pgferry_core::{ErrorKind, copy, schema, verify};
+use pgferry_tests::{Server, connect, create_db, drop_db, source_with, step_setup, testbed};
+use tokio_postgres::Client;
+
+const SHOP: &str = r#"
+    CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL, email text);
+    INSERT INTO customers SELECT g, 'customer ' || g, CASE WHEN g % 7 <> 0 THEN 'c' || g || '@example.com' END
+      FROM generate_series(1, 2000) g;
+    CREATE TABLE orders (id bigserial PRIMARY KEY, customer_id int NOT NULL REFERENCES customers ON DELETE CASCADE,
+                         amount numeric(10, 2) NOT NULL, placed timestamptz NOT NULL);
+    INSERT INTO orders (customer_id, amount, placed)
+      SELECT 1 + g % 2000, (g % 1000) / 10.0, timestamptz '2025-01-01' + g * interval '1 min'
+      FROM generate_series(1, 20000) g;
+    CREATE TABLE order_lines (order_id bigint NOT NULL REFERENCES orders, line int NOT NULL, sku text NOT NULL,
+                              qty int NOT NULL, PRIMARY KEY (order_id, line));
+    INSERT INTO order_lines SELECT 1 + g / 2, g % 2, 'sku-' || (g % 311), 1 + g % 5 FROM generate_series(0, 39999) g;
+    CREATE TABLE notes (id int PRIMARY KEY, body text);
+    INSERT INTO notes SELECT g, repeat('n', g % 50) FROM generate_series(1, 500) g;
+    CREATE TABLE audit_log (at timestamptz NOT NULL, line text NOT NULL);
+    INSERT INTO audit_log SELECT timestamptz '2025-01-01' + g * interval '1 s', 'event ' || g FROM generate_series(1, 5000) g;
+    CREATE INDEX orders_customer_idx ON orders (customer_id);
+    SELECT lo_from_bytea(880001, 'first'), lo_from_bytea(880002, 'second');
+"#;
+
+/// Runs the state machine locally on `job` (as `pgferry run` does); returns the outcome and the
+/// run's report (when one was written).
+async fn run_machine(ctx: StepContext, input: &StepInput) -> (Outcome, Option<verify::Report>) {
+    let machine = StateMachine::parse(runner::DEFINITION, &runner::local_substitutions()).unwrap();
+    let store = ctx.store.clone();
+    let env = Arc::new(LocalEnvironment::new(ctx));
+    let outcome = Execution::new(&machine, env, input.run_id.clone())
+        .run(serde_json::to_value(&input.job).unwrap())
+        .await
+        .unwrap();
+    let report = store.get_json::<verify::Report>(&keys::report(&input.run_id)).await.ok();
+    (outcome, report)
+}
+
+/// What `pgferry verify JOB` does: plan, hash every verify item on both sides, report.
+async fn verify_now(source_db: &str, target_db: &str) -> verify::Report {
+    let (ctx, input) = step_setup(source_db, target_db, serde_json::json!({}));
+    plan::run(&ctx, &input).await.unwrap();
+    let plan: plan::Plan = ctx.store.get_json(&keys::plan(&input.run_id)).await.unwrap();
+    for item in &plan.verify_items {
+        let ci = ChunkInput { job: input.job.clone(), run_id: input.run_id.clone(), chunk: item.clone() };
+        verify::verify_chunk(&ctx, &ci).await.unwrap();
+    }
+    let out = verify::report(&ctx, &input).await.unwrap();
+    ctx.store.get_json(&out.report_key).await.unwrap()
+}
+
+fn refresh_job(extra: serde_json::Value) -> serde_json::Value {
+    let mut job = serde_json::json!({"mode": "refresh"});
+    if let (Some(map), Some(more)) = (job.as_object_mut(), extra.as_object()) {
+        map.extend(more.clone());
+    }
+    job
+}
+
+fn refresh_of(report: &verify::Report) -> &RefreshSummary {
+    report.refresh.as_ref().expect("a refresh run's report has a refresh section")
+}
+
+fn table<'a>(report: &'a verify::Report, name: &str) -> &'a verify::TableReport {
+    report.tables.iter().find(|t| t.table.name == name).unwrap_or_else(|| panic!("no table {name} in the report"))
+}
+
+/// A source built from `ddl` and its full copy by `pgferry run` (snapshot mode).
+async fn copied(prefix: &str, ddl: &str) -> (String, String) {
+    let (source_db, target_db, _source) = source_with(prefix, ddl).await;
+    let (ctx, input) = step_setup(&source_db, &target_db, serde_json::json!({}));
+    let (outcome, report) = run_machine(ctx, &input).await;
+    assert!(matches!(outcome, Outcome::Succeeded(_)), "snapshot failed: {outcome:?}");
+    assert!(report.unwrap().equal);
+    (source_db, target_db)
+}
+
+async fn cleanup(source_db: &str, target_db: &str) {
+    drop_db(Server::Target, target_db).await;
+    drop_db(Server::Source, source_db).await;
+}
+
+#[tokio::test]
+async fn a_refresh_repairs_rows_changed_on_the_target_that_verify_names_and_then_copies_nothing() {
+    let (source_db, target_db) = copied("rf_must", SHOP).await;
+    let target = connect(&testbed().url(Server::Target, &target_db)).await;
+    target
+        .batch_execute(
+            "UPDATE customers SET name = 'changed by hand' WHERE id = 42; \
+             DELETE FROM order_lines WHERE order_id = 777 AND line = 1; \
+             INSERT INTO notes VALUES (9001, 'not on the source')",
+        )
+        .await
+        .unwrap();
+
+    // `pgferry verify` names each key.
+    let report = verify_now(&source_db, &target_db).await;
+    assert!(!report.equal);
+    assert_eq!(table(&report, "customers").differences.different, vec!["42"]);
+    assert_eq!(table(&report, "order_lines").differences.missing_on_target, vec!["777, 1"]);
+    assert_eq!(table(&report, "notes").differences.extra_on_target, vec!["9001"]);
+    assert!(table(&report, "orders").equal);
+
+    // A refresh re-copies exactly those rows.
+    let (ctx, input) = step_setup(&source_db, &target_db, refresh_job(serde_json::json!({})));
+    let (outcome, report) = run_machine(ctx, &input).await;
+    assert!(matches!(outcome, Outcome::Succeeded(_)), "refresh failed: {outcome:?}");
+    let report = report.unwrap();
+    assert!(report.equal, "{report:#?}");
+    let r = refresh_of(&report);
+    assert_eq!((r.counts.rows_reloaded, r.counts.rows_deleted), (2, 2), "{r:#?}");
+    let changed: Vec<&str> = r.tables_changed.iter().map(|(t, _, _)| t.name.as_str()).collect();
+    assert_eq!(changed, ["customers", "notes", "order_lines"]);
+    assert!(r.summary.starts_with("refresh re-copied 2 rows and deleted 2"), "{}", r.summary);
+    assert!(verify_now(&source_db, &target_db).await.equal);
+
+    // An unchanged database: nothing copied, and the report says so.
+    let (ctx, input) = step_setup(&source_db, &target_db, refresh_job(serde_json::json!({})));
+    let (outcome, report) = run_machine(ctx, &input).await;
+    assert!(matches!(outcome, Outcome::Succeeded(_)), "second refresh failed: {outcome:?}");
+    let report = report.unwrap();
+    let r = refresh_of(&report);
+    assert_eq!(r.counts.rows_reloaded + r.counts.rows_deleted, 0);
+    assert_eq!(r.counts.rows_compared, 2000 + 20000 + 40000 + 500 + 5000);
+    assert!(r.summary.starts_with("refresh copied no rows"), "{}", r.summary);
+    assert_eq!(report.tables.iter().map(|t| t.rows_copied).sum::<u64>(), 0);
+    drop(target);
+    cleanup(&source_db, &target_db).await;
+}
+
+#[tokio::test]
+async fn t57_a_refresh_of_a_database_pgferry_did_not_copy_is_refused_by_every_step() {
+    let (source_db, _unused, _source) = source_with("rf_t57", SHOP).await;
+    let target_db = create_db(Server::Target, "rf_t57_foreign").await;
+    let target = connect(&testbed().url(Server::Target, &target_db)).await;
+    target
+        .batch_execute(
+            "CREATE TABLE customers (id int PRIMARY KEY, name text); INSERT INTO customers VALUES (1, 'keep me')",
+        )
+        .await
+        .unwrap();
+
+    let (ctx, input) = step_setup(&source_db, &target_db, refresh_job(serde_json::json!({})));
+    let out = pgferry_core::preflight::run(&ctx, &input).await.unwrap();
+    assert!(!out.ok);
+    let check = out.checks.iter().find(|c| c.name == "refresh-target").expect("a refresh-target check");
+    assert_eq!(check.status, CheckStatus::Fail, "{check:?}");
+    assert!(check.detail.contains("no pgferry bookkeeping"), "{}", check.detail);
+    assert!(check.advice.as_deref().unwrap_or("").contains("snapshot"));
+    assert!(!out.checks.iter().any(|c| c.name == "target-empty"), "a refresh expects a populated target");
+
+    // Never trust that preflight ran: each writing step refuses on its own.
+    let err = schema::handle(&ctx, SchemaRequest::Globals(input.clone())).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::TargetNotEmpty, "{err}");
+    assert!(err.to_string().contains("mode refresh updates only a database pgferry copied from"), "{err}");
+    let err = schema::pre_data(&ctx, &input).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::TargetNotEmpty, "{err}");
+    let plan = plan::build(&ctx, &input, PlanOptions::default()).await.unwrap();
+    let chunk = plan.chunks.iter().find(|c| c.table.name == "customers").unwrap().clone();
+    let ci = ChunkInput { job: input.job.clone(), run_id: input.run_id.clone(), chunk };
+    let err = copy::copy_chunk(&ctx, &ci, None).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::TargetNotEmpty, "{err}");
+    let kept: String = target.query_one("SELECT name FROM customers WHERE id = 1", &[]).await.unwrap().get(0);
+    assert_eq!(kept, "keep me");
+
+    // A pgferry copy of another source database is refused too.
+    let (other_db, _, _other) = source_with("rf_t57_other", "CREATE TABLE t (id int PRIMARY KEY)").await;
+    let other_target = pgferry_tests::unique_name("rf_t57_other_dst");
+    let (ctx, input) = step_setup(&other_db, &other_target, serde_json::json!({}));
+    assert!(matches!(run_machine(ctx, &input).await.0, Outcome::Succeeded(_)));
+    let (ctx, input) = step_setup(&source_db, &other_target, refresh_job(serde_json::json!({})));
+    let err = schema::handle(&ctx, SchemaRequest::Globals(input.clone())).await.unwrap_err();
+    assert!(err.to_string().contains("another source"), "{err}");
+
+    // A missing database has nothing to refresh.
+    let (ctx, input) =
+        step_setup(&source_db, &pgferry_tests::unique_name("rf_t57_missing"), refresh_job(serde_json::json!({})));
+    let err = schema::handle(&ctx, SchemaRequest::Globals(input.clone())).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    assert!(err.to_string().contains("does not exist"), "{err}");
+    drop(target);
+    cleanup(&source_db, &target_db).await;
+    cleanup(&other_db, &other_target).await;
+}
+
+/// The refresh steps one by one, as the state machine runs them, with small slices so that
+/// tables are cut into key and page ranges.
+async fn refresh_steps(
+    source_db: &str,
+    target_db: &str,
+    extra: serde_json::Value,
+) -> pgferry_core::Result<verify::Report> {
+    let (ctx, input) = step_setup(source_db, target_db, refresh_job(extra));
+    schema::handle(&ctx, SchemaRequest::Globals(input.clone())).await?;
+    schema::handle(&ctx, SchemaRequest::PreData(input.clone())).await?;
+    let plan = plan::build(&ctx, &input, PlanOptions { slice_bytes: 128 * 1024, slices_per_chunk: 3 }).await?;
+    ctx.store.put_json(&keys::plan(&input.run_id), &plan).await?;
+    for chunk in &plan.chunks {
+        let ci = ChunkInput { job: input.job.clone(), run_id: input.run_id.clone(), chunk: chunk.clone() };
+        let out: CopyChunkOutput = copy::copy_chunk(&ctx, &ci, None).await?;
+        assert!(out.done && out.refresh.is_some());
+    }
+    schema::handle(&ctx, SchemaRequest::Sequences(input.clone())).await?;
+    pgferry_core::lobs::copy_all(&ctx, &input).await?;
+    for item in &plan.verify_items {
+        let ci = ChunkInput { job: input.job.clone(), run_id: input.run_id.clone(), chunk: item.clone() };
+        verify::verify_chunk(&ctx, &ci).await?;
+    }
+    let out = verify::report(&ctx, &input).await?;
+    ctx.store.get_json(&out.report_key).await
+}
+
+async fn source(db: &str) -> Client {
+    connect(&testbed().url(Server::Source, db)).await
+}
+
+#[tokio::test]
+async fn a_refresh_after_one_percent_of_rows_changed_on_the_source_ends_equal() {
+    let (source_db, target_db) = copied("rf_pct", SHOP).await;
+    let src = source(&source_db).await;
+    // About 1% of the rows: updates, inserts and deletes in every table, parents and children of
+    // foreign keys included (deleting a customer cascades to its orders on the source), a
+    // keyless table, a sequence and the large objects.
+    src.batch_execute(
+        "UPDATE customers SET email = NULL WHERE id % 100 = 3; \
+         INSERT INTO customers SELECT g, 'new ' || g, NULL FROM generate_series(2001, 2020) g; \
+         DELETE FROM order_lines WHERE order_id IN (SELECT id FROM orders WHERE customer_id = 1500); \
+         DELETE FROM customers WHERE id = 1500; \
+         UPDATE orders SET amount = amount + 1 WHERE id % 100 = 7; \
+         INSERT INTO orders (customer_id, amount, placed) SELECT 2001 + g % 20, 1, now() FROM generate_series(1, 200) g; \
+         DELETE FROM order_lines WHERE order_id % 211 = 0; \
+         UPDATE order_lines SET qty = qty + 10 WHERE order_id % 97 = 0; \
+         INSERT INTO notes VALUES (501, 'late'), (502, NULL); DELETE FROM notes WHERE id = 250; \
+         UPDATE audit_log SET line = line || '!' WHERE extract(epoch FROM at)::bigint % 100 = 0; \
+         INSERT INTO audit_log VALUES (now(), 'after the copy'); \
+         SELECT lo_unlink(880001); SELECT lo_from_bytea(880003, 'third'); \
+         SELECT lo_put(880002, 0, '\\x5345434f4e44')",
+    )
+    .await
+    .unwrap();
+    src.batch_execute("ANALYZE").await.unwrap();
+    let report = refresh_steps(&source_db, &target_db, serde_json::json!({})).await.unwrap();
+    assert!(report.equal, "{report:#?}");
+    let r = refresh_of(&report);
+    assert!(r.counts.slices_equal > 0, "unchanged slices are left alone: {r:#?}");
+    assert!(r.counts.rows_reloaded < r.counts.rows_compared / 5, "{r:#?}");
+    assert!(verify_now(&source_db, &target_db).await.equal);
+    let target = connect(&testbed().url(Server::Target, &target_db)).await;
+    let invalid: i64 = target
+        .query_one("SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND NOT convalidated", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(invalid, 0);
+    drop(target);
+    drop(src);
+    cleanup(&source_db, &target_db).await;
+}
+
+#[tokio::test]
+async fn a_changed_table_stops_a_refresh_unless_the_job_allows_rebuilding_it() {
+    let (source_db, target_db) = copied("rf_shape", SHOP).await;
+    let src = source(&source_db).await;
+    src.batch_execute(
+        "ALTER TABLE orders ALTER COLUMN amount TYPE numeric(12, 2); \
+         ALTER TABLE notes ADD COLUMN pinned boolean NOT NULL DEFAULT false; \
+         CREATE TABLE tags (id serial PRIMARY KEY, customer_id int NOT NULL REFERENCES customers, tag text NOT NULL); \
+         CREATE INDEX tags_tag_idx ON tags (tag); \
+         INSERT INTO tags (customer_id, tag) SELECT g, 'vip' FROM generate_series(1, 50) g; \
+         ANALYZE",
+    )
+    .await
+    .unwrap();
+    let err = refresh_steps(&source_db, &target_db, serde_json::json!({})).await.unwrap_err();
+    let text = err.to_string();
+    assert_eq!(err.kind(), ErrorKind::TargetNotEmpty, "{text}");
+    assert!(
+        text.contains("table \"public\".\"orders\": column \"amount\": type numeric(10,2) → numeric(12,2)"),
+        "{text}"
+    );
+    assert!(text.contains("table \"public\".\"notes\": column \"pinned\" added (boolean NOT NULL)"), "{text}");
+    assert!(text.contains("rebuildChangedTables"), "{text}");
+    let target = connect(&testbed().url(Server::Target, &target_db)).await;
+    let tags: Option<String> = target.query_one("SELECT to_regclass('public.tags')::text", &[]).await.unwrap().get(0);
+    assert_eq!(tags, None, "a refused refresh changes nothing");
+
+    let report = refresh_steps(&source_db, &target_db, serde_json::json!({"refresh": {"rebuildChangedTables": true}}))
+        .await
+        .unwrap();
+    assert!(report.equal, "{report:#?}");
+    let r = refresh_of(&report);
+    let actions: Vec<(&str, TableAction)> = r.schema.iter().map(|t| (t.table.name.as_str(), t.action)).collect();
+    assert_eq!(
+        actions,
+        [("notes", TableAction::Rebuilt), ("orders", TableAction::Rebuilt), ("tags", TableAction::Created)]
+    );
+    // The rebuilt and created tables have their keys, indexes and foreign keys, including the
+    // one of order_lines that references the rebuilt orders, validated after the reload.
+    let constraints: Vec<String> = target
+        .query(
+            "SELECT conrelid::regclass::text || ' ' || conname || ' ' || convalidated FROM pg_constraint \
+             WHERE connamespace = 'public'::regnamespace AND contype IN ('p', 'f') ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        constraints,
+        [
+            "customers customers_pkey true",
+            "notes notes_pkey true",
+            "order_lines order_lines_order_id_fkey true",
+            "order_lines order_lines_pkey true",
+            "orders orders_customer_id_fkey true",
+            "orders orders_pkey true",
+            "tags tags_customer_id_fkey true",
+            "tags tags_pkey true",
+        ]
+    );
+    let indexes: i64 = target
+        .query_one("SELECT count(*) FROM pg_indexes WHERE indexname IN ('orders_customer_idx', 'tags_tag_idx')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(indexes, 2);
+    drop(target);
+    drop(src);
+    cleanup(&source_db, &target_db).await;
+}
