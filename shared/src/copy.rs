@@ -7,6 +7,8 @@
 //! (RDS-CASES T40). A whole-table slice truncates first, which also makes `COPY FREEZE` legal.
 //! The step takes a deadline: rather than be killed by Lambda's 15-minute limit mid-slice, it
 //! stops between slices and returns `done: false`, and the state machine invokes it again (T35).
+//! The chunk that completes its table builds the table's indexes right away, overlapping with
+//! the copy of other tables.
 //! In mode `refresh` each slice is compared first and only what differs is re-copied
 //! ([`crate::refresh::refresh_slice`]), under the same ledger.
 
@@ -21,7 +23,9 @@ use crate::job::{Mode, Side};
 use crate::pg::quote_ident;
 use crate::plan::slice_predicate;
 use crate::schema::to_value;
-use crate::step::{Chunk, ChunkInput, CopyChunkOutput, CopyFormat, CopyRequest, RefreshCounts, Slice, keys};
+use crate::step::{
+    Chunk, ChunkInput, CopyChunkOutput, CopyFormat, CopyRequest, PostDataItem, RefreshCounts, Slice, keys,
+};
 
 /// The chunk ledger on the target: one row per committed slice, written in the slice's
 /// transaction. Created with pgferry's other bookkeeping before any data is loaded. A refresh
@@ -135,10 +139,14 @@ pub async fn copy_chunk(ctx: &StepContext, input: &ChunkInput, deadline: Option<
         done_slices.push(index);
     }
 
+    let mut done = done_slices.len() == chunk.slices.len();
+    if done && !refresh {
+        done = build_indexes_of_completed_table(ctx, input, &target, deadline).await?;
+    }
     let output = CopyChunkOutput {
         chunk_id: chunk.id.clone(),
         table: chunk.table.clone(),
-        done: done_slices.len() == chunk.slices.len(),
+        done,
         slices: chunk.slices.len(),
         slices_done: done_slices.len(),
         rows,
@@ -150,6 +158,50 @@ pub async fn copy_chunk(ctx: &StepContext, input: &ChunkInput, deadline: Option<
     ctx.store.put_json(&keys::copy(&input.run_id, &chunk.id), &output).await?;
     tracing::info!(rows, bytes, done = output.done, elapsed_ms = output.elapsed_ms, "chunk copied");
     Ok(output)
+}
+
+/// When this chunk completed its table (every slice of every chunk of the table is in the
+/// ledger), builds the table's post-data indexes now, overlapping with the copy of other tables,
+/// as pg_restore and pgcopydb do. Returns false while a build still runs at the deadline: the
+/// chunk is invoked again and waits for it (see [`crate::schema::postdata`]). Indexes are never
+/// built before the table's last slice has committed, so no slice loads into an indexed table.
+async fn build_indexes_of_completed_table(
+    ctx: &StepContext,
+    input: &ChunkInput,
+    target: &Client,
+    deadline: Option<Instant>,
+) -> Result<bool> {
+    let run = &input.run_id;
+    let table = &input.chunk.table;
+    // Planned by PlanPostData before the copy; absent for callers outside the state machine.
+    let Ok(items) = ctx.store.get_json::<Vec<PostDataItem>>(&keys::post_data_items(run, "indexes")).await else {
+        return Ok(true);
+    };
+    let mine: Vec<PostDataItem> = items.into_iter().filter(|i| i.table == *table).collect();
+    if mine.is_empty() {
+        return Ok(true);
+    }
+    let chunks: Vec<Chunk> = ctx.store.get_json(&keys::chunks(run)).await?;
+    let planned: usize = chunks.iter().filter(|c| c.table == *table).map(|c| c.slices.len()).sum();
+    let committed: i64 = target
+        .query_one(
+            "SELECT count(*) FROM pgferry.copied_chunks WHERE run_id = $1 AND table_schema = $2 AND table_name = $3",
+            &[run, &table.schema, &table.name],
+        )
+        .await
+        .map_err(|e| Error::db("count the table's committed slices", e))?
+        .get(0);
+    if usize::try_from(committed).unwrap_or(0) < planned {
+        return Ok(true);
+    }
+    for item in &mine {
+        let out = crate::schema::postdata::run_item(target, run, item, deadline).await?;
+        tracing::info!(item = %out.id, table = %table, outcome = %out.outcome, millis = out.millis, "index of a completed table");
+        if !out.done {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// One committed slice in the ledger.

@@ -4,10 +4,12 @@
 
 use std::time::{Duration, Instant};
 
+use pgferry_core::copy;
 use pgferry_core::pg::QualifiedName;
-use pgferry_core::schema::postdata;
-use pgferry_core::step::{PostDataItem, PostDataItemKind};
-use pgferry_tests::{Server, connect, create_db, drop_db, testbed};
+use pgferry_core::plan::{self, PlanOptions};
+use pgferry_core::schema::{self, postdata};
+use pgferry_core::step::{ChunkInput, PostDataItem, PostDataItemKind, keys};
+use pgferry_tests::{Server, connect, create_db, drop_db, source_with, step_setup, testbed};
 
 #[tokio::test]
 async fn t35_an_index_build_out_of_time_finishes_on_the_server_and_is_waited_for() {
@@ -72,4 +74,80 @@ async fn t35_an_index_build_out_of_time_finishes_on_the_server_and_is_waited_for
 
     drop(client);
     drop_db(Server::Target, &db).await;
+}
+
+#[tokio::test]
+async fn the_chunk_that_completes_a_table_builds_its_indexes_and_post_data_attaches_them() {
+    let (source_db, target_db, source) = source_with(
+        "overlap",
+        "CREATE TABLE big (id int PRIMARY KEY, v text NOT NULL);
+         INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, 60000) g;
+         CREATE INDEX big_v ON big (v);
+         CREATE TABLE other (id int PRIMARY KEY, big_id int REFERENCES big);
+         INSERT INTO other SELECT g, g FROM generate_series(1, 1000) g;",
+    )
+    .await;
+    let (ctx, input) = step_setup(&source_db, &target_db, serde_json::json!({}));
+    schema::globals(&ctx, &input).await.unwrap();
+    schema::pre_data(&ctx, &input).await.unwrap();
+    let plan = plan::build(&ctx, &input, PlanOptions { slice_bytes: 512 * 1024, slices_per_chunk: 1 }).await.unwrap();
+    ctx.store.put_json(&keys::plan(&input.run_id), &plan).await.unwrap();
+    ctx.store.put_json(&keys::chunks(&input.run_id), &plan.chunks).await.unwrap();
+    let items = schema::post_data_plan(&ctx, &input).await.unwrap();
+    assert_eq!((items.indexes, items.validations), (3, 1), "{items:?}");
+
+    let big: Vec<_> = plan.chunks.iter().filter(|c| c.table.name == "big").cloned().collect();
+    assert!(big.len() >= 3, "{} chunks", big.len());
+    let target = connect(&testbed().url(Server::Target, &target_db)).await;
+    let built = || async {
+        let row = target
+            .query_one(
+                "SELECT to_regclass('public.big_pkey') IS NOT NULL, to_regclass('public.big_v') IS NOT NULL",
+                &[],
+            )
+            .await
+            .unwrap();
+        (row.get::<_, bool>(0), row.get::<_, bool>(1))
+    };
+    let copy_one = |chunk: pgferry_core::step::Chunk| {
+        let input = ChunkInput { job: input.job.clone(), run_id: input.run_id.clone(), chunk };
+        let ctx = &ctx;
+        async move { copy::copy_chunk(ctx, &input, None).await.unwrap() }
+    };
+    // The last chunk of `big` is copied last: until then its indexes do not exist.
+    for chunk in &big[..big.len() - 1] {
+        assert!(copy_one(chunk.clone()).await.done);
+        assert_eq!(built().await, (false, false), "no index before the table's last slice");
+    }
+    assert!(copy_one(big[big.len() - 1].clone()).await.done);
+    assert_eq!(built().await, (true, true), "the completing chunk built the table's indexes");
+    for chunk in plan.chunks.iter().filter(|c| c.table.name != "big") {
+        assert!(copy_one(chunk.clone()).await.done);
+    }
+
+    // Post-data attaches the prebuilt index to the key and validates the foreign key.
+    let out = schema::post_data_complete(&ctx, &input).await.unwrap();
+    assert!(out.statements > 0);
+    let keys: Vec<String> = target
+        .query(
+            "SELECT format('%s %s %s', conname, pg_get_constraintdef(oid), convalidated) FROM pg_constraint \
+             WHERE connamespace = 'public'::regnamespace ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        keys,
+        vec![
+            "big_pkey PRIMARY KEY (id) t".to_string(),
+            "other_big_id_fkey FOREIGN KEY (big_id) REFERENCES big(id) t".to_string(),
+            "other_pkey PRIMARY KEY (id) t".to_string(),
+        ]
+    );
+    drop((target, source));
+    drop_db(Server::Target, &target_db).await;
+    drop_db(Server::Source, &source_db).await;
 }

@@ -3,7 +3,9 @@
 //! Restoring post-data statement by statement builds every index one after the other, which is
 //! most of a restore's time after the data. Instead the post-data plan is split:
 //! - each `CREATE INDEX`, and each primary key or unique constraint rewritten as the unique index
-//!   behind it, becomes an item of a Map state, built in parallel;
+//!   behind it, becomes an item, planned before the copy: the chunk that completes a table builds
+//!   that table's items at once (overlapping with the copy of other tables), and a Map state
+//!   builds what is left in parallel;
 //! - the section's transaction then attaches those indexes to their constraints (`ADD CONSTRAINT
 //!   … PRIMARY KEY USING INDEX`, a catalog change), adds foreign keys `NOT VALID` (no scan), and
 //!   applies triggers, rules and the rest in dump order — triggers only after the data, so they
