@@ -904,21 +904,23 @@ pub(crate) async fn refresh_slice(
         return Ok((0, 0, RefreshCounts::default()));
     }
     let filter = if keyless { None } else { slice_predicate(&chunk.key, slice) };
-    // Keyed ranges are compared by key buckets in one pass: equal buckets prove the range equal,
-    // and only the rows of differing buckets are compared one by one. Keyless tables (and tables
-    // without columns) are compared whole and reloaded whole.
-    let (source_rows, target_rows, dirty) = if keyless || chunk.columns.is_empty() {
-        let sql = hash_sql(chunk, filter.clone());
-        let (s, t) = tokio::try_join!(source.query_one(&sql, &[]), target.query_one(&sql, &[]))
-            .map_err(|e| Error::db(format!("hash {}", chunk.table), e))?;
-        let (source_rows, target_rows) =
-            (u64::try_from(s.get::<_, i64>(0)).unwrap_or(0), u64::try_from(t.get::<_, i64>(0)).unwrap_or(0));
-        let equal = source_rows == target_rows && s.get::<_, String>(1) == t.get::<_, String>(1);
-        (source_rows, target_rows, if equal { None } else { Some(Vec::new()) })
-    } else {
-        let b = compare_buckets(source, target, chunk, &filter).await?;
-        (b.source_rows, b.target_rows, (!b.dirty.is_empty()).then_some(b.dirty))
-    };
+    // The range's count and hash first (the query verification runs, parallel in the server):
+    // an equal range costs nothing more. A differing keyed range is then compared by key buckets
+    // and only the rows of differing buckets one by one; keyless tables (and tables without
+    // columns) are reloaded whole.
+    let sql = hash_sql(chunk, filter.clone());
+    let (s, t) = tokio::try_join!(source.query_one(&sql, &[]), target.query_one(&sql, &[]))
+        .map_err(|e| Error::db(format!("hash {}", chunk.table), e))?;
+    let (source_rows, target_rows) =
+        (u64::try_from(s.get::<_, i64>(0)).unwrap_or(0), u64::try_from(t.get::<_, i64>(0)).unwrap_or(0));
+    let mut dirty = None;
+    if source_rows != target_rows || s.get::<_, String>(1) != t.get::<_, String>(1) {
+        dirty = Some(Vec::new());
+        if !keyless && !chunk.columns.is_empty() {
+            let b = compare_buckets(source, target, chunk, &filter).await?;
+            dirty = (!b.dirty.is_empty()).then_some(b.dirty);
+        }
+    }
     let Some(dirty) = dirty else {
         let row = LedgerRow {
             slice: index,
@@ -948,12 +950,14 @@ pub(crate) async fn refresh_slice(
         Some(d) => {
             let mut deleted = 0;
             for batch in d.to_delete.chunks(KEY_BATCH) {
-                deleted += delete_keys(&tx, chunk, batch).await?;
+                deleted += delete_keys(&tx, chunk, &filter, batch).await?;
             }
             let (mut rows, mut bytes) = (0, 0);
+            // The slice's range bounds the scan: the keys are looked up within it only.
+            let in_range = filter.as_ref().map_or(String::new(), |p| format!("{p} AND "));
             for batch in d.to_copy.chunks(KEY_BATCH) {
                 let out_sql = format!(
-                    "COPY (SELECT {} FROM ONLY {table} WHERE {}) TO STDOUT ({})",
+                    "COPY (SELECT {} FROM ONLY {table} WHERE {in_range}{}) TO STDOUT ({})",
                     column_list(&chunk.columns),
                     keys_in_literal(chunk, batch),
                     copy_options(chunk)
@@ -1017,8 +1021,6 @@ const BUCKETS: i64 = 16384;
 /// A keyed range compared bucket by bucket on both servers: rows are assigned to buckets by a
 /// hash of their key, and each side returns `count` and hash sum per bucket (no rows).
 struct Buckets {
-    source_rows: u64,
-    target_rows: u64,
     /// Buckets whose count or hash differs.
     dirty: Vec<i64>,
 }
@@ -1046,11 +1048,10 @@ async fn compare_buckets(
     let bucket_of = |r: &tokio_postgres::Row| (r.get::<_, i64>(0), (r.get::<_, i64>(1), r.get::<_, String>(2)));
     let on_source: HashMap<i64, (i64, String)> = s.iter().map(bucket_of).collect();
     let on_target: HashMap<i64, (i64, String)> = t.iter().map(bucket_of).collect();
-    let rows = |m: &HashMap<i64, (i64, String)>| m.values().map(|(n, _)| u64::try_from(*n).unwrap_or(0)).sum();
     let mut dirty: Vec<i64> =
         on_source.iter().filter(|(b, v)| on_target.get(*b) != Some(*v)).map(|(b, _)| *b).collect();
     dirty.extend(on_target.keys().filter(|b| !on_source.contains_key(*b)));
-    Ok(Buckets { source_rows: rows(&on_source), target_rows: rows(&on_target), dirty })
+    Ok(Buckets { dirty })
 }
 
 /// The keys to delete and to copy in the dirty buckets of a range: `(key text, row hash)` pairs
@@ -1097,6 +1098,7 @@ async fn row_diff(
 async fn delete_keys(
     tx: &tokio_postgres::Transaction<'_>,
     chunk: &crate::step::Chunk,
+    filter: &Option<String>,
     keys: &[Vec<String>],
 ) -> Result<u64> {
     let cols: Vec<String> = chunk.key.iter().map(|k| quote_ident(&k.name)).collect();
@@ -1104,8 +1106,9 @@ async fn delete_keys(
     let arrays: Vec<String> = (1..=chunk.key.len()).map(|i| format!("${i}::text[]")).collect();
     let aliases: Vec<String> = (0..chunk.key.len()).map(|i| format!("c{i}")).collect();
     let sql = format!(
-        "DELETE FROM ONLY {} WHERE ({}) IN (SELECT {} FROM unnest({}) AS u({}))",
+        "DELETE FROM ONLY {} WHERE {}({}) IN (SELECT {} FROM unnest({}) AS u({}))",
         chunk.table,
+        filter.as_ref().map_or(String::new(), |p| format!("{p} AND ")),
         cols.join(", "),
         typed.join(", "),
         arrays.join(", "),
