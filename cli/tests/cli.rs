@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use pgferry_core::pg::{ConnSpec, LibpqInvocation, Session};
-use pgferry_tests::{Server, connect, create_db, drop_db, testbed, unique_name};
+use pgferry_tests::{Server, connect, create_db, drop_db, fingerprint, testbed, unique_name};
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("pgferry-cli-{name}-{}", rand_suffix()));
@@ -48,18 +48,6 @@ fn libpq_tool(program: &str, args: &[&str], server: Server, db: &str) {
         .output()
         .unwrap();
     assert!(out.status.success(), "{program}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-/// An independent content fingerprint (not pgferry's hash): md5 of all rows in key order.
-async fn fingerprint(client: &tokio_postgres::Client, table: &str, key: &str) -> (i64, String) {
-    let row = client
-        .query_one(
-            &format!("SELECT count(*), coalesce(md5(string_agg(t::text, E'\\n' ORDER BY {key})), '') FROM {table} t"),
-            &[],
-        )
-        .await
-        .unwrap();
-    (row.get(0), row.get(1))
 }
 
 async fn constraints(client: &tokio_postgres::Client) -> Vec<(String, String, String)> {

@@ -7,8 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use pgferry_core::pg::{ConnSpec, LibpqInvocation, Session};
-use pgferry_tests::{Server, connect, create_db, drop_db, testbed, unique_name};
-use tokio_postgres::Client;
+use pgferry_tests::{Server, connect, create_db, drop_db, fingerprint, strings, testbed, unique_name};
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(unique_name(&format!("pgferry-e2e-{name}")));
@@ -106,22 +105,6 @@ fn shapes(secret_owner: &str) -> String {
     ANALYZE;
     "
     )
-}
-
-/// `(count, md5 of all rows in key order)`, read as the test bed's superuser (sees every row).
-async fn fingerprint(client: &Client, table: &str, key: &str) -> (i64, String) {
-    let row = client
-        .query_one(
-            &format!("SELECT count(*), coalesce(md5(string_agg(t::text, E'\\n' ORDER BY {key})), '') FROM {table} t"),
-            &[],
-        )
-        .await
-        .unwrap();
-    (row.get(0), row.get(1))
-}
-
-async fn strings(client: &Client, sql: &str) -> Vec<String> {
-    client.query(sql, &[]).await.unwrap().iter().map(|r| r.get(0)).collect()
 }
 
 const CONSTRAINTS: &str = "SELECT format('%s %s %s valid=%s', conrelid::regclass, conname, pg_get_constraintdef(oid), convalidated) \

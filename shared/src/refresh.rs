@@ -39,7 +39,7 @@ use crate::schema::lex::{self, Item, ItemKind};
 use crate::schema::parse::Statement;
 use crate::schema::report::SchemaReport;
 use crate::schema::sanitize::{self, Plan, TocEntry};
-use crate::schema::{BOOKKEEPING_DDL, PRE_DATA, acting_roles, dump, marker, plan_sections, section_hash};
+use crate::schema::{PRE_DATA, dump, marker, plan_sections, section_hash};
 use crate::step::{ChunkInput, CopyChunkOutput, RefreshCounts, SchemaOutput, Slice, StepInput, keys};
 use crate::verify::{hash_sql, row_hash};
 
@@ -790,12 +790,7 @@ pub async fn pre_data(ctx: &StepContext, input: &StepInput) -> Result<SchemaOutp
 
     let mut log = MembershipLog::open(&ctx.store, run, name).await;
     let tx = target.transaction().await.map_err(|e| Error::db("begin refresh schema transaction", e))?;
-    apply::ensure_database_owner(&tx, &mut log, &facts.target_database).await?;
-    for role in acting_roles(&facts, &pre_plan) {
-        log.ensure(&tx, &role).await?;
-    }
-    tx.batch_execute(BOOKKEEPING_DDL).await.map_err(|e| Error::db("create pgferry bookkeeping schema", e))?;
-    tx.batch_execute(crate::copy::LEDGER_DDL).await.map_err(|e| Error::db("create the chunk ledger", e))?;
+    crate::schema::prepare_section(&tx, &mut log, &facts, &pre_plan).await?;
     for table in &drop {
         drop_table(&tx, table).await?;
     }

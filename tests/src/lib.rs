@@ -195,3 +195,21 @@ pub async fn source_with(prefix: &str, ddl: &str) -> (String, String, Client) {
     source.batch_execute("ANALYZE").await.expect("analyze");
     (source_db, unique_name(&format!("{prefix}_dst")), source)
 }
+
+/// An independent content fingerprint (not pgferry's hash): `(count, md5 of all rows in key
+/// order)`.
+pub async fn fingerprint(client: &Client, table: &str, key: &str) -> (i64, String) {
+    let row = client
+        .query_one(
+            &format!("SELECT count(*), coalesce(md5(string_agg(t::text, E'\\n' ORDER BY {key})), '') FROM {table} t"),
+            &[],
+        )
+        .await
+        .expect("fingerprint");
+    (row.get(0), row.get(1))
+}
+
+/// The first column of every row of `sql`, as text.
+pub async fn strings(client: &Client, sql: &str) -> Vec<String> {
+    client.query(sql, &[]).await.expect("query").iter().map(|r| r.get(0)).collect()
+}

@@ -9,7 +9,7 @@ use pgferry_core::pg::QualifiedName;
 use pgferry_core::plan::{self, PlanOptions};
 use pgferry_core::schema::{self, postdata};
 use pgferry_core::step::{ChunkInput, PostDataItem, PostDataItemKind, keys};
-use pgferry_tests::{Server, connect, create_db, drop_db, source_with, step_setup, testbed};
+use pgferry_tests::{Server, connect, create_db, drop_db, source_with, step_setup, strings, testbed};
 
 #[tokio::test]
 async fn t35_an_index_build_out_of_time_finishes_on_the_server_and_is_waited_for() {
@@ -128,17 +128,12 @@ async fn the_chunk_that_completes_a_table_builds_its_indexes_and_post_data_attac
     // Post-data attaches the prebuilt index to the key and validates the foreign key.
     let out = schema::post_data_complete(&ctx, &input).await.unwrap();
     assert!(out.statements > 0);
-    let keys: Vec<String> = target
-        .query(
-            "SELECT format('%s %s %s', conname, pg_get_constraintdef(oid), convalidated) FROM pg_constraint \
-             WHERE connamespace = 'public'::regnamespace ORDER BY 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let keys = strings(
+        &target,
+        "SELECT format('%s %s %s', conname, pg_get_constraintdef(oid), convalidated) FROM pg_constraint \
+         WHERE connamespace = 'public'::regnamespace ORDER BY 1",
+    )
+    .await;
     assert_eq!(
         keys,
         vec![

@@ -403,12 +403,7 @@ async fn section(ctx: &StepContext, input: &StepInput, phase: Phase, extra: &[St
         }
     }
     let tx = target.transaction().await.map_err(|e| Error::db("begin schema transaction", e))?;
-    apply::ensure_database_owner(&tx, &mut log, &facts.target_database).await?;
-    for role in acting_roles(&facts, &plan) {
-        log.ensure(&tx, &role).await?;
-    }
-    tx.batch_execute(BOOKKEEPING_DDL).await.map_err(|e| Error::db("create pgferry bookkeeping schema", e))?;
-    tx.batch_execute(crate::copy::LEDGER_DDL).await.map_err(|e| Error::db("create the chunk ledger", e))?;
+    prepare_section(&tx, &mut log, &facts, &plan).await?;
     let applied = apply::in_transaction(&tx, &mut plan, extra).await;
     if applied.is_ok() && phase == Phase::PostData {
         crate::access::unforce_target(&tx, &ctx.store, run).await?;
@@ -453,6 +448,23 @@ async fn section(ctx: &StepContext, input: &StepInput, phase: Phase, extra: &[St
         "schema section applied"
     );
     Ok(output)
+}
+
+/// Opens a section's transaction for its statements: the master made a member of the database
+/// owner and of the roles the plan acts as, pgferry's bookkeeping and chunk ledger in place.
+pub(crate) async fn prepare_section(
+    tx: &tokio_postgres::Transaction<'_>,
+    log: &mut MembershipLog,
+    facts: &Facts,
+    plan: &Plan,
+) -> Result<()> {
+    apply::ensure_database_owner(tx, log, &facts.target_database).await?;
+    for role in acting_roles(facts, plan) {
+        log.ensure(tx, &role).await?;
+    }
+    tx.batch_execute(BOOKKEEPING_DDL).await.map_err(|e| Error::db("create pgferry bookkeeping schema", e))?;
+    tx.batch_execute(crate::copy::LEDGER_DDL).await.map_err(|e| Error::db("create the chunk ledger", e))?;
+    Ok(())
 }
 
 /// Roles the master must be a member of to apply a plan (and to copy into the tables it owns).
