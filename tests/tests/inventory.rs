@@ -8,67 +8,18 @@
 //! the tests take one lock (a concurrent copy would undo a role change injected on the target),
 //! use roles with a unique suffix and drop them when done.
 
-use pgferry_core::context::StepContext;
 use pgferry_core::inventory::{InventoryDifference, InventoryReport};
 use pgferry_core::pg::quote_ident;
-use pgferry_core::plan::Plan;
-use pgferry_core::step::{ChunkInput, SchemaRequest, StepInput, keys};
-use pgferry_core::{copy, plan, schema, verify};
-use pgferry_tests::{Server, connect, create_db, drop_db, step_setup, testbed, unique_name};
+use pgferry_core::step::StepInput;
+use pgferry_tests::copied::{Copied, copy_with_steps};
+use pgferry_tests::{Server, connect, create_db, testbed, unique_name};
 use tokio::sync::Mutex;
-use tokio_postgres::Client;
 
 /// Serializes the tests of this file (see the module doc).
 static ROLES: Mutex<()> = Mutex::const_new(());
 
-/// A source copied into a new target database by pgferry's steps, in the state machine's order.
-struct Copied {
-    ctx: StepContext,
-    input: StepInput,
-    plan: Plan,
-    source_db: String,
-    target_db: String,
-}
-
 async fn copy_all(source_db: &str) -> Copied {
-    let target_db = unique_name("inv_dst");
-    let (ctx, input) = step_setup(source_db, &target_db, serde_json::json!({}));
-    schema::handle(&ctx, SchemaRequest::Globals(input.clone())).await.unwrap();
-    schema::handle(&ctx, SchemaRequest::PreData(input.clone())).await.unwrap();
-    plan::run(&ctx, &input).await.unwrap();
-    let plan: Plan = ctx.store.get_json(&keys::plan(&input.run_id)).await.unwrap();
-    for chunk in &plan.chunks {
-        let ci = ChunkInput { job: input.job.clone(), run_id: input.run_id.clone(), chunk: chunk.clone() };
-        assert!(copy::copy_chunk(&ctx, &ci, None).await.unwrap().done);
-    }
-    schema::handle(&ctx, SchemaRequest::PostData(input.clone())).await.unwrap();
-    schema::handle(&ctx, SchemaRequest::Sequences(input.clone())).await.unwrap();
-    pgferry_core::lobs::copy_all(&ctx, &input).await.unwrap();
-    Copied { ctx, input, plan, source_db: source_db.to_string(), target_db }
-}
-
-impl Copied {
-    /// Verifies every chunk and writes the run report, as the Report state does.
-    async fn report(&self) -> verify::Report {
-        for item in &self.plan.verify_items {
-            let ci = ChunkInput { job: self.input.job.clone(), run_id: self.input.run_id.clone(), chunk: item.clone() };
-            verify::verify_chunk(&self.ctx, &ci).await.unwrap();
-        }
-        let out = verify::report(&self.ctx, &self.input).await.unwrap();
-        let report: verify::Report = self.ctx.store.get_json(&out.report_key).await.unwrap();
-        assert_eq!(out.equal, report.equal());
-        report
-    }
-
-    async fn target_admin(&self) -> Client {
-        connect(&testbed().admin_url(Server::Target, &self.target_db)).await
-    }
-
-    async fn cleanup(self, roles: &[String]) {
-        drop_db(Server::Target, &self.target_db).await;
-        drop_db(Server::Source, &self.source_db).await;
-        drop_roles(roles).await;
-    }
+    copy_with_steps(source_db, &unique_name("inv_dst"), None).await
 }
 
 async fn drop_roles(roles: &[String]) {
@@ -120,7 +71,7 @@ async fn t56_changes_made_on_the_target_are_each_named_by_the_inventory() {
     let c = copy_all(&source_db).await;
 
     // A clean copy: nothing unexplained; the source master's objects explained by the mapping.
-    let report = c.report().await;
+    let report = c.verify_all().await;
     assert!(report.equal(), "{}", report.inventory.summary());
     let inv = &report.inventory;
     assert_eq!(inv.schema_run.as_deref(), Some(c.input.run_id.as_str()));
@@ -148,7 +99,7 @@ async fn t56_changes_made_on_the_target_are_each_named_by_the_inventory() {
         ))
         .await
         .unwrap();
-    let report = c.report().await;
+    let report = c.verify_all().await;
     assert!(!report.equal());
     assert!(report.tables.iter().all(|t| t.equal), "only the schema changed, not the rows");
     let inv = &report.inventory;
@@ -196,7 +147,8 @@ async fn t56_changes_made_on_the_target_are_each_named_by_the_inventory() {
     );
 
     drop((source, target));
-    c.cleanup(&[reader]).await;
+    c.cleanup().await;
+    drop_roles(&[reader]).await;
 }
 
 #[tokio::test]
@@ -226,7 +178,7 @@ async fn t56_what_the_sanitizer_changed_on_purpose_is_explained_by_its_rule_and_
         .await
         .unwrap();
     let c = copy_all(&source_db).await;
-    let report = c.report().await;
+    let report = c.verify_all().await;
     let inv = &report.inventory;
     assert!(report.equal(), "{}", inv.summary());
     assert!(inv.unexplained.is_empty());
@@ -247,7 +199,8 @@ async fn t56_what_the_sanitizer_changed_on_purpose_is_explained_by_its_rule_and_
     assert!(inv.summary().contains("none unexplained"), "{}", inv.summary());
 
     drop((source, boot));
-    c.cleanup(&[su, repl]).await;
+    c.cleanup().await;
+    drop_roles(&[su, repl]).await;
 }
 
 #[tokio::test]
@@ -264,5 +217,5 @@ async fn t56_a_standalone_verify_explains_with_the_report_of_the_run_that_applie
     assert!(inv.equal(), "{}", inv.summary());
     assert!(!inv.explained.is_empty());
     drop(source);
-    c.cleanup(&[]).await;
+    c.cleanup().await;
 }

@@ -1,57 +1,14 @@
 //! Verification against the test bed: hashes that are equal exactly when the data is, whatever
 //! the client settings (RDS-CASES T55), and a drill-down that names the differing keys.
 
-use pgferry_core::context::StepContext;
-use pgferry_core::plan::{self, Plan, PlanOptions};
-use pgferry_core::step::{ChunkInput, SchemaRequest, StepInput};
-use pgferry_core::{copy, schema, verify};
-use pgferry_tests::{Server, connect, drop_db, source_with, step_setup, testbed};
-use tokio_postgres::Client;
-
-struct Copied {
-    ctx: StepContext,
-    input: StepInput,
-    plan: Plan,
-    source_db: String,
-    target_db: String,
-}
+use pgferry_core::plan::PlanOptions;
+use pgferry_tests::copied::{Copied, copy_with_steps};
+use pgferry_tests::source_with;
 
 /// Builds a source with `ddl`, copies it with pgferry's steps (schema, chunks, post-data).
 async fn copied(prefix: &str, ddl: &str) -> Copied {
     let (source_db, target_db, _source) = source_with(prefix, ddl).await;
-    let (ctx, input) = step_setup(&source_db, &target_db, serde_json::json!({}));
-    schema::handle(&ctx, SchemaRequest::Globals(input.clone())).await.unwrap();
-    schema::handle(&ctx, SchemaRequest::PreData(input.clone())).await.unwrap();
-    let plan = plan::build(&ctx, &input, PlanOptions { slice_bytes: 256 * 1024, slices_per_chunk: 4 }).await.unwrap();
-    ctx.store.put_json(&pgferry_core::step::keys::plan(&input.run_id), &plan).await.unwrap();
-    for chunk in &plan.chunks {
-        let ci = ChunkInput { job: input.job.clone(), run_id: input.run_id.clone(), chunk: chunk.clone() };
-        assert!(copy::copy_chunk(&ctx, &ci, None).await.unwrap().done);
-    }
-    schema::post_data_complete(&ctx, &input).await.unwrap();
-    schema::handle(&ctx, SchemaRequest::Sequences(input.clone())).await.unwrap();
-    pgferry_core::lobs::copy_all(&ctx, &input).await.unwrap();
-    Copied { ctx, input, plan, source_db, target_db }
-}
-
-impl Copied {
-    async fn verify_all(&self) -> verify::Report {
-        for item in &self.plan.verify_items {
-            let ci = ChunkInput { job: self.input.job.clone(), run_id: self.input.run_id.clone(), chunk: item.clone() };
-            verify::verify_chunk(&self.ctx, &ci).await.unwrap();
-        }
-        let out = verify::report(&self.ctx, &self.input).await.unwrap();
-        self.ctx.store.get_json(&out.report_key).await.unwrap()
-    }
-
-    async fn target(&self) -> Client {
-        connect(&testbed().url(Server::Target, &self.target_db)).await
-    }
-
-    async fn cleanup(self) {
-        drop_db(Server::Target, &self.target_db).await;
-        drop_db(Server::Source, &self.source_db).await;
-    }
+    copy_with_steps(&source_db, &target_db, Some(PlanOptions { slice_bytes: 256 * 1024, slices_per_chunk: 4 })).await
 }
 
 const EDGES: &str = r#"

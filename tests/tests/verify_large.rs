@@ -2,97 +2,11 @@
 //! 1 GiB (no single aggregate over the table's text, which would hit the 1 GB value limit), text
 //! keys chunked under a non-C collation, and databases whose default time zones differ.
 
-use std::sync::Arc;
 use std::time::Instant;
 
-use pgferry_core::context::StepContext;
-use pgferry_core::plan::{self, Plan, PlanOptions};
-use pgferry_core::step::{ChunkInput, SchemaRequest, StepInput, keys};
-use pgferry_core::{copy, schema, verify};
-use pgferry_tests::{Server, connect, drop_db, source_with, step_setup, testbed};
-use tokio::sync::Semaphore;
-
-struct Copied {
-    ctx: StepContext,
-    input: StepInput,
-    plan: Plan,
-    source_db: String,
-    target_db: String,
-}
-
-/// Chunks in flight at once (the test bed has few cores; the Map states run chunks in parallel).
-const PARALLEL: usize = 2;
-
-fn permits() -> Arc<Semaphore> {
-    Arc::new(Semaphore::new(PARALLEL))
-}
-
-/// Copies with pgferry's steps; `options` `None` is the real chunk plan (`plan::run`).
-async fn copied(source_db: &str, target_db: &str, options: Option<PlanOptions>) -> Copied {
-    let (ctx, input) = step_setup(source_db, target_db, serde_json::json!({}));
-    schema::handle(&ctx, SchemaRequest::Globals(input.clone())).await.unwrap();
-    schema::handle(&ctx, SchemaRequest::PreData(input.clone())).await.unwrap();
-    let plan = match options {
-        None => {
-            plan::run(&ctx, &input).await.unwrap();
-            ctx.store.get_json(&keys::plan(&input.run_id)).await.unwrap()
-        }
-        Some(o) => {
-            let plan = plan::build(&ctx, &input, o).await.unwrap();
-            ctx.store.put_json(&keys::plan(&input.run_id), &plan).await.unwrap();
-            plan
-        }
-    };
-    let permits = permits();
-    let copies: Vec<_> = plan
-        .chunks
-        .iter()
-        .map(|chunk| {
-            let ci = ChunkInput { job: input.job.clone(), run_id: input.run_id.clone(), chunk: chunk.clone() };
-            let (ctx, permits) = (ctx.clone(), Arc::clone(&permits));
-            tokio::spawn(async move {
-                let _permit = permits.acquire().await.unwrap();
-                copy::copy_chunk(&ctx, &ci, None).await.unwrap().done
-            })
-        })
-        .collect();
-    for done in copies {
-        assert!(done.await.unwrap());
-    }
-    schema::handle(&ctx, SchemaRequest::PostData(input.clone())).await.unwrap();
-    schema::handle(&ctx, SchemaRequest::Sequences(input.clone())).await.unwrap();
-    Copied { ctx, input, plan, source_db: source_db.to_string(), target_db: target_db.to_string() }
-}
-
-impl Copied {
-    async fn verify_all(&self) -> verify::Report {
-        let permits = permits();
-        let checks: Vec<_> = self
-            .plan
-            .verify_items
-            .iter()
-            .map(|item| {
-                let ci =
-                    ChunkInput { job: self.input.job.clone(), run_id: self.input.run_id.clone(), chunk: item.clone() };
-                let (ctx, permits) = (self.ctx.clone(), Arc::clone(&permits));
-                tokio::spawn(async move {
-                    let _permit = permits.acquire().await.unwrap();
-                    verify::verify_chunk(&ctx, &ci).await.unwrap()
-                })
-            })
-            .collect();
-        for v in checks {
-            v.await.unwrap();
-        }
-        let out = verify::report(&self.ctx, &self.input).await.unwrap();
-        self.ctx.store.get_json(&out.report_key).await.unwrap()
-    }
-
-    async fn cleanup(self) {
-        drop_db(Server::Target, &self.target_db).await;
-        drop_db(Server::Source, &self.source_db).await;
-    }
-}
+use pgferry_core::plan::PlanOptions;
+use pgferry_tests::copied::copy_with_steps;
+use pgferry_tests::{Server, connect, source_with, testbed};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn t55_a_table_larger_than_1_gib_verifies_equal_and_one_changed_row_is_named() {
@@ -109,7 +23,7 @@ async fn t55_a_table_larger_than_1_gib_verifies_equal_and_one_changed_row_is_nam
     assert!(size > 1 << 30, "the table has {size} bytes, not more than 1 GiB");
     let generated = started.elapsed();
 
-    let c = copied(&source_db, &target_db, None).await;
+    let c = copy_with_steps(&source_db, &target_db, None).await;
     assert!(c.plan.verify_items.len() > 1, "a 1 GiB table is verified in several chunks");
     let copied_at = started.elapsed();
     let report = c.verify_all().await;
@@ -148,7 +62,8 @@ async fn t55_text_keys_under_a_non_c_collation_are_chunked_and_verified_equal() 
              unnest(ARRAY['apple', 'Apple', 'äpfel', 'Zebra', 'zebra', 'éclair', 'eclair', '_x', '10', '9']) v;"#,
     )
     .await;
-    let c = copied(&source_db, &target_db, Some(PlanOptions { slice_bytes: 64 * 1024, slices_per_chunk: 2 })).await;
+    let c = copy_with_steps(&source_db, &target_db, Some(PlanOptions { slice_bytes: 64 * 1024, slices_per_chunk: 2 }))
+        .await;
     assert!(c.plan.verify_items.len() > 2, "{} verify items", c.plan.verify_items.len());
     let report = c.verify_all().await;
     assert!(report.equal(), "{:#?}\n{}", report.tables, report.inventory.summary());
@@ -171,7 +86,7 @@ async fn t55_databases_with_different_default_time_zones_hash_timestamptz_equal(
                                    (3, 'infinity', '-infinity', NULL);",
     )
     .await;
-    let c = copied(&source_db, &target_db, None).await;
+    let c = copy_with_steps(&source_db, &target_db, None).await;
     // Each database's default time zone differs; the verify sessions pin UTC.
     for (server, db, tz) in
         [(Server::Source, &source_db, "Pacific/Chatham"), (Server::Target, &target_db, "America/St_Johns")]
