@@ -1,30 +1,12 @@
 //! The `pgferry` command's contract, end to end against the RDS-like test bed: a full run through
 //! the real state machine definition, and malformed jobs that fail with one line and write nothing.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-use pgferry_core::pg::{ConnSpec, LibpqInvocation, Session};
+use common::{libpq_tool, pgferry, scratch};
 use pgferry_tests::{Server, connect, create_db, drop_db, fingerprint, testbed, unique_name};
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("pgferry-cli-{name}-{}", rand_suffix()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn rand_suffix() -> u32 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos()
-}
-
-fn pgferry(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pgferry"))
-        .args(args)
-        .arg("--store")
-        .arg(dir.join("artifacts"))
-        .output()
-        .expect("run pgferry")
-}
 
 fn write_job(dir: &Path, source_db: &str, target_db: &str) -> PathBuf {
     let job = serde_json::json!({
@@ -35,19 +17,6 @@ fn write_job(dir: &Path, source_db: &str, target_db: &str) -> PathBuf {
     let path = dir.join("job.json");
     std::fs::write(&path, job.to_string()).unwrap();
     path
-}
-
-/// Runs a libpq program of the test bed against a database as the master user.
-fn libpq_tool(program: &str, args: &[&str], server: Server, db: &str) {
-    let spec = ConnSpec::parse(&testbed().url(server, db)).unwrap();
-    let libpq = LibpqInvocation::new(&spec, &Session::new("test", "cli"), &std::env::temp_dir()).unwrap();
-    let out = Command::new(testbed().pg_bin(program))
-        .args(args)
-        .arg(&libpq.conninfo)
-        .envs(libpq.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{program}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 async fn constraints(client: &tokio_postgres::Client) -> Vec<(String, String, String)> {

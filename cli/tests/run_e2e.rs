@@ -3,43 +3,17 @@
 //! (checked independently of pgferry's hashes), sequences, large objects, indexes, constraints
 //! (validated), triggers — and read access obtained on the source with the job's consent is undone.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-use pgferry_core::pg::{ConnSpec, LibpqInvocation, Session};
+use common::{libpq_tool, pgferry, scratch};
 use pgferry_tests::{Server, connect, create_db, drop_db, fingerprint, strings, testbed, unique_name};
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(unique_name(&format!("pgferry-e2e-{name}")));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn pgferry(args: &[&str], dir: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pgferry"))
-        .args(args)
-        .arg("--store")
-        .arg(dir.join("artifacts"))
-        .output()
-        .expect("run pgferry")
-}
 
 fn write_job(dir: &Path, name: &str, job: serde_json::Value) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, job.to_string()).unwrap();
     path
-}
-
-fn pgbench_init(db: &str, scale: &str) {
-    let spec = ConnSpec::parse(&testbed().url(Server::Source, db)).unwrap();
-    let libpq = LibpqInvocation::new(&spec, &Session::new("test", "e2e"), &std::env::temp_dir()).unwrap();
-    let out = Command::new(testbed().pg_bin("pgbench"))
-        .args(["-q", "-i", "-s", scale, "--foreign-keys"])
-        .arg(&libpq.conninfo)
-        .envs(libpq.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "pgbench: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// Shapes beside pgbench (the source master `postgres` owns them unless said otherwise).
@@ -127,7 +101,7 @@ async fn pgbench_scale_20_with_foreign_keys_and_t29_to_t39_shapes_arrive_equal()
     // The owner exists on the target too: roles are carried by globals, but the test's cleanup
     // must be able to drop it on both sides.
     let source_db = create_db(Server::Source, "e2e_src").await;
-    pgbench_init(&source_db, "20");
+    libpq_tool("pgbench", &["-q", "-i", "-s", "20", "--foreign-keys"], Server::Source, &source_db);
     let admin_source = connect(&testbed().admin_url(Server::Source, &source_db)).await;
     admin_source.batch_execute(&shapes(&secret_owner)).await.unwrap();
     let target_db = unique_name("e2e_dst");
