@@ -179,34 +179,12 @@ pub async fn restore(ctx: &StepContext, input: &StepInput) -> Result<Vec<String>
     let source = ctx.connect(&input.job, Side::Source, "release", &input.run_id).await?;
     let mut restored = Vec::new();
     for table in &log.unforced {
-        let text = table.to_string();
-        let row = source
-            .query_opt("SELECT relforcerowsecurity FROM pg_class WHERE oid = to_regclass($1)", &[&text])
-            .await
-            .map_err(|e| Error::db(format!("look for {table}"), e))?;
-        if row.is_some_and(|r| !r.get::<_, bool>(0)) {
-            source
-                .batch_execute(&format!("ALTER TABLE {table} FORCE ROW LEVEL SECURITY"))
-                .await
-                .map_err(|e| Error::db(format!("turn FORCE ROW LEVEL SECURITY back on for {table}"), e))?;
+        if force_again(&source, table).await? {
             restored.push(format!("FORCE ROW LEVEL SECURITY on {table}"));
         }
     }
     for role in &log.memberships {
-        let member: bool = source
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid \
-                 JOIN pg_roles me ON me.oid = m.member WHERE r.rolname = $1::text::name AND me.rolname = current_user)",
-                &[role],
-            )
-            .await
-            .map_err(|e| Error::db(format!("check membership in {role}"), e))?
-            .get(0);
-        if member {
-            source
-                .batch_execute(&format!("REVOKE {} FROM CURRENT_USER", quote_ident(role)))
-                .await
-                .map_err(|e| Error::db(format!("revoke the source user's membership in {role}"), e))?;
+        if crate::schema::apply::leave(&source, role).await? {
             restored.push(format!("source membership in {role} revoked"));
         }
     }
@@ -258,18 +236,27 @@ pub async fn restore_target(ctx: &StepContext, input: &StepInput) -> Result<Vec<
     let target = ctx.connect(&input.job, Side::Target, "release", &input.run_id).await?;
     let mut restored = Vec::new();
     for table in &log {
-        let text = table.to_string();
-        let row = target
-            .query_opt("SELECT relforcerowsecurity FROM pg_class WHERE oid = to_regclass($1)", &[&text])
-            .await
-            .map_err(|e| Error::db(format!("look for {table}"), e))?;
-        if row.is_some_and(|r| !r.get::<_, bool>(0)) {
-            target
-                .batch_execute(&format!("ALTER TABLE {table} FORCE ROW LEVEL SECURITY"))
-                .await
-                .map_err(|e| Error::db(format!("turn FORCE ROW LEVEL SECURITY back on for target {table}"), e))?;
+        if force_again(&target, table).await? {
             restored.push(format!("FORCE ROW LEVEL SECURITY on target {table}"));
         }
     }
     Ok(restored)
+}
+
+/// Turns `FORCE ROW LEVEL SECURITY` back on for `table` when it still exists with it off; true if
+/// it did.
+async fn force_again(client: &Client, table: &QualifiedName) -> Result<bool> {
+    let text = table.to_string();
+    let row = client
+        .query_opt("SELECT relforcerowsecurity FROM pg_class WHERE oid = to_regclass($1)", &[&text])
+        .await
+        .map_err(|e| Error::db(format!("look for {table}"), e))?;
+    if row.is_none_or(|r| r.get::<_, bool>(0)) {
+        return Ok(false);
+    }
+    client
+        .batch_execute(&format!("ALTER TABLE {table} FORCE ROW LEVEL SECURITY"))
+        .await
+        .map_err(|e| Error::db(format!("turn FORCE ROW LEVEL SECURITY back on for {table}"), e))?;
+    Ok(true)
 }

@@ -72,6 +72,27 @@ impl MembershipLog {
     }
 }
 
+/// Revokes the connecting role's direct membership in `role`, if it has one; true if it did.
+/// The undo of [`MembershipLog::ensure`] (and of the source access obtained for a run).
+pub async fn leave<C: GenericClient>(client: &C, role: &str) -> Result<bool> {
+    let member: bool = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid \
+             JOIN pg_roles me ON me.oid = m.member WHERE r.rolname = $1::text::name AND me.rolname = current_user)",
+            &[&role],
+        )
+        .await
+        .map_err(|e| Error::db(format!("check membership in {role}"), e))?
+        .get(0);
+    if member {
+        client
+            .batch_execute(&format!("REVOKE {} FROM CURRENT_USER", quote_ident(role)))
+            .await
+            .map_err(|e| Error::db(format!("revoke the connecting user's membership in {role}"), e))?;
+    }
+    Ok(member)
+}
+
 fn apply_error(phase: Phase, index: usize, line: usize, sql: &str, source: tokio_postgres::Error) -> Error {
     let first = sql.lines().next().unwrap_or("");
     let head = if first.chars().count() > 120 {

@@ -36,7 +36,7 @@ use crate::catalog;
 use crate::context::StepContext;
 use crate::error::{Error, Result};
 use crate::job::Side;
-use crate::pg::{self, Session, quote_ident};
+use crate::pg::{self, Session};
 use crate::step::{
     GlobalsOutput, PostDataItem, PostDataItemInput, PostDataItemOutput, PostDataPlanOutput, ReleaseOutput,
     SchemaOutput, SchemaRequest, SequencesOutput, StepInput, keys,
@@ -202,7 +202,7 @@ pub async fn post_data_plan(ctx: &StepContext, input: &StepInput) -> Result<Post
     let target = ctx.connect(&input.job, Side::Target, "schema", run).await?;
     let split = match marker(&target, None, POST_DATA).await? {
         Some(_) => postdata::Split::default(),
-        None => post_data_split(ctx, run, &target).await?.1,
+        None => post_data_split(ctx, run, &target).await?,
     };
     let (indexes_key, validations_key) =
         (keys::post_data_items(run, "indexes"), keys::post_data_items(run, "validations"));
@@ -216,16 +216,15 @@ pub async fn post_data_plan(ctx: &StepContext, input: &StepInput) -> Result<Post
     })
 }
 
-/// The post-data plan of the run, split: what the section's transaction applies, and the items.
-async fn post_data_split(ctx: &StepContext, run: &str, target: &Client) -> Result<(Plan, postdata::Split)> {
+/// The post-data items of the run (the section's own transaction recomputes the same split).
+async fn post_data_split(ctx: &StepContext, run: &str, target: &Client) -> Result<postdata::Split> {
     let dump = dump::stored(ctx, run).await?;
     let facts: Facts = ctx.store.get_json(&keys::schema_facts(run)).await?;
     let pre_items = lex::split(&dump.pre_data);
     let (_, pre_items) = sanitize::database_items(&pre_items);
     let post_items = lex::split(&dump.post_data);
     let (_, mut plan) = plan_sections(&facts, &pre_items, &post_items);
-    let split = postdata::split(&mut plan, &postdata::partitioned_tables(target).await?);
-    Ok((plan, split))
+    Ok(postdata::split(&mut plan, &postdata::partitioned_tables(target).await?))
 }
 
 /// Builds one index or validates one table's foreign keys.
@@ -244,18 +243,20 @@ pub async fn post_data_item(
 /// its Map states, for callers outside it.
 pub async fn post_data_complete(ctx: &StepContext, input: &StepInput) -> Result<SchemaOutput> {
     let plan = post_data_plan(ctx, input).await?;
-    let items: Vec<PostDataItem> = ctx.store.get_json(&plan.indexes_key).await?;
-    for item in &items {
-        let input = PostDataItemInput { job: input.job.clone(), run_id: input.run_id.clone(), item: item.clone() };
-        post_data_item(ctx, &input, None).await?;
-    }
+    run_items(ctx, input, &plan.indexes_key).await?;
     let output = post_data(ctx, input).await?;
-    let items: Vec<PostDataItem> = ctx.store.get_json(&plan.validations_key).await?;
-    for item in &items {
-        let input = PostDataItemInput { job: input.job.clone(), run_id: input.run_id.clone(), item: item.clone() };
+    run_items(ctx, input, &plan.validations_key).await?;
+    Ok(output)
+}
+
+/// Runs the post-data items stored at `key`, one after the other.
+async fn run_items(ctx: &StepContext, input: &StepInput, key: &str) -> Result<()> {
+    let items: Vec<PostDataItem> = ctx.store.get_json(key).await?;
+    for item in items {
+        let input = PostDataItemInput { job: input.job.clone(), run_id: input.run_id.clone(), item };
         post_data_item(ctx, &input, None).await?;
     }
-    Ok(output)
+    Ok(())
 }
 
 /// Applies post-data from the stored dump, then refreshes materialized views.
@@ -531,20 +532,7 @@ pub async fn release(ctx: &StepContext, input: &StepInput) -> Result<ReleaseOutp
     let target = pg::connect(&spec.with_dbname("postgres"), &Session::new("release", run)).await?;
     let mut revoked = Vec::new();
     for role in roles {
-        let member: bool = target
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid \
-                 JOIN pg_roles me ON me.oid = m.member WHERE r.rolname = $1::text::name AND me.rolname = current_user)",
-                &[&role],
-            )
-            .await
-            .map_err(|e| Error::db(format!("check membership in {role}"), e))?
-            .get(0);
-        if member {
-            target
-                .batch_execute(&format!("REVOKE {} FROM CURRENT_USER", quote_ident(&role)))
-                .await
-                .map_err(|e| Error::db(format!("revoke the master's membership in {role}"), e))?;
+        if apply::leave(&target, &role).await? {
             revoked.push(role);
         }
     }
