@@ -263,6 +263,16 @@ async fn run(
     if let Some(v) = &report.verification {
         print!("{}", v.inventory.summary());
     }
+    // `"consistency": "clone"`: as of when the target equals the source.
+    if let Ok(clone) =
+        store.get_json::<pgferry_core::step::CloneRecord>(&pgferry_core::step::keys::clone(&run_id)).await
+        && clone.available
+    {
+        println!(
+            "copied from clone {} of {}: the target equals the source as of {} ({})",
+            clone.identifier, clone.source, clone.point_in_time, clone.point_in_time_basis
+        );
+    }
     if let Some(path) = report_file {
         let text = serde_json::to_string_pretty(&report).map_err(|e| Error::Internal(e.to_string()))?;
         std::fs::write(&path, text + "\n").map_err(|e| Error::io(format!("write {}", path.display()), e))?;

@@ -102,6 +102,7 @@ pub async fn copy_chunk(ctx: &StepContext, input: &ChunkInput, deadline: Option<
     let mut done_slices: Vec<usize> = committed.iter().map(|c| c.slice).collect();
     let already_committed = done_slices.len() == chunk.slices.len();
     let mut source: Option<Client> = None;
+    let marks = if refresh { crate::refresh::watermarks(ctx, &input.run_id).await } else { None };
     let mut rate = ASSUMED_BYTES_PER_SEC;
     let slice_estimate = chunk.estimated_bytes as f64 / chunk.slices.len().max(1) as f64;
 
@@ -124,7 +125,8 @@ pub async fn copy_chunk(ctx: &StepContext, input: &ChunkInput, deadline: Option<
         let Some(source_client) = source.as_ref() else { continue };
         let slice_started = Instant::now();
         let (slice_rows, slice_bytes) = if refresh {
-            let (r, b, c) = crate::refresh::refresh_slice(source_client, &mut target, input, index, slice).await?;
+            let (r, b, c) =
+                crate::refresh::refresh_slice(source_client, &mut target, input, index, slice, marks.as_ref()).await?;
             counts.add(&c);
             (r, b)
         } else {

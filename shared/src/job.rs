@@ -60,6 +60,28 @@ pub struct RefreshOptions {
     /// and change, and changes nothing (RDS-CASES T57: never drop without explicit consent).
     #[serde(default)]
     pub rebuild_changed_tables: bool,
+    /// What the verification after a refresh hashes (see [`RefreshVerify`]).
+    #[serde(default, skip_serializing_if = "RefreshVerify::is_changed")]
+    pub verify: RefreshVerify,
+}
+
+/// What the verification after a refresh hashes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RefreshVerify {
+    /// The rows written since the last verified run on either side, and every key (count and
+    /// key hash); rows written on neither side are proven equal by that run. Falls back to
+    /// `full` where that run's transaction-id marks cannot be used.
+    #[default]
+    Changed,
+    /// Every row on both sides, as `pgferry verify` does.
+    Full,
+}
+
+impl RefreshVerify {
+    fn is_changed(&self) -> bool {
+        *self == RefreshVerify::Changed
+    }
 }
 
 /// Default number of chunks in flight per core of the machine that runs the steps: enough to
@@ -106,12 +128,78 @@ pub struct Endpoint {
     /// Database user; default: the secret's `username`, else the master user name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// Source only: how consistent the copy is (DESIGN 11). Default [`Consistency::Snapshot`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistency: Option<Consistency>,
+    /// Source only, with `"consistency": "clone"`: how the temporary clone is made and awaited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clone: Option<CloneOptions>,
+}
+
+/// How consistent a copy of the source is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Consistency {
+    /// Read the live source chunk by chunk: consistent only if the source is quiet during the run
+    /// (no PostgreSQL snapshot survives across Lambda invocations).
+    #[default]
+    Snapshot,
+    /// Restore a temporary point-in-time clone of the source (RDS PITR, or an Aurora
+    /// copy-on-write clone), copy from it, and delete it on every path: the target equals the
+    /// source as of the clone's point in time, whatever is written meanwhile.
+    Clone,
+}
+
+/// Options of `"consistency": "clone"`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CloneOptions {
+    /// Seconds between two looks at a clone being created. Default [`DEFAULT_CLONE_POLL_SECONDS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll_seconds: Option<u32>,
+    /// Minutes to wait for the clone to become available before giving up (and deleting it).
+    /// Default [`DEFAULT_CLONE_WAIT_MINUTES`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_wait_minutes: Option<u32>,
+    /// DB instance class of the clone (e.g. `db.r6g.large`); default: the source's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_class: Option<String>,
+    /// Local runs only: host to dial instead of the clone's endpoint (a tunnel, or a stand-in
+    /// server in tests). Refused in AWS, where the clone is reached at its own endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Local runs only: port to dial with `host`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+}
+
+/// Default seconds between two `Describe*` calls on a clone being created: a PITR restore takes
+/// 10-30 minutes, an Aurora clone 5-15, so polling faster buys nothing.
+pub const DEFAULT_CLONE_POLL_SECONDS: u32 = 30;
+/// Default minutes to wait for a clone: a large RDS restore replays a lot of WAL.
+pub const DEFAULT_CLONE_WAIT_MINUTES: u32 = 180;
+
+impl CloneOptions {
+    /// Seconds between two looks at the clone.
+    pub fn effective_poll_seconds(&self) -> u32 {
+        self.poll_seconds.unwrap_or(DEFAULT_CLONE_POLL_SECONDS)
+    }
+
+    /// Minutes to wait for the clone.
+    pub fn effective_max_wait_minutes(&self) -> u32 {
+        self.max_wait_minutes.unwrap_or(DEFAULT_CLONE_WAIT_MINUTES)
+    }
 }
 
 impl Endpoint {
     /// An endpoint given by a libpq URL.
     pub fn from_url(url: impl Into<String>) -> Self {
         Self { url: Some(url.into()), ..Self::default() }
+    }
+
+    /// Whether this side is copied from a temporary clone.
+    pub fn uses_clone(&self) -> bool {
+        self.consistency == Some(Consistency::Clone)
     }
 
     /// The RDS resource named, as `(kind, identifier)`.
@@ -164,6 +252,41 @@ impl Endpoint {
         }
         if self.port == Some(0) {
             return err("`port` must be 1-65535".to_string());
+        }
+        if side == Side::Target && (self.consistency.is_some() || self.clone.is_some()) {
+            return err("`consistency` and `clone` belong to the source".to_string());
+        }
+        if self.clone.is_some() && !self.uses_clone() {
+            return err("`clone` options need `\"consistency\": \"clone\"`".to_string());
+        }
+        if self.uses_clone() {
+            if self.rds_resource().is_none() {
+                return err(
+                    "`\"consistency\": \"clone\"` needs the source named as `rdsInstance` or `rdsCluster`: the clone \
+                     is restored from its automated backups"
+                        .to_string(),
+                );
+            }
+            if self.iam_auth {
+                return err(
+                    "`iamAuth` with `\"consistency\": \"clone\"` is not supported: IAM auth tokens are signed for \
+                     the source's endpoint, not the clone's; give `secretArn` or use the RDS-managed master secret"
+                        .to_string(),
+                );
+            }
+            let options = self.clone.clone().unwrap_or_default();
+            if !(1..=600).contains(&options.effective_poll_seconds()) {
+                return err("`clone.pollSeconds` must be 1-600".to_string());
+            }
+            if options.effective_max_wait_minutes() == 0 {
+                return err("`clone.maxWaitMinutes` must be at least 1".to_string());
+            }
+            if options.port == Some(0) {
+                return err("`clone.port` must be 1-65535".to_string());
+            }
+            if options.port.is_some() && options.host.is_none() {
+                return err("`clone.port` needs `clone.host`".to_string());
+            }
         }
         Ok(())
     }
@@ -349,6 +472,11 @@ impl Job {
         self.refresh.is_some_and(|r| r.rebuild_changed_tables)
     }
 
+    /// Whether the verification after a refresh must hash every row (`refresh.verify: full`).
+    pub fn full_verify_after_refresh(&self) -> bool {
+        self.refresh.is_some_and(|r| r.verify == RefreshVerify::Full)
+    }
+
     /// Whether any side is named through the RDS API.
     pub fn uses_aws(&self) -> bool {
         [&self.source, &self.target].iter().any(|e| e.rds_resource().is_some() || e.secret_arn.is_some())
@@ -485,6 +613,50 @@ mod tests {
         (
             r#"{"source":{"url":"postgresql://u@a/d"},"target":{"url":"postgresql://u@b/d"},"network":{"securityGroupIds":["vpc-1"],"subnetIds":["subnet-1"]}}"#,
             Some("vpc-1"),
+        ),
+        (
+            r#"{"source":{"rdsInstance":"prod-db","database":"shop","consistency":"clone"},"target":{"rdsInstance":"stage","database":"shop"}}"#,
+            None,
+        ),
+        (
+            r#"{"source":{"rdsCluster":"prod","database":"shop","consistency":"clone","clone":{"pollSeconds":5,"maxWaitMinutes":60,"instanceClass":"db.r6g.large","host":"127.0.0.1","port":5999}},"target":{"url":"postgresql://u@b/d"},"mode":"refresh"}"#,
+            None,
+        ),
+        (
+            r#"{"source":{"url":"postgresql://u@a/d","consistency":"snapshot"},"target":{"url":"postgresql://u@b/d"}}"#,
+            None,
+        ),
+        (
+            r#"{"source":{"url":"postgresql://u@a/d","consistency":"clone"},"target":{"url":"postgresql://u@b/d"}}"#,
+            Some("rdsInstance"),
+        ),
+        (
+            r#"{"source":{"rdsInstance":"p","database":"s","consistency":"clone","clone":{"port":5999}},"target":{"url":"postgresql://u@b/d"}}"#,
+            Some("clone.host"),
+        ),
+        (
+            r#"{"source":{"rdsInstance":"p","database":"s","clone":{"pollSeconds":5}},"target":{"url":"postgresql://u@b/d"}}"#,
+            Some("consistency"),
+        ),
+        (
+            r#"{"source":{"url":"postgresql://u@a/d"},"target":{"rdsInstance":"p","database":"s","consistency":"clone"}}"#,
+            Some("belong to the source"),
+        ),
+        (
+            r#"{"source":{"rdsInstance":"p","database":"s","consistency":"clone","clone":{"pollSeconds":0}},"target":{"url":"postgresql://u@b/d"}}"#,
+            Some("pollSeconds"),
+        ),
+        (
+            r#"{"source":{"rdsInstance":"p","database":"s","consistency":"clone","clone":{"polSeconds":5}},"target":{"url":"postgresql://u@b/d"}}"#,
+            Some("unknown field `polSeconds`"),
+        ),
+        (
+            r#"{"source":{"rdsInstance":"p","database":"s","consistency":"copy"},"target":{"url":"postgresql://u@b/d"}}"#,
+            Some("copy"),
+        ),
+        (
+            r#"{"source":{"rdsInstance":"p","database":"s","consistency":"clone","iamAuth":true},"target":{"url":"postgresql://u@b/d"}}"#,
+            Some("iamAuth"),
         ),
     ];
 

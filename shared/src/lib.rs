@@ -9,6 +9,7 @@ pub mod access;
 pub mod asl;
 pub mod aws;
 pub mod catalog;
+pub mod clone;
 pub mod context;
 pub mod copy;
 pub mod error;
@@ -25,5 +26,6 @@ pub mod step;
 pub mod store;
 pub mod telemetry;
 pub mod verify;
+pub mod watermark;
 
 pub use error::{Error, ErrorKind, Result};

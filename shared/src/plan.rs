@@ -236,7 +236,10 @@ async fn quantile_bounds(source: &Client, rel: &Relation, key: &[KeyColumn], wan
     if points.len() < 2 {
         let percent = (100.0 * SAMPLE_ROWS as f64 / (rel.pages.max(1) as f64 * 50.0)).clamp(0.01, 100.0);
         let cols: Vec<String> = key.iter().map(|k| quote_ident(&k.name)).collect();
-        let texts: Vec<String> = cols.iter().map(|c| format!("{c}::text")).collect();
+        // Aliased: `ORDER BY "k"` would otherwise name the text output column `"k"::text` and sort
+        // the sample as text ('10' < '9'), giving cut points out of order — overlapping and empty
+        // slices.
+        let texts: Vec<String> = cols.iter().enumerate().map(|(i, c)| format!("{c}::text AS k{i}")).collect();
         let sql = format!(
             "SELECT {} FROM ONLY {} TABLESAMPLE SYSTEM ({percent}) REPEATABLE (7) ORDER BY {}",
             texts.join(", "),

@@ -13,12 +13,22 @@
 //!   then they are dropped (with the foreign keys referencing them) and recreated, all in one
 //!   transaction. Foreign keys added to tables that hold rows are added `NOT VALID` and validated
 //!   after the data ([`validate_foreign_keys`]).
-//! - **Rows** ([`refresh_slice`]) — each slice is hashed on both sides with verification's hash;
-//!   an equal slice is left alone. A differing slice with a key is compared key by key and only
-//!   missing, extra and different rows are deleted and copied; when many differ the whole range
-//!   is reloaded. Tables without a key are compared and reloaded whole. Every write happens with
+//! - **Rows** ([`refresh_slice`]) — when an earlier run from this source verified the rows equal
+//!   and recorded transaction-id marks ([`crate::watermark`]), a keyed slice is compared by what
+//!   was written on either side since and by its keys (no row is formatted or hashed), and only
+//!   the keys written since or present on one side are deleted and copied. Without usable marks
+//!   (first refresh after an older pgferry, the source's schema changed since, another cluster,
+//!   2^30 transactions later) each slice is hashed on both sides with verification's hash; an
+//!   equal slice is left alone and a differing one is compared key by key. When many rows differ
+//!   the whole range is reloaded. Tables without a key are reloaded whole when anything was
+//!   written to them or their counts differ, else compared by content (a delete on each side
+//!   would cancel out in the counts). Every write happens with
 //!   `session_replication_role = replica` (no foreign key checks or user triggers on reloaded
 //!   rows) in one transaction with the slice's ledger row, so a retry skips committed slices.
+//! - **Verification** — keyed chunks are proven by their key count and key hash on both sides
+//!   and the row hashes of the rows written since the marks; the report says per table how many
+//!   rows were hashed now and how many were proven unchanged since which run
+//!   (`refresh.verify: full` hashes every row, as `pgferry verify` does).
 //! - **Sequences** are set as in a snapshot; **large objects** are compared by size and md5.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -28,7 +38,7 @@ use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
 
 use crate::context::StepContext;
-use crate::copy::{LedgerRow, column_list, copy_options, copy_out_sql, record_slice, stream};
+use crate::copy::{LedgerRow, column_list, copy_in_sql, copy_options, copy_out_sql, record_slice, stream};
 use crate::error::{Error, ErrorKind, Result};
 use crate::job::{Job, Mode, Side};
 use crate::pg::{ConnSpec, QualifiedName, quote_ident, quote_literal};
@@ -41,15 +51,21 @@ use crate::schema::report::SchemaReport;
 use crate::schema::sanitize::{self, Plan, TocEntry};
 use crate::schema::{PRE_DATA, dump, marker, plan_sections, section_hash};
 use crate::step::{ChunkInput, CopyChunkOutput, RefreshCounts, SchemaOutput, Slice, StepInput, keys};
-use crate::verify::{hash_sql, row_hash};
+use crate::verify::hash_sql;
 
 /// pgferry's record of runs into a target database: which source each copied, and when the copy
 /// finished (set by the large-object step, the last step that writes data). A refresh accepts
-/// only a target with a finished run from the same source.
+/// only a target with a finished run from the same source. `source_xmin`/`target_xmin` are the
+/// sides' transaction-id marks taken as the run's verification began, `verified_at` when that
+/// verification found the sides equal ([`crate::watermark`]), `pre_data_hash` the source's
+/// pre-data section a refresh found (a snapshot's is in `pgferry.applied_sections`).
 pub const RUNS_DDL: &str = "CREATE SCHEMA IF NOT EXISTS pgferry; \
      CREATE TABLE IF NOT EXISTS pgferry.runs (run_id text PRIMARY KEY, mode text NOT NULL, \
         source_endpoint text NOT NULL, source_database text NOT NULL, source_system_id text, \
-        refresh_of text, started_at timestamptz NOT NULL DEFAULT now(), copied_at timestamptz)";
+        refresh_of text, started_at timestamptz NOT NULL DEFAULT now(), copied_at timestamptz); \
+     ALTER TABLE pgferry.runs ADD COLUMN IF NOT EXISTS source_xmin text, \
+        ADD COLUMN IF NOT EXISTS target_xmin text, ADD COLUMN IF NOT EXISTS verified_at timestamptz, \
+        ADD COLUMN IF NOT EXISTS pre_data_hash text";
 
 /// Keys deleted or copied per statement when a slice is repaired row by row.
 const KEY_BATCH: usize = 5000;
@@ -81,7 +97,7 @@ pub struct SourceIdentity {
 impl SourceIdentity {
     /// Whether a recorded run copied from this source: the same database, on the same server
     /// (system identifier when both are known, else the job's name for the server).
-    fn matches(&self, database: &str, system_id: Option<&str>, endpoint: &str) -> bool {
+    pub(crate) fn matches(&self, database: &str, system_id: Option<&str>, endpoint: &str) -> bool {
         self.database == database
             && match (self.system_id.as_deref(), system_id) {
                 (Some(a), Some(b)) => a == b,
@@ -251,15 +267,27 @@ pub async fn target_check(source: &Client, target: &Client, job: &Job) -> Result
     })
 }
 
+/// What a step records about its run in `pgferry.runs` (`None`: left as recorded).
+#[derive(Debug, Clone, Copy, Default)]
+struct RunFacts<'a> {
+    /// The earlier run a refresh updates.
+    refresh_of: Option<&'a str>,
+    /// The copy finished.
+    copied: bool,
+    /// Source and target transaction-id marks.
+    marks: Option<(u64, u64)>,
+    pre_data_hash: Option<&'a str>,
+}
+
 /// Records this run in `pgferry.runs` (in the caller's transaction).
 async fn record_run<C: tokio_postgres::GenericClient>(
     client: &C,
     run_id: &str,
     mode: Mode,
     source: &SourceIdentity,
-    refresh_of: Option<&str>,
-    copied: bool,
+    facts: RunFacts<'_>,
 ) -> Result<()> {
+    let RunFacts { refresh_of, copied, marks, pre_data_hash } = facts;
     client.batch_execute(RUNS_DDL).await.map_err(|e| Error::db("create pgferry.runs", e))?;
     let mode = match mode {
         Mode::Snapshot => "snapshot",
@@ -268,10 +296,24 @@ async fn record_run<C: tokio_postgres::GenericClient>(
     client
         .execute(
             "INSERT INTO pgferry.runs (run_id, mode, source_endpoint, source_database, source_system_id, refresh_of, \
-                                       copied_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, CASE WHEN $7 THEN now() END) \
-             ON CONFLICT (run_id) DO UPDATE SET copied_at = coalesce(EXCLUDED.copied_at, pgferry.runs.copied_at)",
-            &[&run_id, &mode, &source.endpoint, &source.database, &source.system_id, &refresh_of, &copied],
+                                       copied_at, source_xmin, target_xmin, pre_data_hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, CASE WHEN $7 THEN now() END, $8, $9, $10) \
+             ON CONFLICT (run_id) DO UPDATE SET copied_at = coalesce(EXCLUDED.copied_at, pgferry.runs.copied_at), \
+                source_xmin = coalesce(EXCLUDED.source_xmin, pgferry.runs.source_xmin), \
+                target_xmin = coalesce(EXCLUDED.target_xmin, pgferry.runs.target_xmin), \
+                pre_data_hash = coalesce(EXCLUDED.pre_data_hash, pgferry.runs.pre_data_hash)",
+            &[
+                &run_id,
+                &mode,
+                &source.endpoint,
+                &source.database,
+                &source.system_id,
+                &refresh_of,
+                &copied,
+                &marks.map(|m| m.0.to_string()),
+                &marks.map(|m| m.1.to_string()),
+                &pre_data_hash,
+            ],
         )
         .await
         .map_err(|e| Error::db("record the run in pgferry.runs", e))?;
@@ -279,10 +321,71 @@ async fn record_run<C: tokio_postgres::GenericClient>(
 }
 
 /// Marks the run's copy finished (the large-object step, after every row, sequence and large
-/// object is in): from now on the target is a pgferry copy of this source.
+/// object is in): from now on the target is a pgferry copy of this source. Also records both
+/// sides' transaction-id marks now, before the verification reads anything: if it finds the
+/// sides equal, rows written below them need no hashing by a later refresh.
 pub async fn record_copied(source: &Client, target: &Client, input: &StepInput) -> Result<()> {
     let identity = source_identity(source, &input.job).await?;
-    record_run(target, &input.run_id, input.job.mode, &identity, None, true).await
+    let marks = tokio::try_join!(crate::watermark::snapshot_xmin(source), crate::watermark::snapshot_xmin(target))?;
+    let facts = RunFacts { copied: true, marks: Some(marks), ..RunFacts::default() };
+    record_run(target, &input.run_id, input.job.mode, &identity, facts).await
+}
+
+/// Records that the run's verification found the sides equal (the report step): its marks become
+/// evidence for later refreshes. A verification outside a run (no `pgferry.runs` row) records
+/// nothing.
+pub async fn record_verified(target: &Client, run_id: &str) -> Result<()> {
+    if !runs_table(target).await? {
+        return Ok(());
+    }
+    target
+        .execute(
+            "UPDATE pgferry.runs SET verified_at = now() WHERE run_id = $1 \
+             AND (to_jsonb(runs) ->> 'source_xmin') IS NOT NULL",
+            &[&run_id],
+        )
+        .await
+        .map_err(|e| Error::db("record the verification in pgferry.runs", e))?;
+    Ok(())
+}
+
+/// The marks of the latest verified run from this source, or why there are none usable.
+/// With the marks, the source's pre-data section hash as of that run (if known).
+async fn evidence(
+    source: &Client,
+    target: &Client,
+    identity: &SourceIdentity,
+) -> Result<std::result::Result<(crate::watermark::Watermarks, Option<String>), String>> {
+    // Read through to_jsonb: an older pgferry's table has no mark columns.
+    let rows = target
+        .query(
+            "SELECT run_id, r ->> 'source_xmin', r ->> 'target_xmin', source_database, source_system_id, \
+                    source_endpoint, r ->> 'pre_data_hash' \
+             FROM pgferry.runs, to_jsonb(runs) r WHERE (r ->> 'verified_at') IS NOT NULL \
+             ORDER BY (r ->> 'verified_at')::timestamptz DESC",
+            &[],
+        )
+        .await
+        .map_err(|e| Error::db("read pgferry runs", e))?;
+    let Some(r) = rows.iter().find(|r| {
+        identity.matches(&r.get::<_, String>(3), r.get::<_, Option<String>>(4).as_deref(), &r.get::<_, String>(5))
+    }) else {
+        return Ok(Err("no earlier run from this source recorded transaction-id marks and verified equal".to_string()));
+    };
+    let parse = |i: usize| r.get::<_, Option<String>>(i).and_then(|t| t.parse::<u64>().ok());
+    let (Some(source_xmin), Some(target_xmin)) = (parse(1), parse(2)) else {
+        return Ok(Err("the verified run's marks are unreadable".to_string()));
+    };
+    let marks = crate::watermark::Watermarks { run_id: r.get(0), source_xmin, target_xmin };
+    let pre_data_hash: Option<String> = r.get(6);
+    let (s, t) = tokio::try_join!(
+        crate::watermark::unusable(source, source_xmin, "source"),
+        crate::watermark::unusable(target, target_xmin, "target")
+    )?;
+    Ok(match s.or(t) {
+        Some(reason) => Err(reason),
+        None => Ok((marks, pre_data_hash)),
+    })
 }
 
 /// The copy step's check: this run's schema step found an earlier copy and recorded the run as
@@ -627,6 +730,15 @@ pub struct SchemaRefresh {
     /// Foreign keys added `NOT VALID`, validated once the data is in.
     pub validate_after_copy: Vec<String>,
     pub notes: Vec<String>,
+    /// The marks of the latest verified run: rows are compared by what was written since
+    /// (`None`: by content, the reason in `notes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watermarks: Option<crate::watermark::Watermarks>,
+}
+
+/// The marks a refresh's chunks and verification use, from the run's schema step.
+pub async fn watermarks(ctx: &StepContext, run: &str) -> Option<crate::watermark::Watermarks> {
+    ctx.store.get_json::<SchemaRefresh>(&keys::refresh_schema(run)).await.ok().and_then(|s| s.watermarks)
 }
 
 /// The pre-data step in mode refresh: refuses a target that is not an earlier copy, compares
@@ -694,6 +806,24 @@ pub async fn pre_data(ctx: &StepContext, input: &StepInput) -> Result<SchemaOutp
              (functions, views, types, defaults, grants…): a refresh leaves them as they are",
             previous.as_ref().map_or("?", |p| p.0.as_str())
         ));
+    }
+    match evidence(&source, &target, &identity).await? {
+        // The source's schema as of the marks' run: a refresh records it; a snapshot's is the
+        // applied pre-data section's when that run applied it.
+        Ok((marks, then))
+            if then
+                .clone()
+                .or_else(|| previous.as_ref().filter(|p| p.0 == marks.run_id).and_then(|p| p.1.clone()))
+                .as_deref()
+                == Some(hash.as_str()) =>
+        {
+            outcome.watermarks = Some(marks)
+        }
+        Ok((marks, _)) => outcome.notes.push(format!(
+            "rows compared by content, not by transaction ids: the source's schema changed since run {}",
+            marks.run_id
+        )),
+        Err(reason) => outcome.notes.push(format!("rows compared by content, not by transaction ids: {reason}")),
     }
     let refused: Vec<&TableChange> = outcome.tables.iter().filter(|t| t.action == TableAction::Refused).collect();
     if !refused.is_empty() {
@@ -815,7 +945,8 @@ pub async fn pre_data(ctx: &StepContext, input: &StepInput) -> Result<SchemaOutp
     ctx.store.put_json(&report_key, &report).await?;
     statements += applied?;
     outcome.statements = statements;
-    record_run(&tx, run, Mode::Refresh, &identity, Some(&earlier.run_id), false).await?;
+    let facts = RunFacts { refresh_of: Some(&earlier.run_id), pre_data_hash: Some(&hash), ..RunFacts::default() };
+    record_run(&tx, run, Mode::Refresh, &identity, facts).await?;
     ctx.store.put_json(&keys::refresh_schema(run), &outcome).await?;
     let output = SchemaOutput {
         section: name.to_string(),
@@ -882,13 +1013,15 @@ pub async fn validate_foreign_keys(ctx: &StepContext, input: &StepInput, target:
 // Rows
 
 /// Compares one slice and re-copies what differs, in one transaction with its ledger row:
-/// `(rows written, bytes written, counts)`.
+/// `(rows written, bytes written, counts)`. With `marks` (a verified earlier run's transaction-id
+/// marks) a keyed slice is compared by what was written since and by its keys, not by content.
 pub(crate) async fn refresh_slice(
     source: &Client,
     target: &mut Client,
     input: &ChunkInput,
     index: usize,
     slice: &Slice,
+    marks: Option<&crate::watermark::Watermarks>,
 ) -> Result<(u64, u64, RefreshCounts)> {
     let chunk = &input.chunk;
     let keyless = chunk.key.is_empty();
@@ -899,24 +1032,57 @@ pub(crate) async fn refresh_slice(
         return Ok((0, 0, RefreshCounts::default()));
     }
     let filter = if keyless { None } else { slice_predicate(&chunk.key, slice) };
-    // The range's count and hash first (the query verification runs, parallel in the server):
-    // an equal range costs nothing more. A differing keyed range is then compared by key buckets
-    // and only the rows of differing buckets one by one; keyless tables (and tables without
-    // columns) are reloaded whole.
-    let sql = hash_sql(chunk, filter.clone());
-    let (s, t) = tokio::try_join!(source.query_one(&sql, &[]), target.query_one(&sql, &[]))
-        .map_err(|e| Error::db(format!("hash {}", chunk.table), e))?;
-    let (source_rows, target_rows) =
-        (u64::try_from(s.get::<_, i64>(0)).unwrap_or(0), u64::try_from(t.get::<_, i64>(0)).unwrap_or(0));
-    let mut dirty = None;
-    if source_rows != target_rows || s.get::<_, String>(1) != t.get::<_, String>(1) {
-        dirty = Some(Vec::new());
-        if !keyless && !chunk.columns.is_empty() {
-            let b = compare_buckets(source, target, chunk, &filter).await?;
-            dirty = (!b.dirty.is_empty()).then_some(b.dirty);
+    let by_rows = !keyless && !chunk.columns.is_empty();
+    // `None`: equal; `Some(None)`: reload the range; `Some(Some(diff))`: these keys.
+    let mut found: Option<Option<RowDiff>> = None;
+    let (source_rows, target_rows);
+    match marks {
+        Some(marks) if by_rows => {
+            let c = crate::watermark::slice_changes(source, target, chunk, &filter, marks).await?;
+            (source_rows, target_rows) = (c.source_rows, c.target_rows);
+            tracing::debug!(slice = index, written = c.written, one_sided = c.one_sided, "changes since the marks");
+            if !c.is_empty() {
+                found = Some(Some(RowDiff { to_delete: c.to_delete, to_copy: c.to_copy }));
+            }
+        }
+        _ => {
+            let (mut s_rows, mut t_rows) = (0, 0);
+            if let Some(marks) = marks {
+                // Keyless: nothing written since the marks and equal counts still need the
+                // content hash (a delete on each side would cancel out in the counts).
+                let (s, t, changed) = crate::watermark::keyless_changed(source, target, chunk, &filter, marks).await?;
+                (s_rows, t_rows) = (s, t);
+                if changed {
+                    found = Some(None);
+                }
+            }
+            if found.is_none() {
+                // The range's count and hash first (the query verification runs): an equal range
+                // costs nothing more. A differing keyed range is then compared by key buckets
+                // and only the rows of differing buckets one by one; keyless tables (and tables
+                // without columns) are reloaded whole.
+                let hash = crate::verify::row_hash(source, chunk).await?;
+                let sql = hash_sql(chunk, &hash, filter.clone());
+                let (s, t) = tokio::try_join!(source.query_one(&sql, &[]), target.query_one(&sql, &[]))
+                    .map_err(|e| Error::db(format!("hash {}", chunk.table), e))?;
+                (s_rows, t_rows) =
+                    (u64::try_from(s.get::<_, i64>(0)).unwrap_or(0), u64::try_from(t.get::<_, i64>(0)).unwrap_or(0));
+                if s_rows != t_rows || s.get::<_, String>(1) != t.get::<_, String>(1) {
+                    found = Some(None);
+                    if by_rows {
+                        let b = compare_buckets(source, target, chunk, &hash, &filter).await?;
+                        found = if b.dirty.is_empty() {
+                            None
+                        } else {
+                            Some(Some(row_diff(source, target, chunk, &hash, &filter, &b.dirty).await?))
+                        };
+                    }
+                }
+            }
+            (source_rows, target_rows) = (s_rows, t_rows);
         }
     }
-    let Some(dirty) = dirty else {
+    let Some(diff) = found else {
         let row = LedgerRow {
             slice: index,
             compared: Some(source_rows),
@@ -926,11 +1092,6 @@ pub(crate) async fn refresh_slice(
         };
         record_slice(&*target, input, &row).await?;
         return Ok((0, 0, row.refresh_counts()));
-    };
-    let diff = if keyless || chunk.columns.is_empty() {
-        None
-    } else {
-        Some(row_diff(source, target, chunk, &filter, &dirty).await?)
     };
     let tx = target.transaction().await.map_err(|e| Error::db("begin refresh transaction", e))?;
     // Reloaded rows are the source's rows: no foreign key checks or user triggers fire on them.
@@ -965,10 +1126,28 @@ pub(crate) async fn refresh_slice(
         }
         None => {
             let where_clause = filter.as_ref().map_or(String::new(), |p| format!(" WHERE {p}"));
-            let deleted = tx
-                .execute(&format!("DELETE FROM ONLY {table}{where_clause}"), &[])
+            // A whole table no foreign key references is emptied by TRUNCATE and loaded with
+            // COPY FREEZE, as a snapshot loads it: deleting every row one by one and loading
+            // unfrozen rows costs several times more.
+            let referenced: bool = tx
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE contype = 'f' AND confrelid = to_regclass($1))",
+                    &[&table.to_string()],
+                )
                 .await
-                .map_err(|e| Error::db(format!("delete a range of {table}"), e))?;
+                .map_err(|e| Error::db(format!("look for foreign keys referencing {table}"), e))?
+                .get(0);
+            let truncate = keyless && !referenced && !chunk.columns.is_empty();
+            let deleted = if truncate {
+                tx.batch_execute(&format!("TRUNCATE ONLY {table}"))
+                    .await
+                    .map_err(|e| Error::db(format!("truncate {table}"), e))?;
+                target_rows
+            } else {
+                tx.execute(&format!("DELETE FROM ONLY {table}{where_clause}"), &[])
+                    .await
+                    .map_err(|e| Error::db(format!("delete a range of {table}"), e))?
+            };
             let (rows, bytes) = if chunk.columns.is_empty() {
                 // COPY needs a column; a table without columns can still hold rows.
                 let n = i64::try_from(source_rows).unwrap_or(i64::MAX);
@@ -978,7 +1157,8 @@ pub(crate) async fn refresh_slice(
                 (source_rows, 0)
             } else {
                 let whole = if keyless { &Slice::Whole } else { slice };
-                stream(source, &tx, &copy_out_sql(chunk, whole), &copy_in(chunk), table).await?
+                let in_sql = if truncate { copy_in_sql(chunk, &Slice::Whole) } else { copy_in(chunk) };
+                stream(source, &tx, &copy_out_sql(chunk, whole), &in_sql, table).await?
             };
             (deleted, rows, bytes)
         }
@@ -1029,6 +1209,7 @@ async fn compare_buckets(
     source: &Client,
     target: &Client,
     chunk: &crate::step::Chunk,
+    row_hash: &str,
     filter: &Option<String>,
 ) -> Result<Buckets> {
     let where_clause = filter.as_ref().map_or(String::new(), |p| format!(" WHERE {p}"));
@@ -1039,8 +1220,11 @@ async fn compare_buckets(
     let sql = format!(
         "SELECT {}, count(*), sum(({} & 2147483647)::int4)::text FROM ONLY {table}{where_clause} GROUP BY 1",
         bucket_expr(chunk),
-        row_hash(&chunk.columns)
+        row_hash
     );
+    for client in [source, target] {
+        client.batch_execute(crate::watermark::GROUPING_MEMORY).await.map_err(|e| Error::db("set work_mem", e))?;
+    }
     let (s, t) = tokio::try_join!(source.query(&sql, &[]), target.query(&sql, &[]))
         .map_err(|e| Error::db(format!("hash {table} by key buckets"), e))?;
     let bucket_of = |r: &tokio_postgres::Row| (r.get::<_, i64>(0), (r.get::<_, i64>(1), r.get::<_, String>(2)));
@@ -1058,6 +1242,7 @@ async fn row_diff(
     source: &Client,
     target: &Client,
     chunk: &crate::step::Chunk,
+    row_hash: &str,
     filter: &Option<String>,
     dirty: &[i64],
 ) -> Result<RowDiff> {
@@ -1068,7 +1253,7 @@ async fn row_diff(
         Some(p) => format!(" WHERE {p} AND {in_buckets}"),
         None => format!(" WHERE {in_buckets}"),
     };
-    let sql = format!("SELECT {}, {} FROM ONLY {table}{where_clause}", keys.join(", "), row_hash(&chunk.columns));
+    let sql = format!("SELECT {}, {row_hash} FROM ONLY {table}{where_clause}", keys.join(", "));
     let dirty = dirty.to_vec();
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&dirty];
     let (s, t) = tokio::try_join!(source.query(&sql, &params), target.query(&sql, &params))
@@ -1152,8 +1337,29 @@ pub struct RefreshSummary {
     pub schema: Vec<TableChange>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// The verified run whose transaction-id marks told which rows changed (`None`: rows were
+    /// compared by content).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changes_since: Option<String>,
+    /// Per table, what the verification after the refresh hashed now and what it proved
+    /// unchanged since an earlier verified run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verification: Vec<TableVerification>,
     /// One line: `copied no rows: …` for an unchanged database.
     pub summary: String,
+}
+
+/// A table's verification after a refresh.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TableVerification {
+    pub table: QualifiedName,
+    /// Rows hashed on both sides now.
+    pub rows_hashed: u64,
+    /// Rows written on neither side since the verified run `unchanged_since` (keys compared now).
+    pub rows_unchanged: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unchanged_since: Option<String>,
 }
 
 /// Gathers the chunks' refresh counts and the schema step's actions; `None` when the run's
@@ -1176,11 +1382,35 @@ pub async fn summarize(ctx: &StepContext, run: &str) -> Result<Option<RefreshSum
         }
     }
     out.tables_changed = per_table.into_iter().map(|(t, (c, d))| (t, c, d)).collect();
+    let mut verified: BTreeMap<QualifiedName, TableVerification> = BTreeMap::new();
+    for key in ctx.store.list(&crate::verify::scope_prefix(run)).await? {
+        let v: crate::verify::VerifyScope = ctx.store.get_json(&key).await?;
+        let t = verified.entry(v.table.clone()).or_insert_with(|| TableVerification {
+            table: v.table.clone(),
+            rows_hashed: 0,
+            rows_unchanged: 0,
+            unchanged_since: None,
+        });
+        t.rows_hashed += v.rows_hashed;
+        t.rows_unchanged += v.rows_unchanged;
+        t.unchanged_since = t.unchanged_since.take().or(v.unchanged_since);
+    }
+    out.verification = verified.into_values().collect();
+    out.changes_since = schema.watermarks.as_ref().map(|w| w.run_id.clone());
     out.refresh_of = Some(schema.refresh_of);
     out.schema = schema.tables;
     out.notes = schema.notes;
     let c = &out.counts;
-    let compared = format!("{} rows in {} slices compared", c.rows_compared, c.slices_equal + c.slices_reloaded);
+    let compared = match &out.changes_since {
+        Some(run) => format!(
+            "{} rows in {} slices checked for changes since verified run {run} (transaction ids, keys)",
+            c.rows_compared,
+            c.slices_equal + c.slices_reloaded
+        ),
+        None => {
+            format!("{} rows in {} slices compared by content", c.rows_compared, c.slices_equal + c.slices_reloaded)
+        }
+    };
     out.summary = if c.rows_reloaded == 0 && c.rows_deleted == 0 {
         format!("refresh copied no rows: {compared}, all equal")
     } else {
@@ -1193,6 +1423,16 @@ pub async fn summarize(ctx: &StepContext, run: &str) -> Result<Option<RefreshSum
             c.rows_skipped
         )
     };
+    let (hashed, unchanged) =
+        out.verification.iter().fold((0, 0), |(h, u), t| (h + t.rows_hashed, u + t.rows_unchanged));
+    if hashed + unchanged > 0 {
+        out.summary.push_str(&format!("; verified: {hashed} rows hashed now"));
+        if let Some(run) = out.verification.iter().find_map(|t| t.unchanged_since.clone()) {
+            out.summary.push_str(&format!(
+                ", {unchanged} rows unchanged on both sides since verified run {run} (keys compared now)"
+            ));
+        }
+    }
     for action in [TableAction::Created, TableAction::Rebuilt, TableAction::Dropped] {
         let names: Vec<String> =
             out.schema.iter().filter(|t| t.action == action).map(|t| t.table.to_string()).collect();

@@ -16,8 +16,8 @@ use serde_json::Value;
 use crate::asl::{Environment, TaskFailure};
 use crate::context::StepContext;
 use crate::error::{Error, Result};
-use crate::step::{CopyRequest, SchemaRequest, StepInput, VerifyRequest};
-use crate::{copy, preflight, schema, verify};
+use crate::step::{CloneRequest, CopyRequest, SchemaRequest, StepInput, VerifyRequest};
+use crate::{clone, copy, preflight, schema, verify};
 
 /// The state machine definition, compiled in so that `pgferry run` runs exactly this file.
 pub const DEFINITION: &str = include_str!("../../statemachine/replication.asl.json");
@@ -85,6 +85,11 @@ fn request<T: DeserializeOwned>(function: Function, payload: Value) -> Result<T>
 /// `deadline` is when the invocation will be stopped (Lambda's remaining time), if ever.
 pub async fn invoke(ctx: &StepContext, function: Function, payload: Value, deadline: Option<Instant>) -> Result<Value> {
     match function {
+        // The preflight function also hosts the clone actions of `"consistency": "clone"`, told
+        // apart by their `action`; the preflight request itself has none.
+        Function::Preflight if payload.get("action").is_some() => {
+            clone::handle(ctx, request::<CloneRequest>(function, payload)?).await
+        }
         Function::Preflight => {
             let input: StepInput = request(function, payload)?;
             Ok(schema::to_value(preflight::run(ctx, &input).await?))

@@ -64,6 +64,75 @@ pub enum VerifyRequest {
     Diagnose(DiagnoseInput),
 }
 
+/// Requests to the preflight function's clone actions (`"consistency": "clone"`); a request
+/// without `action` is the preflight itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "camelCase")]
+pub enum CloneRequest {
+    /// Start restoring the source's temporary clone (idempotent: a retry finds it started).
+    CreateClone(StepInput),
+    /// Look at the clone once: still creating, available (with the job rewritten to read from
+    /// it), or failed.
+    DescribeClone(Box<CloneInput>),
+    /// Delete the run's clone, if any (already gone is fine).
+    DeleteClone(StepInput),
+}
+
+/// Input of the DescribeClone state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CloneInput {
+    pub job: Job,
+    pub run_id: String,
+    pub clone: CloneRecord,
+}
+
+/// The run's temporary clone of the source (also stored at `runs/<run>/clone.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CloneRecord {
+    /// `DBInstanceIdentifier`, or `DBClusterIdentifier` for Aurora (`pgferry-…`).
+    pub identifier: String,
+    pub kind: crate::aws::rds::ResourceKind,
+    /// Aurora: the clone's writer instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_identifier: Option<String>,
+    /// What was cloned (`RDS instance prod-db`).
+    pub source: String,
+    /// The instant the clone reproduces, RFC 3339 UTC: the target equals the source as of then.
+    pub point_in_time: String,
+    /// How that instant was chosen.
+    pub point_in_time_basis: String,
+    /// The clone's status at the last look (`creating`, `available`…).
+    pub status: String,
+    /// True once the clone (and an Aurora clone's writer) is available.
+    pub available: bool,
+    /// Seconds the Wait state waits between two looks.
+    pub poll_seconds: u32,
+    /// RFC 3339 UTC: the run fails (and deletes the clone) if it is not available by then.
+    pub wait_until: String,
+    /// Preflight's estimate of the clone's extra time and cost (`source-clone-estimate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<String>,
+    /// Once available: the job whose source, still named as the source, is dialled at the clone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<Job>,
+}
+
+/// Result of the DeleteClone state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CloneDeleted {
+    pub identifier: String,
+    /// False when there was nothing to delete (never created, or deleted by an earlier attempt).
+    pub deleted: bool,
+    /// The clone's point in time, when the run got that far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub point_in_time: Option<String>,
+    /// `the target equals RDS instance prod-db as of 2026-11-26T16:00:00Z (clone pgferry-… deleted)`.
+    pub summary: String,
+}
+
 /// Result of the preflight step.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -545,6 +614,15 @@ pub mod keys {
     pub fn report(run: &str) -> String {
         format!("runs/{run}/report.json")
     }
+    /// The run's temporary clone of the source (`"consistency": "clone"`).
+    pub fn clone(run: &str) -> String {
+        format!("runs/{run}/clone.json")
+    }
+    /// Clone mode: the preflight report of the live source, kept before the clone's preflight
+    /// writes [`preflight`].
+    pub fn preflight_source(run: &str) -> String {
+        format!("runs/{run}/preflight-source.json")
+    }
     pub fn failure(run: &str) -> String {
         format!("runs/{run}/failure.json")
     }
@@ -593,6 +671,13 @@ mod tests {
         pinned::<DiagnoseOutput>(fixture!("diagnose-output"));
         pinned::<PostDataPlanOutput>(fixture!("post-data-plan-output"));
         pinned::<PostDataItemOutput>(fixture!("post-data-item-output"));
+        let describe: CloneRequest = pinned(fixture!("clone-request"));
+        assert!(matches!(describe, CloneRequest::DescribeClone(ref input) if !input.clone.available));
+        let ready: CloneRecord = pinned(fixture!("clone-record"));
+        let source = ready.job.map(|j| j.source).unwrap();
+        assert_eq!(source.rds_cluster.as_deref(), Some("prod"), "the source keeps its name");
+        assert!(source.host.unwrap().starts_with("pgferry-run-1-0a1b2c3d.cluster-"), "and is dialled at the clone");
+        pinned::<CloneDeleted>(fixture!("clone-deleted"));
         let req: SchemaRequest = pinned(fixture!("post-data-item-input"));
         assert!(
             matches!(req, SchemaRequest::PostDataItem(PostDataItemInput { ref item, .. }) if item.kind == PostDataItemKind::BuildIndex)

@@ -6,6 +6,7 @@
 //! its own databases with unique names.
 
 pub mod aws;
+pub mod clone;
 pub mod copied;
 pub mod lambda;
 pub mod middlebox;

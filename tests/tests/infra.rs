@@ -454,3 +454,60 @@ fn the_state_machine_role_may_read_every_item_reader_object_and_write_every_resu
         assert!(on_runs.contains(action), "the state machine role lacks {action} on ${{ArtifactBucket.Arn}}/runs/*");
     }
 }
+
+/// Creating, tagging and deleting RDS resources (the temporary clones of `"consistency":
+/// "clone"`) is allowed only on instances and clusters named with pgferry's prefix; restoring
+/// also needs the listed sources and the source's groups, never anything to delete or tag.
+#[test]
+fn clone_lifecycle_calls_are_limited_to_pgferry_prefixed_instances_and_clusters() {
+    let raw = &templates().raw;
+    let prefix = pgferry_core::aws::rds::CLONE_PREFIX;
+    let own = [format!(":db:{prefix}*"), format!(":cluster:{prefix}*")];
+    let groups = [":subgrp:*", ":pg:*", ":cluster-pg:*", ":og:*"];
+    let restore = ["rds:RestoreDBInstanceToPointInTime", "rds:RestoreDBClusterToPointInTime", "rds:CreateDBInstance"];
+    let changing = ["rds:AddTagsToResource", "rds:DeleteDBInstance", "rds:DeleteDBCluster"];
+    let mut found = Vec::new();
+    for (id, resource) in resources(raw) {
+        statements(resource, id, &mut found);
+    }
+    let mut granted = BTreeSet::new();
+    for (at, statement) in &found {
+        let actions = strings(&statement["Action"]);
+        let lifecycle: Vec<&str> =
+            actions.iter().copied().filter(|a| restore.contains(a) || changing.contains(a)).collect();
+        if statement["Effect"] != "Allow" || lifecycle.is_empty() {
+            continue;
+        }
+        granted.extend(lifecycle.iter().map(|a| a.to_string()));
+        let listed = match &statement["Resource"] {
+            Value::Array(items) => items.clone(),
+            other => vec![other.clone()],
+        };
+        for resource in &listed {
+            if target_of(resource, None).as_deref() == Some("CloneSourceArns") {
+                assert!(
+                    lifecycle.iter().all(|a| a.starts_with("rds:Restore")),
+                    "{at}: the listed sources may only be restored from, not {lifecycle:?}"
+                );
+                continue;
+            }
+            let text =
+                resource["Fn::Sub"].as_str().unwrap_or_else(|| panic!("{at}: resource {resource} is not an ARN"));
+            if own.iter().any(|o| text.ends_with(o.as_str())) {
+                continue;
+            }
+            assert!(
+                groups.iter().any(|g| text.ends_with(g)) && lifecycle.iter().all(|a| restore.contains(a)),
+                "{at}: {lifecycle:?} on {text}: only {prefix}* instances and clusters may be created, tagged or deleted"
+            );
+        }
+    }
+    for action in restore.iter().chain(&changing) {
+        assert!(granted.contains(*action), "the template never grants {action}: clone mode cannot work");
+    }
+    let preflight_role = &resources(raw)["PreflightRole"]["Properties"]["ManagedPolicyArns"];
+    assert!(
+        preflight_role.to_string().contains("CloneLifecyclePolicy"),
+        "the preflight function hosts the clone steps"
+    );
+}

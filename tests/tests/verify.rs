@@ -53,6 +53,42 @@ async fn t55_edge_values_verify_equal_and_one_changed_byte_is_found() {
 }
 
 #[tokio::test]
+async fn rows_swapping_a_value_and_values_equal_but_written_differently_are_found() {
+    // Integers, text and timestamps hash by their type's own function; floats and numerics by
+    // their text form (-0 = 0 and 1.5 = 1.50 for their hash functions, not for a copy).
+    let c = copied(
+        "swap",
+        "CREATE TABLE m (id int PRIMARY KEY, qty int, label text, at timestamptz, f float8, n numeric);
+         INSERT INTO m SELECT g, g * 10, 'l' || g, timestamptz '2025-01-01' + g * interval '1 h', g / 4.0, g / 2.0
+           FROM generate_series(1, 8) g;",
+    )
+    .await;
+    let target = c.target().await;
+    // The sum over rows must not be a linear combination of column hashes: swapping one
+    // column's values between two rows changes it.
+    target.batch_execute("UPDATE m SET qty = CASE id WHEN 1 THEN 20 ELSE 10 END WHERE id IN (1, 2)").await.unwrap();
+    let report = c.verify_all().await;
+    assert!(!report.equal);
+    assert_eq!(report.tables[0].differences.different, vec!["1", "2"]);
+    target
+        .batch_execute(
+            "UPDATE m SET qty = id * 10; UPDATE m SET f = '-0' WHERE id = 3; UPDATE m SET n = 2.00 WHERE id = 4; \
+             UPDATE m SET label = '' WHERE id = 5; UPDATE m SET label = NULL WHERE id = 6",
+        )
+        .await
+        .unwrap();
+    let source =
+        pgferry_tests::connect(&pgferry_tests::testbed().url(pgferry_tests::Server::Source, &c.source_db)).await;
+    source.batch_execute("UPDATE m SET f = 0 WHERE id = 3; UPDATE m SET label = '' WHERE id = 6").await.unwrap();
+    let report = c.verify_all().await;
+    let mut different = report.tables[0].differences.different.clone();
+    different.sort();
+    assert_eq!(different, vec!["3", "4", "5", "6"], "{report:#?}");
+    drop((source, target));
+    c.cleanup().await;
+}
+
+#[tokio::test]
 async fn a_differing_chunk_is_drilled_down_to_missing_extra_and_different_keys() {
     let c = copied(
         "drill",

@@ -1,9 +1,12 @@
 //! What RDS says about an instance or an Aurora cluster: endpoint, state, network placement,
 //! managed secret, TLS certificate authority, storage, and its parameter group's settings.
 //!
-//! Everything is read with `Describe*` calls; nothing here changes an AWS resource. Parameter
-//! groups report only what differs from the engine default (always so in the emulator, and for
-//! user groups on AWS when filtered), so an absent parameter means "engine default" and the
+//! Everything is read with `Describe*` calls, except for the temporary clones of `"consistency":
+//! "clone"` ([`restore_instance_clone`], [`restore_cluster_clone`], [`delete_clone`]), which only
+//! ever create or delete resources named with [`CLONE_PREFIX`].
+//!
+//! Parameter groups report only what differs from the engine default (always so in the emulator,
+//! and for user groups on AWS when filtered), so an absent parameter means "engine default" and the
 //! defaults pgferry relies on are written down here.
 
 use std::collections::BTreeMap;
@@ -64,6 +67,21 @@ pub struct DbFacts {
     pub pending_modifications: Vec<String>,
     /// `DbiResourceId` / `DbClusterResourceId`: stable across renames.
     pub resource_id: Option<String>,
+    /// `DBInstanceClass` (of the writer, for a cluster).
+    #[serde(default)]
+    pub instance_class: Option<String>,
+    /// `DBSubnetGroupName` (`DBSubnetGroup` of a cluster).
+    #[serde(default)]
+    pub subnet_group: Option<String>,
+    /// Days of automated backups kept; 0 disables them (and point-in-time restore).
+    #[serde(default)]
+    pub backup_retention_days: Option<i32>,
+    /// The latest instant a point-in-time restore can reach, RFC 3339 UTC.
+    #[serde(default)]
+    pub latest_restorable_time: Option<String>,
+    /// Tags, by key (read from `TagList`).
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
 }
 
 impl DbFacts {
@@ -157,6 +175,11 @@ pub async fn describe_instance(clients: &Clients, identifier: &str) -> Result<Db
         parameter_apply_status: group.and_then(|g| g.parameter_apply_status()).map(str::to_string),
         pending_modifications: pending,
         resource_id: db.dbi_resource_id().map(str::to_string),
+        instance_class: db.db_instance_class().map(str::to_string),
+        subnet_group: subnet_group.and_then(|g| g.db_subnet_group_name()).map(str::to_string),
+        backup_retention_days: db.backup_retention_period(),
+        latest_restorable_time: db.latest_restorable_time().and_then(rfc3339),
+        tags: tags_of(db.tag_list()),
     })
 }
 
@@ -233,9 +256,222 @@ pub async fn describe_cluster(clients: &Clients, identifier: &str) -> Result<DbF
             .find(|m| m.is_cluster_writer() == Some(true))
             .and_then(|m| m.db_cluster_parameter_group_status())
             .map(str::to_string),
+        instance_class: writer.as_ref().and_then(|w| w.instance_class.clone()),
         pending_modifications: writer.map(|w| w.pending_modifications).unwrap_or_default(),
         resource_id: c.db_cluster_resource_id().map(str::to_string),
+        subnet_group: c.db_subnet_group().map(str::to_string),
+        backup_retention_days: c.backup_retention_period(),
+        latest_restorable_time: c.latest_restorable_time().and_then(rfc3339),
+        tags: tags_of(c.tag_list()),
     })
+}
+
+/// An SDK timestamp as RFC 3339 UTC (`2026-11-26T16:50:00Z`).
+pub fn rfc3339(t: &aws_sdk_rds::primitives::DateTime) -> Option<String> {
+    t.fmt(aws_sdk_rds::primitives::DateTimeFormat::DateTime).ok()
+}
+
+fn tags_of(tags: &[aws_sdk_rds::types::Tag]) -> BTreeMap<String, String> {
+    tags.iter().filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or("").to_string()))).collect()
+}
+
+/// Every resource pgferry creates in RDS starts with this: the IAM policy of the template allows
+/// restoring and deleting only `db:pgferry-*` and `cluster:pgferry-*`.
+pub const CLONE_PREFIX: &str = "pgferry-";
+
+/// Tag naming the Step Functions execution (run id) that created a clone.
+pub const TAG_EXECUTION: &str = "pgferry:execution";
+/// Tag naming the resource a clone was restored from.
+pub const TAG_SOURCE: &str = "pgferry:source";
+/// Tag holding the clone's point in time (RFC 3339), so that a retried create can report it.
+pub const TAG_POINT_IN_TIME: &str = "pgferry:point-in-time";
+
+fn tag(key: &str, value: &str) -> aws_sdk_rds::types::Tag {
+    aws_sdk_rds::types::Tag::builder().key(key).value(value).build()
+}
+
+/// How a clone is made: where it lives and what it is tagged with.
+#[derive(Debug, Clone)]
+pub struct CloneSpec<'a> {
+    /// Identifier of the clone (instance, or cluster for Aurora); starts with [`CLONE_PREFIX`].
+    pub identifier: &'a str,
+    /// Aurora: the clone's writer instance.
+    pub instance_identifier: Option<&'a str>,
+    /// The source, as described.
+    pub source: &'a DbFacts,
+    /// Instance class; default the source's (its writer's for Aurora).
+    pub instance_class: Option<&'a str>,
+    pub tags: Vec<(String, String)>,
+}
+
+impl CloneSpec<'_> {
+    fn tags(&self) -> Vec<aws_sdk_rds::types::Tag> {
+        self.tags.iter().map(|(k, v)| tag(k, v)).collect()
+    }
+
+    fn class(&self) -> Option<String> {
+        self.instance_class.map(str::to_string).or_else(|| self.source.instance_class.clone())
+    }
+}
+
+fn refuse_unprefixed(identifier: &str) -> Result<()> {
+    if identifier.starts_with(CLONE_PREFIX) {
+        return Ok(());
+    }
+    Err(crate::Error::Internal(format!(
+        "refusing to create or delete `{identifier}`: pgferry only manages {CLONE_PREFIX}* resources"
+    )))
+}
+
+/// Restores an RDS instance to `restore_time` (RFC 3339) as a new private instance in the
+/// source's subnet group, security groups and parameter group.
+pub async fn restore_instance_clone(clients: &Clients, spec: &CloneSpec<'_>, restore_time: &str) -> Result<()> {
+    refuse_unprefixed(spec.identifier)?;
+    let at =
+        aws_sdk_rds::primitives::DateTime::from_str(restore_time, aws_sdk_rds::primitives::DateTimeFormat::DateTime)
+            .map_err(|e| crate::Error::Internal(format!("restore time `{restore_time}`: {e}")))?;
+    let src = spec.source;
+    clients
+        .rds
+        .restore_db_instance_to_point_in_time()
+        .source_db_instance_identifier(&src.identifier)
+        .target_db_instance_identifier(spec.identifier)
+        .restore_time(at)
+        .set_db_subnet_group_name(src.subnet_group.clone())
+        .set_vpc_security_group_ids(Some(src.security_group_ids.clone()))
+        .set_db_parameter_group_name(src.parameter_group.clone().filter(|_| !src.uses_default_parameter_group()))
+        .set_db_instance_class(spec.class())
+        .publicly_accessible(false)
+        .multi_az(false)
+        .deletion_protection(false)
+        .copy_tags_to_snapshot(false)
+        .enable_iam_database_authentication(src.iam_auth_enabled)
+        .set_tags(Some(spec.tags()))
+        .send()
+        .await
+        .map_err(|e| sdk_error("rds:RestoreDBInstanceToPointInTime", spec.identifier, e))?;
+    Ok(())
+}
+
+/// Creates an Aurora copy-on-write clone of the source cluster (as of now), then its writer.
+/// Each call is skipped when its resource exists already (a retried step).
+pub async fn restore_cluster_clone(clients: &Clients, spec: &CloneSpec<'_>) -> Result<()> {
+    refuse_unprefixed(spec.identifier)?;
+    let src = spec.source;
+    let exists = match describe_cluster(clients, spec.identifier).await {
+        Ok(_) => true,
+        Err(e) if e.kind() == crate::ErrorKind::AwsNotFound => false,
+        Err(e) => return Err(e),
+    };
+    if !exists {
+        clients
+            .rds
+            .restore_db_cluster_to_point_in_time()
+            .source_db_cluster_identifier(&src.identifier)
+            .db_cluster_identifier(spec.identifier)
+            .restore_type("copy-on-write")
+            .use_latest_restorable_time(true)
+            .set_db_subnet_group_name(src.subnet_group.clone())
+            .set_vpc_security_group_ids(Some(src.security_group_ids.clone()))
+            .set_db_cluster_parameter_group_name(
+                src.parameter_group.clone().filter(|_| !src.uses_default_parameter_group()),
+            )
+            .deletion_protection(false)
+            .copy_tags_to_snapshot(false)
+            .enable_iam_database_authentication(src.iam_auth_enabled)
+            .set_tags(Some(spec.tags()))
+            .send()
+            .await
+            .map_err(|e| sdk_error("rds:RestoreDBClusterToPointInTime", spec.identifier, e))?;
+    }
+    let Some(writer) = spec.instance_identifier else { return Ok(()) };
+    refuse_unprefixed(writer)?;
+    match describe_instance(clients, writer).await {
+        Ok(_) => return Ok(()),
+        Err(e) if e.kind() == crate::ErrorKind::AwsNotFound => {}
+        Err(e) => return Err(e),
+    }
+    clients
+        .rds
+        .create_db_instance()
+        .db_instance_identifier(writer)
+        .db_cluster_identifier(spec.identifier)
+        .engine(&src.engine)
+        .set_db_instance_class(spec.class())
+        .publicly_accessible(false)
+        .set_tags(Some(spec.tags()))
+        .send()
+        .await
+        .map_err(|e| sdk_error("rds:CreateDBInstance", writer, e))?;
+    Ok(())
+}
+
+/// Deletes a clone without a final snapshot, with its automated backups. Returns false when it
+/// was gone already; an Aurora clone's writer is deleted first.
+pub async fn delete_clone(
+    clients: &Clients,
+    kind: ResourceKind,
+    identifier: &str,
+    writer: Option<&str>,
+) -> Result<bool> {
+    refuse_unprefixed(identifier)?;
+    let gone = |e: &crate::Error| e.kind() == crate::ErrorKind::AwsNotFound;
+    let instance = |id: String| async move {
+        clients
+            .rds
+            .delete_db_instance()
+            .db_instance_identifier(&id)
+            .skip_final_snapshot(true)
+            .delete_automated_backups(true)
+            .send()
+            .await
+            .map_err(|e| sdk_error("rds:DeleteDBInstance", &id, e))
+    };
+    match kind {
+        ResourceKind::Instance => match instance(identifier.to_string()).await {
+            Ok(_) => Ok(true),
+            Err(e) if gone(&e) => Ok(false),
+            Err(e) => Err(busy_is_retryable(e)),
+        },
+        ResourceKind::Cluster => {
+            let mut deleted = false;
+            if let Some(w) = writer {
+                refuse_unprefixed(w)?;
+                match instance(w.to_string()).await {
+                    Ok(_) => deleted = true,
+                    Err(e) if gone(&e) => {}
+                    Err(e) => return Err(busy_is_retryable(e)),
+                }
+            }
+            let out = clients
+                .rds
+                .delete_db_cluster()
+                .db_cluster_identifier(identifier)
+                .skip_final_snapshot(true)
+                .delete_automated_backups(true)
+                .send()
+                .await
+                .map_err(|e| sdk_error("rds:DeleteDBCluster", identifier, e));
+            match out {
+                Ok(_) => Ok(true),
+                Err(e) if gone(&e) => Ok(deleted),
+                Err(e) => Err(busy_is_retryable(e)),
+            }
+        }
+    }
+}
+
+/// A resource in a state that refuses deletion now (still being created, or its writer still
+/// being deleted) will accept it later: that is a retry, not a failure.
+fn busy_is_retryable(err: crate::Error) -> crate::Error {
+    match err {
+        crate::Error::Aws { operation, resource, code: Some(code), message, .. }
+            if code.starts_with("InvalidDBInstanceState") || code.starts_with("InvalidDBClusterState") =>
+        {
+            crate::Error::Aws { operation, resource, failure: super::AwsFailure::Transient, code: Some(code), message }
+        }
+        other => other,
+    }
 }
 
 fn not_found(operation: &str, resource: &str, code: &str) -> crate::Error {
@@ -374,6 +610,11 @@ mod tests {
             parameter_apply_status: None,
             pending_modifications: vec![],
             resource_id: None,
+            instance_class: None,
+            subnet_group: None,
+            backup_retention_days: None,
+            latest_restorable_time: None,
+            tags: BTreeMap::new(),
         }
     }
 

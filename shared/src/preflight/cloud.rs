@@ -530,6 +530,145 @@ fn unplaced_check(ctx: &StepContext, ep: &Endpoint, side: Side, db: &DbFacts) ->
     )
 }
 
+/// The name of the check holding the clone's estimate (kept in the clone record and the report).
+pub const CLONE_ESTIMATE_CHECK: &str = "source-clone-estimate";
+
+/// Typical time to create a clone, by kind: stated in the estimate, never measured.
+const RESTORE_TIME_INSTANCE: &str =
+    "an RDS point-in-time restore typically takes 10-30 minutes, more for large or write-heavy instances (WAL replay)";
+const RESTORE_TIME_CLUSTER: &str = "an Aurora copy-on-write clone typically takes 5-15 minutes (cluster plus writer)";
+
+/// Checks of `"consistency": "clone"` on the source (after the network checks, whose verdict on
+/// the source applies to the clone: same subnet group and security groups).
+///
+/// Permissions: the `Describe*` calls made here prove read access; restoring, tagging and deleting
+/// `pgferry-*` resources cannot be tried without creating something, and come from the template's
+/// clone policy (docs/deploy.md).
+pub(crate) fn clone_checks(ctx: &StepContext, job: &Job, sides: &[SideState], checks: &mut Vec<Check>) {
+    let ep = &job.source;
+    if !ep.uses_clone() {
+        return;
+    }
+    let Some(state) = sides.iter().find(|s| s.side == Side::Source) else { return };
+    let Some(db) = &state.rds else {
+        // The source's own RDS check failed and says why.
+        return;
+    };
+    checks.push(clone_backups_check(db));
+    checks.push(clone_network_check(ctx, job, db, state));
+    checks.push(pass(
+        "source-clone-permissions",
+        format!(
+            "rds:Describe* on {} works; rds:{}, rds:AddTagsToResource and rds:Delete* on pgferry-* are granted by the \
+             template's clone policy and cannot be tried without creating a clone",
+            db.label(),
+            match db.kind {
+                ResourceKind::Instance => "RestoreDBInstanceToPointInTime",
+                ResourceKind::Cluster => "RestoreDBClusterToPointInTime, rds:CreateDBInstance",
+            }
+        ),
+    ));
+    checks.push(clone_estimate(ep, db));
+}
+
+/// Point-in-time restore needs automated backups.
+fn clone_backups_check(db: &DbFacts) -> Check {
+    let name = "source-clone-backups";
+    match db.backup_retention_days {
+        Some(0) => fail(
+            name,
+            format!("{} keeps no automated backups (BackupRetentionPeriod 0): it cannot be cloned", db.label()),
+            &crate::clone::backups_advice(db),
+        ),
+        Some(days) => {
+            let latest = db
+                .latest_restorable_time
+                .as_deref()
+                .map(|t| format!("; latest restorable time {t}"))
+                .unwrap_or_default();
+            if db.kind == ResourceKind::Instance && db.latest_restorable_time.is_none() {
+                return warn(
+                    name,
+                    format!("{} keeps backups {days} day(s) but reports no latest restorable time yet", db.label()),
+                    "a new instance can be restored only after its first automated backup completes; wait for it",
+                );
+            }
+            pass(name, format!("{} keeps automated backups {days} day(s){latest}", db.label()))
+        }
+        None => warn(
+            name,
+            format!("{} does not report its backup retention", db.label()),
+            "check that automated backups are on (BackupRetentionPeriod > 0): the clone is restored from them",
+        ),
+    }
+}
+
+/// The clone gets the source's subnet group and security groups and is never publicly accessible.
+fn clone_network_check(ctx: &StepContext, job: &Job, db: &DbFacts, state: &SideState) -> Check {
+    let name = "source-clone-network";
+    let placement = format!(
+        "the clone is created in subnet group {} with security groups {}, not publicly accessible",
+        db.subnet_group.as_deref().unwrap_or("(the source's)"),
+        if db.security_group_ids.is_empty() { "(the source's)".to_string() } else { db.security_group_ids.join(", ") }
+    );
+    let local_host = job.source.clone.as_ref().and_then(|o| o.host.as_deref());
+    if let Some(host) = local_host {
+        return pass(name, format!("{placement}; this local run dials it through {host}"));
+    }
+    if !ctx.in_lambda && ctx.network_of(job).is_none() {
+        return fail(
+            name,
+            format!("{placement}: its private endpoint is not reachable from this machine"),
+            "run pgferry in AWS (the functions in the source's VPC), or give `source.clone.host`/`port` through a \
+             tunnel",
+        );
+    }
+    match (state.facts.network_open, &state.facts.network) {
+        (Some(false), Some(path)) => fail(
+            name,
+            format!("{placement}; the path from the functions to the source is blocked, and so is the clone's"),
+            path,
+        ),
+        (Some(true), _) => pass(name, format!("{placement}; the functions reach the source's security groups")),
+        _ => warn(
+            name,
+            format!("{placement}; the path from the functions could not be established"),
+            "see source-network: the clone is reached exactly as the source is",
+        ),
+    }
+}
+
+/// What the clone will cost in time and money, honestly labelled an estimate (prices are not
+/// available offline).
+fn clone_estimate(ep: &Endpoint, db: &DbFacts) -> Check {
+    let class = ep
+        .clone
+        .as_ref()
+        .and_then(|o| o.instance_class.clone())
+        .or_else(|| db.instance_class.clone())
+        .unwrap_or_else(|| "the source's instance class".to_string());
+    let (storage, time) = match db.kind {
+        ResourceKind::Instance => (
+            match (db.storage_type.as_deref(), db.allocated_storage_gib) {
+                (Some(t), Some(gib)) => format!("{gib} GiB {t} storage"),
+                (None, Some(gib)) => format!("{gib} GiB storage"),
+                _ => "the source's storage".to_string(),
+            },
+            RESTORE_TIME_INSTANCE,
+        ),
+        ResourceKind::Cluster => {
+            ("shared copy-on-write storage (only pages changed later are billed)".to_string(), RESTORE_TIME_CLUSTER)
+        }
+    };
+    pass(
+        CLONE_ESTIMATE_CHECK,
+        format!(
+            "estimate: a temporary clone of class {class} with {storage} runs from before the schema step until the \
+             report, billed per hour of instance and storage (see the RDS price list for {class}); {time}"
+        ),
+    )
+}
+
 /// Source and target must not be the same RDS resource (RDS-CASES T59), whatever the job calls
 /// them. Returns a check only when both are RDS resources.
 pub(crate) fn same_resource_check(sides: &[SideState]) -> Option<Check> {

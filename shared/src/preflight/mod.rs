@@ -102,6 +102,7 @@ pub async fn run_with(ctx: &StepContext, input: &StepInput, req: Requirements) -
         sides.push(cloud::prepare_side(ctx, job, side, &req, &mut checks).await);
     }
     cloud::network_checks(ctx, job, &mut sides, &mut checks).await;
+    cloud::clone_checks(ctx, job, &sides, &mut checks);
     match cloud::same_resource_check(&sides) {
         Some(same) => checks.push(same),
         None => db::run(ctx, input, &req, &mut sides, &mut checks).await?,
