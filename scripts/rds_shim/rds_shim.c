@@ -19,6 +19,9 @@
  *   2. GRANT rds_replication TO r also sets REPLICATION on r, REVOKE takes it away, so
  *      PostgreSQL's rolreplication checks pass where RDS's membership checks would. (Unlike RDS,
  *      rolreplication is then true: code must detect the right with pg_has_role, as on RDS.)
+ *   3. Side effect of 2 undone: PostgreSQL 15 lets only superusers alter a REPLICATION role, where
+ *      on RDS (rolreplication false) CREATEROLE is enough. ALTER ROLE r PASSWORD … (password
+ *      only) on a member of rds_replication by a member of rds_superuser runs as rdsadmin.
  */
 #include "postgres.h"
 
@@ -94,6 +97,29 @@ set_replication_attribute(GrantRoleStmt *stmt)
 	}
 }
 
+/* ALTER ROLE r PASSWORD … (nothing else) where r is a member of rds_replication. */
+static bool
+password_of_replication_member(Node *parsetree)
+{
+	AlterRoleStmt *stmt;
+	Oid			rds_replication = get_role_oid("rds_replication", true);
+	Oid			role;
+	ListCell   *lc;
+
+	if (!IsA(parsetree, AlterRoleStmt) || !OidIsValid(rds_replication))
+		return false;
+	stmt = (AlterRoleStmt *) parsetree;
+	if (stmt->role->roletype != ROLESPEC_CSTRING || stmt->options == NIL)
+		return false;
+	foreach(lc, stmt->options)
+	{
+		if (strcmp(lfirst_node(DefElem, lc)->defname, "password") != 0)
+			return false;
+	}
+	role = get_role_oid(stmt->role->rolename, true);
+	return OidIsValid(role) && is_member_of_role(role, rds_replication);
+}
+
 static void
 rds_shim_process_utility(PlannedStmt *pstmt, const char *query, bool read_only_tree,
 						 ProcessUtilityContext context, ParamListInfo params,
@@ -108,7 +134,8 @@ rds_shim_process_utility(PlannedStmt *pstmt, const char *query, bool read_only_t
 	Oid			saved_user;
 	int			saved_context;
 
-	if (!(subscription && acting_as_rds_superuser()) && !replication_grant)
+	if (!((subscription || password_of_replication_member(parsetree)) && acting_as_rds_superuser()) &&
+		!replication_grant)
 	{
 		next_process_utility(pstmt, query, read_only_tree, context, params, query_env, dest, qc);
 		return;

@@ -10,6 +10,7 @@ pub mod asl;
 pub mod aws;
 pub mod catalog;
 pub mod context;
+pub mod continuous;
 pub mod copy;
 pub mod error;
 pub mod inventory;

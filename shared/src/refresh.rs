@@ -264,6 +264,7 @@ async fn record_run<C: tokio_postgres::GenericClient>(
     let mode = match mode {
         Mode::Snapshot => "snapshot",
         Mode::Refresh => "refresh",
+        Mode::Continuous => "continuous",
     };
     client
         .execute(

@@ -38,6 +38,20 @@ pub enum SchemaRequest {
     /// Revoke the memberships the master was given for the run (after the last step that reads
     /// or writes the target, and on the failure path).
     Release(StepInput),
+    /// Mode `continuous`: record the run's replication objects on the target, then create the
+    /// replication user, the publication and the slot on the source.
+    PrepareReplication(StepInput),
+    /// Mode `continuous`: create the subscription on the target (its initial sync copies the data).
+    Subscribe(StepInput),
+    /// Mode `continuous`: report lag, sync progress, apply errors and slot health.
+    CheckLag(StepInput),
+    /// Cutover: wait (within one invocation's time) until the target confirmed all WAL the source
+    /// had written when the cutover began.
+    CutoverCatchUp(StepInput),
+    /// Cutover: drop the subscription, slots, publication and replication user.
+    FinishCutover(StepInput),
+    /// Failure path: drop what this run created for replication (nothing in other modes).
+    CleanupReplication(StepInput),
 }
 
 /// Requests to the copy function.
@@ -391,6 +405,76 @@ fn is_zero(n: &u64) -> bool {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SequencesOutput {
     pub sequences: usize,
+}
+
+/// The replication objects of one continuous run (names only: the password is never stored by
+/// pgferry; PostgreSQL keeps it in the target's `pg_subscription`, RDS-CASES T47).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReplicationOutput {
+    /// The run that created them (a cutover finds them from another execution).
+    pub run_id: String,
+    pub publication: String,
+    pub slot: String,
+    pub subscription: String,
+    pub replication_user: String,
+    /// Tables published.
+    pub tables: usize,
+    /// Tables left out with the job's consent (`keylessTables: exclude`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excluded: Vec<String>,
+    /// Seconds the state machine waits between lag checks.
+    pub wait_seconds: u64,
+}
+
+/// One lag check of a continuous run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LagOutput {
+    /// Every table synced and the lag under the job's thresholds.
+    pub caught_up: bool,
+    /// The job's deadline passed before the lag dropped under its thresholds.
+    pub deadline_passed: bool,
+    pub tables: u64,
+    /// Tables whose initial copy or catch-up is not finished.
+    pub tables_syncing: u64,
+    /// Source WAL not yet confirmed by the target (`pg_current_wal_lsn() - confirmed_flush_lsn`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_bytes: Option<u64>,
+    /// The walsender's `replay_lag`, in milliseconds (none when idle).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_lag_ms: Option<u64>,
+    /// `pg_replication_slots.wal_status` (`reserved`, `extended`, `unreserved`, `lost`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal_status: Option<String>,
+    /// `pg_replication_slots.safe_wal_size` (none when `max_slot_wal_keep_size = -1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub safe_wal_size: Option<i64>,
+    pub apply_errors: u64,
+    pub sync_errors: u64,
+    pub wait_seconds: u64,
+    /// One line for humans.
+    pub summary: String,
+}
+
+/// Result of one cutover catch-up invocation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CatchUpOutput {
+    pub caught_up: bool,
+    /// The source WAL position the target must confirm (taken when the cutover began).
+    pub cutover_lsn: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmed_lsn: Option<String>,
+    pub run_id: String,
+}
+
+/// What a cutover or a failure cleanup dropped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DropOutput {
+    /// `subscription x`, `slot y`, `publication z`, `role r`…
+    pub dropped: Vec<String>,
 }
 
 /// Result of verifying one chunk (also stored at `runs/<run>/verify/<chunk>.json`).
