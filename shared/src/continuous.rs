@@ -162,6 +162,24 @@ async fn active_record(target: &Client) -> Result<Record> {
     }
 }
 
+/// Replication users of the unfinished continuous runs recorded in the target database (the
+/// verification leaves them and their grants on the source out of the comparison).
+pub async fn replication_users(target: &Client) -> Result<std::collections::BTreeSet<String>> {
+    let exists: bool = target
+        .query_one("SELECT to_regclass('pgferry.replication') IS NOT NULL", &[])
+        .await
+        .map_err(db_err("look for the replication record table"))?
+        .get(0);
+    if !exists {
+        return Ok(Default::default());
+    }
+    let rows = target
+        .query(&format!("SELECT replication_user FROM {RECORD_TABLE} WHERE finished_at IS NULL"), &[])
+        .await
+        .map_err(db_err("read the replication users"))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
 /// Tables to publish and the keyless ones (RDS-CASES T42): ordinary and partitioned permanent
 /// tables outside the system schemas and pgferry's own, not owned by an extension.
 pub async fn replicated_tables(source: &Client) -> Result<(Vec<QualifiedName>, Vec<QualifiedName>)> {

@@ -46,9 +46,10 @@ async fn count(client: &Client, sql: &str) -> i64 {
     client.query_one(sql, &[]).await.unwrap().get(0)
 }
 
-/// What pgferry could have left on the source server for database `db`: slots, publications,
-/// replication users.
-async fn leftovers(db: &str) -> (i64, i64, i64) {
+/// What pgferry could have left on the source server for database `db` and run `input`: slots,
+/// publications, the replication user.
+async fn leftovers(db: &str, input: &StepInput) -> (i64, i64, i64) {
+    let user = continuous::Names::for_run(&input.run_id, &input.job).user;
     let admin = connect(&testbed().admin_url(Server::Source, db)).await;
     let slots: i64 = admin
         .query_one("SELECT count(*) FROM pg_replication_slots WHERE database = $1", &[&db])
@@ -56,7 +57,8 @@ async fn leftovers(db: &str) -> (i64, i64, i64) {
         .unwrap()
         .get(0);
     let publications = count(&admin, "SELECT count(*) FROM pg_publication").await;
-    let users = count(&admin, "SELECT count(*) FROM pg_roles WHERE rolname LIKE 'pgferry\\_repl\\_%'").await;
+    let users: i64 =
+        admin.query_one("SELECT count(*) FROM pg_roles WHERE rolname = $1", &[&user]).await.unwrap().get(0);
     (slots, publications, users)
 }
 
@@ -147,7 +149,7 @@ async fn t41_t33_continuous_mode_follows_a_pgbench_workload_and_cutover_leaves_n
     // T33: the sequence continues where the source's stopped.
     let seq = "SELECT last_value FROM orders_id_seq";
     assert_eq!(count(&source, seq).await, count(&target, seq).await);
-    assert_eq!(leftovers(&source_db).await, (0, 0, 0), "slots, publications, replication users left on the source");
+    assert_eq!(leftovers(&source_db, &input).await, (0, 0, 0), "slots, publications, replication users left on the source");
     let target_admin = connect(&testbed().admin_url(Server::Target, &target_db)).await;
     assert_eq!(count(&target_admin, "SELECT count(*) FROM pg_subscription").await, 0);
     eprintln!("whole test took {:?}", started.elapsed());
@@ -210,7 +212,7 @@ async fn t43_a_run_killed_between_slot_and_subscription_leaves_no_orphan_slot() 
         .await;
     assert!(matches!(&outcome, Outcome::Failed { error, .. } if error == "States.Timeout"), "{outcome:?}");
     assert!(env.slot_seen.load(Ordering::SeqCst), "the slot existed when the run was killed");
-    assert_eq!(leftovers(&source_db).await, (0, 0, 0), "the failure path left replication objects on the source");
+    assert_eq!(leftovers(&source_db, &input).await, (0, 0, 0), "the failure path left replication objects on the source");
     let target = connect(&testbed().url(Server::Target, &target_db)).await;
     let outcome: String = target
         .query_one("SELECT outcome FROM pgferry.replication WHERE run_id = $1", &[&input.run_id])
@@ -258,7 +260,7 @@ async fn t48_ddl_on_the_source_is_reported_as_an_apply_error_with_advice() {
     // The failure path's cleanup drops everything.
     let dropped = continuous::cleanup(&ctx, &input).await.unwrap();
     assert!(dropped.dropped.iter().any(|d| d.starts_with("slot ")), "{dropped:?}");
-    assert_eq!(leftovers(&source_db).await, (0, 0, 0));
+    assert_eq!(leftovers(&source_db, &input).await, (0, 0, 0));
     drop_db(Server::Source, &source_db).await;
     drop_db(Server::Target, &target_db).await;
 }
