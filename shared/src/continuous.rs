@@ -345,11 +345,7 @@ pub fn keyless_failure(keyless: &[QualifiedName]) -> String {
 }
 
 fn require_continuous(job: &Job) -> Result<()> {
-    if job.mode == Mode::Continuous {
-        Ok(())
-    } else {
-        Err(Error::job("this step belongs to \"mode\": \"continuous\""))
-    }
+    if job.mode == Mode::Continuous { Ok(()) } else { Err(Error::job("this step belongs to \"mode\": \"continuous\"")) }
 }
 
 /// A libpq connection-string value, quoted: `'…'` with `\` and `'` escaped by a backslash.
@@ -402,9 +398,11 @@ pub async fn subscribe(ctx: &StepContext, input: &StepInput) -> Result<Replicati
             .batch_execute(&format!("ALTER ROLE {} PASSWORD {}", quote_ident(&names.user), quote_literal(&verifier)))
             .await
             .map_err(db_err("set the replication user's password on the source"))?;
-        let ssl_mode = options
-            .ssl_mode
-            .unwrap_or(if options.ssl_root_cert.is_some() { SslMode::VerifyFull } else { SslMode::Require });
+        let ssl_mode = options.ssl_mode.unwrap_or(if options.ssl_root_cert.is_some() {
+            SslMode::VerifyFull
+        } else {
+            SslMode::Require
+        });
         let mut conninfo = vec![
             format!("host={}", conninfo_value(options.publisher_host.as_deref().unwrap_or(&spec.host))),
             format!("port={}", options.publisher_port.unwrap_or(spec.port)),
@@ -571,9 +569,9 @@ pub async fn check_lag(ctx: &StepContext, input: &StepInput) -> Result<LagOutput
     require_continuous(job)?;
     let options = job.continuous_options();
     let target = ctx.connect(job, Side::Target, "check-lag", run).await?;
-    let record = record_of(&target, run).await?.ok_or_else(|| Error::Replication {
-        reason: format!("run {run} has no replication record on the target"),
-    })?;
+    let record = record_of(&target, run)
+        .await?
+        .ok_or_else(|| Error::Replication { reason: format!("run {run} has no replication record on the target") })?;
     let source = ctx.connect(job, Side::Source, "check-lag", run).await?;
     let status = status(&source, &target, &record.names).await?;
     if let Some(err) = health_error(&status, &record.names) {
@@ -723,9 +721,10 @@ pub async fn cleanup(ctx: &StepContext, input: &StepInput) -> Result<DropOutput>
 
 async fn mark_finished(target: &Client, run_id: &str, outcome: &str) -> Result<()> {
     target
-        .execute(&format!("UPDATE {RECORD_TABLE} SET finished_at = now(), outcome = $2 WHERE run_id = $1"), &[
-            &run_id, &outcome,
-        ])
+        .execute(
+            &format!("UPDATE {RECORD_TABLE} SET finished_at = now(), outcome = $2 WHERE run_id = $1"),
+            &[&run_id, &outcome],
+        )
         .await
         .map_err(db_err("mark the replication record finished"))?;
     Ok(())

@@ -51,11 +51,8 @@ async fn count(client: &Client, sql: &str) -> i64 {
 async fn leftovers(db: &str, input: &StepInput) -> (i64, i64, i64) {
     let user = continuous::Names::for_run(&input.run_id, &input.job).user;
     let admin = connect(&testbed().admin_url(Server::Source, db)).await;
-    let slots: i64 = admin
-        .query_one("SELECT count(*) FROM pg_replication_slots WHERE database = $1", &[&db])
-        .await
-        .unwrap()
-        .get(0);
+    let slots: i64 =
+        admin.query_one("SELECT count(*) FROM pg_replication_slots WHERE database = $1", &[&db]).await.unwrap().get(0);
     let publications = count(&admin, "SELECT count(*) FROM pg_publication").await;
     let users: i64 =
         admin.query_one("SELECT count(*) FROM pg_roles WHERE rolname = $1", &[&user]).await.unwrap().get(0);
@@ -149,7 +146,11 @@ async fn t41_t33_continuous_mode_follows_a_pgbench_workload_and_cutover_leaves_n
     // T33: the sequence continues where the source's stopped.
     let seq = "SELECT last_value FROM orders_id_seq";
     assert_eq!(count(&source, seq).await, count(&target, seq).await);
-    assert_eq!(leftovers(&source_db, &input).await, (0, 0, 0), "slots, publications, replication users left on the source");
+    assert_eq!(
+        leftovers(&source_db, &input).await,
+        (0, 0, 0),
+        "slots, publications, replication users left on the source"
+    );
     let target_admin = connect(&testbed().admin_url(Server::Target, &target_db)).await;
     assert_eq!(count(&target_admin, "SELECT count(*) FROM pg_subscription").await, 0);
     eprintln!("whole test took {:?}", started.elapsed());
@@ -208,11 +209,16 @@ async fn t43_a_run_killed_between_slot_and_subscription_leaves_no_orphan_slot() 
         source_db: source_db.clone(),
         slot_seen: AtomicBool::new(false),
     });
-    let outcome = run_machine(Arc::clone(&env) as Arc<dyn Environment>, &input.run_id, serde_json::to_value(&input.job).unwrap())
-        .await;
+    let outcome =
+        run_machine(Arc::clone(&env) as Arc<dyn Environment>, &input.run_id, serde_json::to_value(&input.job).unwrap())
+            .await;
     assert!(matches!(&outcome, Outcome::Failed { error, .. } if error == "States.Timeout"), "{outcome:?}");
     assert!(env.slot_seen.load(Ordering::SeqCst), "the slot existed when the run was killed");
-    assert_eq!(leftovers(&source_db, &input).await, (0, 0, 0), "the failure path left replication objects on the source");
+    assert_eq!(
+        leftovers(&source_db, &input).await,
+        (0, 0, 0),
+        "the failure path left replication objects on the source"
+    );
     let target = connect(&testbed().url(Server::Target, &target_db)).await;
     let outcome: String = target
         .query_one("SELECT outcome FROM pgferry.replication WHERE run_id = $1", &[&input.run_id])
@@ -251,7 +257,10 @@ async fn t48_ddl_on_the_source_is_reported_as_an_apply_error_with_advice() {
     let outcome = run_machine(env, &input.run_id, serde_json::to_value(&input.job).unwrap()).await;
     assert!(matches!(outcome, Outcome::Succeeded(_)), "{outcome:?}");
 
-    source.batch_execute("ALTER TABLE orders ADD COLUMN x int; INSERT INTO orders VALUES (101, 101, 1);").await.unwrap();
+    source
+        .batch_execute("ALTER TABLE orders ADD COLUMN x int; INSERT INTO orders VALUES (101, 101, 1);")
+        .await
+        .unwrap();
     let err = check_lag_until_error(&ctx, &input, Duration::from_secs(60)).await;
     assert_eq!(err.kind(), ErrorKind::ReplicationFailed, "{err}");
     assert_eq!(err.kind().step_error_name(), "Pgferry.ReplicationFailed");
@@ -286,7 +295,8 @@ async fn t44_t42_preflight_refuses_a_source_without_logical_wal_and_lists_keyles
         let job = pgferry_core::job::Job::from_json(&job.to_string()).unwrap();
         let mut credentials = pgferry_core::context::Credentials::default();
         let job = credentials.take_from(&job).unwrap();
-        let store = pgferry_core::store::ArtifactStore::local(std::env::temp_dir().join(pgferry_tests::unique_name("pf")));
+        let store =
+            pgferry_core::store::ArtifactStore::local(std::env::temp_dir().join(pgferry_tests::unique_name("pf")));
         (StepContext::new(store, credentials), StepInput { job, run_id: pgferry_tests::unique_name("run") })
     };
     let (ctx, input) = job_for(json!({}));
