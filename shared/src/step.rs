@@ -677,6 +677,10 @@ mod tests {
         pinned::<DiagnoseOutput>(fixture!("diagnose-output"));
         pinned::<PostDataPlanOutput>(fixture!("post-data-plan-output"));
         pinned::<PostDataItemOutput>(fixture!("post-data-item-output"));
+        pinned::<ReplicationOutput>(fixture!("replication-output"));
+        pinned::<LagOutput>(fixture!("lag-output"));
+        pinned::<CatchUpOutput>(fixture!("catch-up-output"));
+        pinned::<DropOutput>(fixture!("drop-output"));
         let req: SchemaRequest = pinned(fixture!("post-data-item-input"));
         assert!(
             matches!(req, SchemaRequest::PostDataItem(PostDataItemInput { ref item, .. }) if item.kind == PostDataItemKind::BuildIndex)
@@ -687,6 +691,8 @@ mod tests {
     fn function_requests_are_tagged_by_action() {
         let req: SchemaRequest = pinned(fixture!("schema-request"));
         assert!(matches!(req, SchemaRequest::PreData(_)));
+        let req: SchemaRequest = pinned(fixture!("check-lag-request"));
+        assert!(matches!(req, SchemaRequest::CheckLag(ref input) if input.job.mode == crate::job::Mode::Continuous));
         let req: CopyRequest = pinned(fixture!("copy-request"));
         assert!(matches!(req, CopyRequest::CopyChunk(_)));
         let req: VerifyRequest = pinned(fixture!("verify-request"));
