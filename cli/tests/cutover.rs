@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{pgferry, scratch};
+use common::{libpq_tool, pgferry, scratch};
 use pgferry_tests::{Server, connect, drop_db, fingerprint, source_with, testbed};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -30,13 +30,20 @@ async fn continuous_run_then_cutover_from_the_command_line() {
     assert!(stdout.contains("replication is running"), "{stdout}");
 
     // Written after the run: arrives through the subscription, not a copy.
-    source
-        .batch_execute(
-            "INSERT INTO items (name) SELECT 'late ' || g FROM generate_series(1, 50) g;
+    libpq_tool(
+        "psql",
+        &[
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            "INSERT INTO items (name) SELECT 'late ' || g FROM generate_series(1, 50) g; \
              UPDATE items SET name = name || '!' WHERE id % 10 = 0; DELETE FROM items WHERE id % 7 = 0;",
-        )
-        .await
-        .unwrap();
+        ],
+        Server::Source,
+        &source_db,
+    );
     let out = pgferry(&["cutover", job.to_str().unwrap()], &dir);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "pgferry cutover: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
