@@ -180,19 +180,21 @@ pub async fn replication_users(target: &Client) -> Result<std::collections::BTre
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
-/// Tables to publish and the keyless ones (RDS-CASES T42): ordinary and partitioned permanent
-/// tables outside the system schemas and pgferry's own, not owned by an extension.
+/// Tables to publish and the keyless ones (RDS-CASES T42): ordinary permanent tables (partitions
+/// included, partitioned parents not: changes are published per leaf, and the schema step made
+/// the same leaves on the target) outside the system schemas and pgferry's own, not owned by an
+/// extension.
 pub async fn replicated_tables(source: &Client) -> Result<(Vec<QualifiedName>, Vec<QualifiedName>)> {
     let rows = source
         .query(
             "SELECT n.nspname, c.relname,
-                    c.relkind = 'r' AND (c.relreplident = 'n'
+                    (c.relreplident = 'n'
                       OR (c.relreplident = 'd' AND NOT EXISTS
                             (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary))
                       OR (c.relreplident = 'i' AND NOT EXISTS
                             (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident)))
                FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-              WHERE c.relkind IN ('r', 'p') AND c.relpersistence = 'p'
+              WHERE c.relkind = 'r' AND c.relpersistence = 'p'
                 AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgferry')
                 AND n.nspname NOT LIKE 'pg\\_%'
                 AND NOT EXISTS (SELECT 1 FROM pg_depend d

@@ -64,11 +64,12 @@ const WORKLOAD: &str = r"
 INSERT INTO orders (note) VALUES ('order ' || :n);
 UPDATE orders SET note = note || ' updated' WHERE id = (SELECT max(id) - 3 FROM orders);
 DELETE FROM orders WHERE id = (SELECT max(id) - 7 FROM orders);
+INSERT INTO events VALUES (:n, date '2024-01-01' + :n % 700) ON CONFLICT DO NOTHING;
 ";
 
 /// pgbench writing to the source until killed: TPC-B-like transactions (updates of three keyed
-/// tables, inserts into the keyless pgbench_history) and inserts, updates and deletes of
-/// `orders`, whose ids come from a sequence.
+/// tables, inserts into the keyless pgbench_history), inserts, updates and deletes of `orders`,
+/// whose ids come from a sequence, and inserts into both partitions of `events` (T36).
 fn start_pgbench(db: &str, script: &std::path::Path) -> std::process::Child {
     std::process::Command::new(testbed().pg_bin("pgbench"))
         .args(["-n", "-c", "2", "-T", "600", "-b", "tpcb-like@3"])
@@ -87,7 +88,11 @@ async fn t41_t33_continuous_mode_follows_a_pgbench_workload_and_cutover_leaves_n
     let (source_db, target_db, source) = source_with(
         "cont",
         "CREATE TABLE orders (id bigserial PRIMARY KEY, note text NOT NULL);
-         INSERT INTO orders (note) SELECT 'order ' || g FROM generate_series(1, 5000) g;",
+         INSERT INTO orders (note) SELECT 'order ' || g FROM generate_series(1, 5000) g;
+         CREATE TABLE events (id int, at date NOT NULL, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+         CREATE TABLE events_2024 PARTITION OF events FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+         CREATE TABLE events_rest PARTITION OF events DEFAULT;
+         INSERT INTO events SELECT g, date '2024-06-01' + g FROM generate_series(1, 1000) g;",
     )
     .await;
     let init = std::process::Command::new(testbed().pg_bin("pgbench"))
@@ -136,6 +141,7 @@ async fn t41_t33_continuous_mode_follows_a_pgbench_workload_and_cutover_leaves_n
     assert!(report.equal, "cutover verification differs: {output}");
     for (table, key) in [
         ("orders", "id"),
+        ("events", "id, at"),
         ("pgbench_accounts", "aid"),
         ("pgbench_branches", "bid"),
         ("pgbench_tellers", "tid"),
