@@ -19,6 +19,8 @@
  *   2. GRANT rds_replication TO r also sets REPLICATION on r, REVOKE takes it away, so
  *      PostgreSQL's rolreplication checks pass where RDS's membership checks would. (Unlike RDS,
  *      rolreplication is then true: code must detect the right with pg_has_role, as on RDS.)
+ *      Only where rds_shim.replication_attribute = on (the test bed's source): elsewhere
+ *      rolreplication stays false as on RDS, and roles keep the attributes a copy gave them.
  *   3. Side effect of 2 undone: PostgreSQL 15 lets only superusers alter a REPLICATION role, where
  *      on RDS (rolreplication false) CREATEROLE is enough. ALTER ROLE r PASSWORD … (password
  *      only) on a member of rds_replication by a member of rds_superuser runs as rdsadmin.
@@ -35,12 +37,16 @@
 #include "parser/parse_node.h"
 #include "tcop/utility.h"
 #include "utils/acl.h"
+#include "utils/guc.h"
 
 PG_MODULE_MAGIC;
 
 void _PG_init(void);
 
 static ProcessUtility_hook_type prev_process_utility = NULL;
+
+/* rds_shim.replication_attribute: whether emulation 2 (and 3) is active on this server. */
+static bool replication_attribute = false;
 
 /* The next hook in the chain, or the standard implementation. */
 static void
@@ -129,12 +135,13 @@ rds_shim_process_utility(PlannedStmt *pstmt, const char *query, bool read_only_t
 	bool		subscription = IsA(parsetree, CreateSubscriptionStmt) ||
 		IsA(parsetree, AlterSubscriptionStmt) ||
 		IsA(parsetree, DropSubscriptionStmt);
-	bool		replication_grant = IsA(parsetree, GrantRoleStmt) &&
+	bool		replication_grant = replication_attribute && IsA(parsetree, GrantRoleStmt) &&
 		grants_rds_replication((GrantRoleStmt *) parsetree);
+	bool		replication_password = replication_attribute && password_of_replication_member(parsetree);
 	Oid			saved_user;
 	int			saved_context;
 
-	if (!((subscription || password_of_replication_member(parsetree)) && acting_as_rds_superuser()) &&
+	if (!((subscription || replication_password) && acting_as_rds_superuser()) &&
 		!replication_grant)
 	{
 		next_process_utility(pstmt, query, read_only_tree, context, params, query_env, dest, qc);
@@ -174,6 +181,11 @@ rds_shim_process_utility(PlannedStmt *pstmt, const char *query, bool read_only_t
 void
 _PG_init(void)
 {
+	DefineCustomBoolVariable("rds_shim.replication_attribute",
+							 "GRANT rds_replication also sets REPLICATION (test bed only).",
+							 NULL, &replication_attribute, false, PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
+	MarkGUCPrefixReserved("rds_shim");
 	prev_process_utility = ProcessUtility_hook;
 	ProcessUtility_hook = rds_shim_process_utility;
 }
