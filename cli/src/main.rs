@@ -67,6 +67,15 @@ enum Command {
         #[arg(long, value_name = "SECONDS")]
         task_timeout: Option<u64>,
     },
+    /// Drop a running continuous replication without cutting over: the subscription, slots,
+    /// publication and replication user (e.g. after an execution was stopped by hand).
+    Abandon {
+        /// The continuous job's JSON file, or `-` for standard input.
+        job: String,
+        /// Execution name (default: a new `run-…` id).
+        #[arg(long)]
+        run_id: Option<String>,
+    },
     /// Run the preflight checks only (reads both sides, writes nothing).
     Preflight { job: String },
     /// Plan the copy and print the chunks (reads the source only).
@@ -134,6 +143,10 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Error> {
             let (ctx, job) = load(&job, store)?;
             let budget = task_timeout.map(std::time::Duration::from_secs);
             run(ctx, job, report, run_id.unwrap_or_else(new_run_id), budget, Some("cutover")).await
+        }
+        Command::Abandon { job, run_id } => {
+            let (ctx, job) = load(&job, store)?;
+            run(ctx, job, None, run_id.unwrap_or_else(new_run_id), None, Some("abandon")).await
         }
         Command::Preflight { job } => {
             let (ctx, job) = load(&job, store)?;
@@ -300,6 +313,12 @@ async fn run(
             println!(
                 "replication is running and caught up: stop writes on the source, then run `pgferry cutover` with the \
                  same job"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Outcome::Succeeded(_) if action == Some("abandon") => {
+            println!(
+                "replication abandoned: subscription, replication slots, publication and replication user dropped"
             );
             Ok(ExitCode::SUCCESS)
         }

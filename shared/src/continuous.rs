@@ -702,6 +702,20 @@ pub async fn finish_cutover(ctx: &StepContext, input: &StepInput) -> Result<Drop
     Ok(DropOutput { dropped })
 }
 
+/// Step `abandonReplication`: drops the running continuous replication recorded on the target
+/// without cutting over; the target keeps the rows it has.
+pub async fn abandon(ctx: &StepContext, input: &StepInput) -> Result<DropOutput> {
+    let job = &input.job;
+    let run = &input.run_id;
+    require_continuous(job)?;
+    let target = ctx.connect(job, Side::Target, "abandon", run).await?;
+    let record = active_record(&target).await?;
+    let source = ctx.connect(job, Side::Source, "abandon", run).await?;
+    let dropped = drop_objects(&source, &target, &record.names).await?;
+    mark_finished(&target, &record.run_id, "abandoned").await?;
+    Ok(DropOutput { dropped })
+}
+
 /// Step `cleanupReplication` (failure path): drops what this run created for replication. A
 /// run of another mode, or one that created nothing, has nothing to drop and connects nowhere.
 pub async fn cleanup(ctx: &StepContext, input: &StepInput) -> Result<DropOutput> {

@@ -52,6 +52,9 @@ pub enum SchemaRequest {
     FinishCutover(StepInput),
     /// Failure path: drop what this run created for replication (nothing in other modes).
     CleanupReplication(StepInput),
+    /// Action `abandon`: drop the running continuous replication recorded on the target without
+    /// cutting over (e.g. after an execution was stopped from the console, which runs no Catch).
+    AbandonReplication(StepInput),
 }
 
 /// Requests to the copy function.

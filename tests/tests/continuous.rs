@@ -236,6 +236,29 @@ async fn t43_a_run_killed_between_slot_and_subscription_leaves_no_orphan_slot() 
     drop_db(Server::Target, &target_db).await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn t43_abandoning_a_running_replication_drops_it_on_both_sides() {
+    let _serial = SERIAL.lock().await;
+    let (source_db, target_db, _source) =
+        source_with("cont_abandon", "CREATE TABLE items (id int PRIMARY KEY); INSERT INTO items VALUES (1), (2);")
+            .await;
+    let (ctx, input) = step_setup(&source_db, &target_db, continuous_job(json!({})));
+    let env: Arc<dyn Environment> = Arc::new(LocalEnvironment::new(ctx));
+    let outcome = run_machine(Arc::clone(&env), &input.run_id, serde_json::to_value(&input.job).unwrap()).await;
+    assert!(matches!(outcome, Outcome::Succeeded(_)), "{outcome:?}");
+    assert_eq!(leftovers(&source_db, &input).await, (1, 1, 1), "slot, publication and user while streaming");
+
+    let abandon = format!("{}-abandon", input.run_id);
+    let outcome = run_machine(env, &abandon, json!({"action": "abandon", "job": input.job})).await;
+    let Outcome::Succeeded(output) = &outcome else { panic!("abandon failed: {outcome:?}") };
+    assert!(output["abandoned"]["dropped"].as_array().is_some_and(|d| d.len() == 4), "{output}");
+    assert_eq!(leftovers(&source_db, &input).await, (0, 0, 0));
+    let target_admin = connect(&testbed().admin_url(Server::Target, &target_db)).await;
+    assert_eq!(count(&target_admin, "SELECT count(*) FROM pg_subscription").await, 0);
+    drop_db(Server::Source, &source_db).await;
+    drop_db(Server::Target, &target_db).await;
+}
+
 /// Calls `check_lag` until it fails or `limit` passes.
 async fn check_lag_until_error(ctx: &StepContext, input: &StepInput, limit: Duration) -> pgferry_core::Error {
     let until = Instant::now() + limit;

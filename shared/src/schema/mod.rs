@@ -77,6 +77,7 @@ pub async fn handle_until(
         SchemaRequest::CutoverCatchUp(input) => to_value(crate::continuous::catch_up(ctx, &input, deadline).await?),
         SchemaRequest::FinishCutover(input) => to_value(crate::continuous::finish_cutover(ctx, &input).await?),
         SchemaRequest::CleanupReplication(input) => to_value(crate::continuous::cleanup(ctx, &input).await?),
+        SchemaRequest::AbandonReplication(input) => to_value(crate::continuous::abandon(ctx, &input).await?),
     };
     Ok(value)
 }
