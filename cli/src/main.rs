@@ -51,6 +51,31 @@ enum Command {
         #[arg(long, value_name = "SECONDS")]
         task_timeout: Option<u64>,
     },
+    /// Cut over a running continuous replication (`"mode": "continuous"`): after writes on the
+    /// source stopped, wait until the target caught up, sync sequences, verify, then drop the
+    /// subscription, slots, publication and replication user. Exit 0 only when all that is done.
+    Cutover {
+        /// The continuous job's JSON file, or `-` for standard input.
+        job: String,
+        /// Write the JSON run report here.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// Execution name (default: a new `run-…` id).
+        #[arg(long)]
+        run_id: Option<String>,
+        /// Give each task invocation this many seconds, as Lambda's timeout does.
+        #[arg(long, value_name = "SECONDS")]
+        task_timeout: Option<u64>,
+    },
+    /// Drop a running continuous replication without cutting over: the subscription, slots,
+    /// publication and replication user (e.g. after an execution was stopped by hand).
+    Abandon {
+        /// The continuous job's JSON file, or `-` for standard input.
+        job: String,
+        /// Execution name (default: a new `run-…` id).
+        #[arg(long)]
+        run_id: Option<String>,
+    },
     /// Run the preflight checks only (reads both sides, writes nothing).
     Preflight { job: String },
     /// Plan the copy and print the chunks (reads the source only).
@@ -112,7 +137,16 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Error> {
         Command::Run { job, report, run_id, task_timeout } => {
             let (ctx, job) = load(&job, store)?;
             let budget = task_timeout.map(std::time::Duration::from_secs);
-            run(ctx, job, report, run_id.unwrap_or_else(new_run_id), budget).await
+            run(ctx, job, report, run_id.unwrap_or_else(new_run_id), budget, None).await
+        }
+        Command::Cutover { job, report, run_id, task_timeout } => {
+            let (ctx, job) = load(&job, store)?;
+            let budget = task_timeout.map(std::time::Duration::from_secs);
+            run(ctx, job, report, run_id.unwrap_or_else(new_run_id), budget, Some("cutover")).await
+        }
+        Command::Abandon { job, run_id } => {
+            let (ctx, job) = load(&job, store)?;
+            run(ctx, job, None, run_id.unwrap_or_else(new_run_id), None, Some("abandon")).await
         }
         Command::Preflight { job } => {
             let (ctx, job) = load(&job, store)?;
@@ -236,10 +270,17 @@ async fn run(
     report_file: Option<PathBuf>,
     run_id: String,
     task_budget: Option<std::time::Duration>,
+    action: Option<&str>,
 ) -> Result<ExitCode, Error> {
     let machine = StateMachine::parse(runner::DEFINITION, &runner::local_substitutions())
         .map_err(|e| Error::Internal(format!("state machine definition: {e}")))?;
-    let input = serde_json::to_value(&job).map_err(|e| Error::Internal(e.to_string()))?;
+    let continuous = job.mode == pgferry_core::job::Mode::Continuous;
+    let job_value = serde_json::to_value(&job).map_err(|e| Error::Internal(e.to_string()))?;
+    // The state machine's input: the job itself, or `{"action": …, "job": …}` for an action.
+    let input = match action {
+        Some(action) => serde_json::json!({"action": action, "job": job_value}),
+        None => job_value,
+    };
     let phases: Arc<Mutex<Vec<Phase>>> = Arc::default();
     let observer = progress_observer(work_states(runner::DEFINITION), Arc::clone(&phases));
     let store = ctx.store.clone();
@@ -278,8 +319,24 @@ async fn run(
         std::fs::write(&path, text + "\n").map_err(|e| Error::io(format!("write {}", path.display()), e))?;
     }
     match outcome {
+        Outcome::Succeeded(_) if continuous && action.is_none() => {
+            println!(
+                "replication is running and caught up: stop writes on the source, then run `pgferry cutover` with the \
+                 same job"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Outcome::Succeeded(_) if action == Some("abandon") => {
+            println!(
+                "replication abandoned: subscription, replication slots, publication and replication user dropped"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Outcome::Succeeded(_) => {
             println!("target equals source: {} rows in {} tables", report.rows(), report.tables());
+            if action == Some("cutover") {
+                println!("cutover done: subscription, replication slots, publication and replication user dropped");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Outcome::Failed { error, cause } => {

@@ -83,6 +83,11 @@ pub enum Error {
     #[error("artifact `{key}`: {reason}")]
     Store { key: String, reason: String },
 
+    /// Logical replication (mode `continuous`) is broken: an apply or table-sync error on the
+    /// target, a lost slot, a run that cannot be found. The message carries the advice.
+    #[error("replication: {reason}")]
+    Replication { reason: String },
+
     /// An AWS API call failed; `failure` is classified from the SDK error and the service's code.
     #[error("{operation} {resource}: {}{message}", code.as_deref().map(|c| format!("{c}: ")).unwrap_or_default())]
     Aws { operation: String, resource: String, failure: crate::aws::AwsFailure, code: Option<String>, message: String },
@@ -141,6 +146,7 @@ impl Error {
             Self::PreflightFailed { .. } => ErrorKind::PreflightFailed,
             Self::VerifyMismatch { .. } => ErrorKind::VerifyMismatch,
             Self::Store { .. } => ErrorKind::Other,
+            Self::Replication { .. } => ErrorKind::ReplicationFailed,
             Self::Aws { failure, .. } => match failure {
                 crate::aws::AwsFailure::Unreachable => ErrorKind::AwsUnreachable,
                 crate::aws::AwsFailure::AccessDenied => ErrorKind::AwsAccessDenied,
@@ -241,6 +247,8 @@ pub enum ErrorKind {
     SchemaApply,
     /// `pg_dump` or another external tool failed.
     ToolFailed,
+    /// Logical replication failed (apply or sync errors, a lost slot).
+    ReplicationFailed,
     /// An AWS API endpoint did not answer (no NAT gateway or VPC endpoint on the way, or a timeout).
     AwsUnreachable,
     /// The function's IAM role may not make an AWS call.
@@ -253,7 +261,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, for tests that check the mapping is total.
-    pub const ALL: [ErrorKind; 26] = [
+    pub const ALL: [ErrorKind; 27] = [
         Self::ConnectTimeout,
         Self::ConnectionRefused,
         Self::HostNotFound,
@@ -276,6 +284,7 @@ impl ErrorKind {
         Self::VerifyMismatch,
         Self::SchemaApply,
         Self::ToolFailed,
+        Self::ReplicationFailed,
         Self::AwsUnreachable,
         Self::AwsAccessDenied,
         Self::AwsNotFound,
@@ -304,6 +313,7 @@ impl ErrorKind {
             Self::PreflightFailed => "Pgferry.PreflightFailed",
             Self::VerifyMismatch => "Pgferry.VerifyMismatch",
             Self::SchemaApply | Self::ToolFailed => "Pgferry.SchemaFailed",
+            Self::ReplicationFailed => "Pgferry.ReplicationFailed",
             Self::Other => "Pgferry.Internal",
         }
     }
@@ -382,7 +392,7 @@ impl ErrorKind {
                 "the AWS resource does not exist in this account and region: check the name in the job and \
                  AWS_REGION"
             }
-            Self::PreflightFailed | Self::VerifyMismatch | Self::Other => return None,
+            Self::PreflightFailed | Self::VerifyMismatch | Self::ReplicationFailed | Self::Other => return None,
         })
     }
 }

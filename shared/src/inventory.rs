@@ -640,6 +640,25 @@ struct Atom {
 /// Splits `aclitem` texts (`grantee=privs/grantor`, names double-quoted when needed, items
 /// separated by spaces) into single privileges.
 fn acl_atoms(text: &str) -> BTreeSet<Atom> {
+    let mut out = BTreeSet::new();
+    for item in acl_items(text) {
+        let (grantee, rest) = split_unquoted(&item, '=');
+        let (privs, grantor) = split_unquoted(&rest, '/');
+        let (grantee, grantor) = (unquote(&grantee), unquote(&grantor));
+        let chars: Vec<char> = privs.chars().collect();
+        for (i, c) in chars.iter().enumerate() {
+            if *c == '*' {
+                continue;
+            }
+            let grantable = chars.get(i + 1) == Some(&'*');
+            out.insert(Atom { grantee: grantee.clone(), privilege: *c, grantable, grantor: grantor.clone() });
+        }
+    }
+    out
+}
+
+/// The `aclitem` texts of an ACL (space-separated, names double-quoted when needed).
+fn acl_items(text: &str) -> Vec<String> {
     let mut items = Vec::new();
     let mut cur = String::new();
     let mut quoted = false;
@@ -654,21 +673,17 @@ fn acl_atoms(text: &str) -> BTreeSet<Atom> {
         }
     }
     items.push(cur);
-    let mut out = BTreeSet::new();
-    for item in items.iter().filter(|i| !i.is_empty()) {
-        let (grantee, rest) = split_unquoted(item, '=');
-        let (privs, grantor) = split_unquoted(&rest, '/');
-        let (grantee, grantor) = (unquote(&grantee), unquote(&grantor));
-        let chars: Vec<char> = privs.chars().collect();
-        for (i, c) in chars.iter().enumerate() {
-            if *c == '*' {
-                continue;
-            }
-            let grantable = chars.get(i + 1) == Some(&'*');
-            out.insert(Atom { grantee: grantee.clone(), privilege: *c, grantable, grantor: grantor.clone() });
-        }
-    }
-    out
+    items.retain(|i| !i.is_empty());
+    items
+}
+
+/// An ACL without the items granted to `roles`.
+fn without_grantees(text: &str, roles: &BTreeSet<String>) -> String {
+    acl_items(text)
+        .into_iter()
+        .filter(|item| !roles.contains(&unquote(&split_unquoted(item, '=').0)))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Splits at the first `sep` outside double quotes.
@@ -1182,7 +1197,19 @@ pub async fn inventory(ctx: &StepContext, input: &StepInput) -> Result<Inventory
     s.referenced_roles(&mut names);
     t.referenced_roles(&mut names);
     let names: Vec<String> = names.into_iter().collect();
-    let excluded: BTreeSet<String> = [source_master.clone(), source_user, target_master.clone()].into_iter().collect();
+    // The replication user of a running continuous replication exists only on the source, with
+    // SELECT on the published tables, until the cutover drops it: not part of the copy.
+    let replication_users = crate::continuous::replication_users(&target).await?;
+    for object in s.objects.values_mut() {
+        for (aspect, value) in &mut object.aspects {
+            if is_acl_aspect(aspect) && !replication_users.is_empty() {
+                *value = without_grantees(value, &replication_users);
+            }
+        }
+    }
+    let mut excluded: BTreeSet<String> =
+        [source_master.clone(), source_user, target_master.clone()].into_iter().collect();
+    excluded.extend(replication_users);
     read_roles(&source, &names, &excluded, &mut s).await?;
     read_roles(&target, &names, &excluded, &mut t).await?;
 
@@ -1218,6 +1245,15 @@ pub async fn inventory(ctx: &StepContext, input: &StepInput) -> Result<Inventory
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn acls_lose_the_items_of_excluded_grantees_only() {
+        let roles: BTreeSet<String> = ["pgferry_repl_1".to_string(), "we ird".to_string()].into_iter().collect();
+        assert_eq!(
+            without_grantees(r#"pgferry_repl_1=r/postgres "we ird"=r/app =U/app postgres=arwdDxt/postgres"#, &roles),
+            "=U/app postgres=arwdDxt/postgres"
+        );
+    }
 
     #[test]
     fn acl_items_split_into_privileges_with_quoted_names_and_public() {

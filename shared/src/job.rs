@@ -48,6 +48,91 @@ pub struct Job {
     /// What a `refresh` may do besides reloading rows; only with `"mode": "refresh"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh: Option<RefreshOptions>,
+    /// How mode `continuous` subscribes, waits and decides it has caught up; only with
+    /// `"mode": "continuous"` (all fields have defaults).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continuous: Option<ContinuousOptions>,
+}
+
+/// Options of mode `continuous` (native logical replication, then `cutover`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ContinuousOptions {
+    /// Caught up when the source's WAL is at most this many bytes ahead of what the target
+    /// confirmed. Default [`ContinuousOptions::DEFAULT_MAX_LAG_BYTES`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_lag_bytes: Option<u64>,
+    /// …and the walsender's `replay_lag` is at most this many seconds. Default
+    /// [`ContinuousOptions::DEFAULT_MAX_LAG_SECONDS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_lag_seconds: Option<u64>,
+    /// Seconds between two lag checks (the state machine's Wait). Default
+    /// [`ContinuousOptions::DEFAULT_WAIT_SECONDS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_seconds: Option<u64>,
+    /// Give up waiting for the lag to drop this many seconds after the subscription was created
+    /// (replication keeps running; `cutover` or a failure cleanup ends it). Default
+    /// [`ContinuousOptions::DEFAULT_DEADLINE_SECONDS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_seconds: Option<u64>,
+    /// Name of the dedicated replication user created on the source (with a random password,
+    /// dropped at cutover). Default `pgferry_repl_<run>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication_user: Option<String>,
+    /// Host and port the *target server* dials to reach the source (default: the source's
+    /// endpoint as pgferry reaches it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publisher_host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publisher_port: Option<u16>,
+    /// `sslmode` of the subscription's connection. Default `require` (an RDS target server has
+    /// no file with the RDS CA bundle to verify against), `verify-full` with `sslRootCert`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssl_mode: Option<SslMode>,
+    /// CA file **on the target server's file system** for the subscription's connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssl_root_cert: Option<String>,
+    /// What to do with tables that have no replica identity (RDS-CASES T42). Default: refuse.
+    #[serde(default)]
+    pub keyless_tables: KeylessTables,
+}
+
+impl ContinuousOptions {
+    /// 1 MiB: a few seconds of apply on a busy source; small enough that cutover waits briefly.
+    pub const DEFAULT_MAX_LAG_BYTES: u64 = 1 << 20;
+    /// 10 s of replay lag.
+    pub const DEFAULT_MAX_LAG_SECONDS: u64 = 10;
+    /// A lag check every 30 s (each one a Lambda invocation and a state transition).
+    pub const DEFAULT_WAIT_SECONDS: u64 = 30;
+    /// One day to catch up, then the loop stops (Step Functions allows a year per execution).
+    pub const DEFAULT_DEADLINE_SECONDS: u64 = 86_400;
+
+    pub fn max_lag_bytes(&self) -> u64 {
+        self.max_lag_bytes.unwrap_or(Self::DEFAULT_MAX_LAG_BYTES)
+    }
+    pub fn max_lag_seconds(&self) -> u64 {
+        self.max_lag_seconds.unwrap_or(Self::DEFAULT_MAX_LAG_SECONDS)
+    }
+    pub fn wait_seconds(&self) -> u64 {
+        self.wait_seconds.unwrap_or(Self::DEFAULT_WAIT_SECONDS)
+    }
+    pub fn deadline_seconds(&self) -> u64 {
+        self.deadline_seconds.unwrap_or(Self::DEFAULT_DEADLINE_SECONDS)
+    }
+}
+
+/// Tables without a replica identity (no primary key, no `REPLICA IDENTITY USING INDEX/FULL`):
+/// published, their UPDATEs and DELETEs would fail **on the source** (RDS-CASES T42).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum KeylessTables {
+    /// Preflight fails and lists them (add a primary key, or choose one of the others).
+    #[default]
+    Refuse,
+    /// Consent to `ALTER TABLE … REPLICA IDENTITY FULL` on the source (more WAL per change).
+    ReplicaIdentityFull,
+    /// Leave them out of the publication: they are neither copied nor kept in sync.
+    Exclude,
 }
 
 /// Options of mode `refresh`.
@@ -344,6 +429,9 @@ pub enum Mode {
     /// sides and only differing rows are re-copied; new tables are created and copied. A target
     /// that is not an earlier pgferry copy is refused (RDS-CASES T57).
     Refresh,
+    /// Native logical replication: schema, then a subscription whose initial sync copies the
+    /// data and whose apply keeps the target in sync until `cutover` (docs/continuous.md).
+    Continuous,
 }
 
 /// Which side of the job.
@@ -456,6 +544,27 @@ impl Job {
         if self.refresh.is_some() && self.mode != Mode::Refresh {
             return Err(Error::job("`refresh` options need `\"mode\": \"refresh\"`"));
         }
+        if self.continuous.is_some() && self.mode != Mode::Continuous {
+            return Err(Error::job("`continuous` options need `\"mode\": \"continuous\"`"));
+        }
+        if self.mode == Mode::Continuous && self.source.consistency == Some(Consistency::Clone) {
+            return Err(Error::job(
+                "`\"consistency\": \"clone\"` cannot be combined with `\"mode\": \"continuous\"`: a point-in-time \
+                 clone receives no further writes, so there would be nothing to replicate; continuous mode already \
+                 starts from a consistent snapshot of the live source",
+            ));
+        }
+        if let Some(c) = &self.continuous {
+            if c.wait_seconds == Some(0) {
+                return Err(Error::job("continuous.waitSeconds must be at least 1"));
+            }
+            if c.publisher_port == Some(0) {
+                return Err(Error::job("continuous.publisherPort must be 1-65535"));
+            }
+            if c.replication_user.as_deref().is_some_and(|u| u.is_empty() || u.len() > 63) {
+                return Err(Error::job("continuous.replicationUser must be 1-63 bytes"));
+            }
+        }
         Ok(())
     }
 
@@ -475,6 +584,11 @@ impl Job {
     /// Whether the verification after a refresh must hash every row (`refresh.verify: full`).
     pub fn full_verify_after_refresh(&self) -> bool {
         self.refresh.is_some_and(|r| r.verify == RefreshVerify::Full)
+    }
+
+    /// The continuous-mode options (defaults when the job gives none).
+    pub fn continuous_options(&self) -> ContinuousOptions {
+        self.continuous.clone().unwrap_or_default()
     }
 
     /// Whether any side is named through the RDS API.
@@ -606,6 +720,27 @@ mod tests {
             r#"{"source":{"url":"postgresql://u@a/d"},"target":{"url":"postgresql://u@b/d"},"refresh":{"rebuildChangedTables":true}}"#,
             Some("refresh"),
         ),
+        (r#"{"source":{"url":"postgresql://u@a/d"},"target":{"url":"postgresql://u@b/d"},"mode":"continuous"}"#, None),
+        (
+            r#"{"source":{"url":"postgresql://u@a/d"},"target":{"url":"postgresql://u@b/d"},"mode":"continuous","continuous":{"maxLagBytes":0,"maxLagSeconds":5,"waitSeconds":1,"deadlineSeconds":60,"replicationUser":"repl","publisherHost":"db.internal","publisherPort":5432,"sslMode":"verify-full","sslRootCert":"/etc/ca.pem","keylessTables":"replicaIdentityFull"}}"#,
+            None,
+        ),
+        (
+            r#"{"source":{"url":"postgresql://u@a/d"},"target":{"url":"postgresql://u@b/d"},"continuous":{}}"#,
+            Some("continuous"),
+        ),
+        (
+            r#"{"source":{"url":"postgresql://u@a/d"},"target":{"url":"postgresql://u@b/d"},"mode":"continuous","continuous":{"maxLag":1}}"#,
+            Some("unknown field `maxLag`"),
+        ),
+        (
+            r#"{"source":{"url":"postgresql://u@a/d"},"target":{"url":"postgresql://u@b/d"},"mode":"continuous","continuous":{"keylessTables":"ignore"}}"#,
+            Some("ignore"),
+        ),
+        (
+            r#"{"source":{"url":"postgresql://u@a/d"},"target":{"url":"postgresql://u@b/d"},"mode":"continuous","continuous":{"waitSeconds":0}}"#,
+            Some("waitSeconds"),
+        ),
         (
             r#"{"source":{"url":"postgresql://u@a/d"},"target":{"url":"postgresql://u@b/d"},"maxConcurrency":0}"#,
             Some("maxConcurrency"),
@@ -657,6 +792,10 @@ mod tests {
         (
             r#"{"source":{"rdsInstance":"p","database":"s","consistency":"clone","iamAuth":true},"target":{"url":"postgresql://u@b/d"}}"#,
             Some("iamAuth"),
+        ),
+        (
+            r#"{"source":{"rdsInstance":"p","database":"s","consistency":"clone"},"target":{"url":"postgresql://u@b/d"},"mode":"continuous"}"#,
+            Some("continuous"),
         ),
     ];
 

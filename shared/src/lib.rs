@@ -11,6 +11,7 @@ pub mod aws;
 pub mod catalog;
 pub mod clone;
 pub mod context;
+pub mod continuous;
 pub mod copy;
 pub mod error;
 pub mod inventory;

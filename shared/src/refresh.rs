@@ -292,6 +292,7 @@ async fn record_run<C: tokio_postgres::GenericClient>(
     let mode = match mode {
         Mode::Snapshot => "snapshot",
         Mode::Refresh => "refresh",
+        Mode::Continuous => "continuous",
     };
     client
         .execute(

@@ -38,6 +38,23 @@ pub enum SchemaRequest {
     /// Revoke the memberships the master was given for the run (after the last step that reads
     /// or writes the target, and on the failure path).
     Release(StepInput),
+    /// Mode `continuous`: record the run's replication objects on the target, then create the
+    /// replication user, the publication and the slot on the source.
+    PrepareReplication(StepInput),
+    /// Mode `continuous`: create the subscription on the target (its initial sync copies the data).
+    Subscribe(StepInput),
+    /// Mode `continuous`: report lag, sync progress, apply errors and slot health.
+    CheckLag(StepInput),
+    /// Cutover: wait (within one invocation's time) until the target confirmed all WAL the source
+    /// had written when the cutover began.
+    CutoverCatchUp(StepInput),
+    /// Cutover: drop the subscription, slots, publication and replication user.
+    FinishCutover(StepInput),
+    /// Failure path: drop what this run created for replication (nothing in other modes).
+    CleanupReplication(StepInput),
+    /// Action `abandon`: drop the running continuous replication recorded on the target without
+    /// cutting over (e.g. after an execution was stopped from the console, which runs no Catch).
+    AbandonReplication(StepInput),
 }
 
 /// Requests to the copy function.
@@ -462,6 +479,76 @@ pub struct SequencesOutput {
     pub sequences: usize,
 }
 
+/// The replication objects of one continuous run (names only: the password is never stored by
+/// pgferry; PostgreSQL keeps it in the target's `pg_subscription`, RDS-CASES T47).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReplicationOutput {
+    /// The run that created them (a cutover finds them from another execution).
+    pub run_id: String,
+    pub publication: String,
+    pub slot: String,
+    pub subscription: String,
+    pub replication_user: String,
+    /// Tables published.
+    pub tables: usize,
+    /// Tables left out with the job's consent (`keylessTables: exclude`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excluded: Vec<String>,
+    /// Seconds the state machine waits between lag checks.
+    pub wait_seconds: u64,
+}
+
+/// One lag check of a continuous run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LagOutput {
+    /// Every table synced and the lag under the job's thresholds.
+    pub caught_up: bool,
+    /// The job's deadline passed before the lag dropped under its thresholds.
+    pub deadline_passed: bool,
+    pub tables: u64,
+    /// Tables whose initial copy or catch-up is not finished.
+    pub tables_syncing: u64,
+    /// Source WAL not yet confirmed by the target (`pg_current_wal_lsn() - confirmed_flush_lsn`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_bytes: Option<u64>,
+    /// The walsender's `replay_lag`, in milliseconds (none when idle).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_lag_ms: Option<u64>,
+    /// `pg_replication_slots.wal_status` (`reserved`, `extended`, `unreserved`, `lost`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal_status: Option<String>,
+    /// `pg_replication_slots.safe_wal_size` (none when `max_slot_wal_keep_size = -1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub safe_wal_size: Option<i64>,
+    pub apply_errors: u64,
+    pub sync_errors: u64,
+    pub wait_seconds: u64,
+    /// One line for humans.
+    pub summary: String,
+}
+
+/// Result of one cutover catch-up invocation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CatchUpOutput {
+    pub caught_up: bool,
+    /// The source WAL position the target must confirm (taken when the cutover began).
+    pub cutover_lsn: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmed_lsn: Option<String>,
+    pub run_id: String,
+}
+
+/// What a cutover or a failure cleanup dropped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DropOutput {
+    /// `subscription x`, `slot y`, `publication z`, `role r`…
+    pub dropped: Vec<String>,
+}
+
 /// Result of verifying one chunk (also stored at `runs/<run>/verify/<chunk>.json`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -678,6 +765,10 @@ mod tests {
         assert_eq!(source.rds_cluster.as_deref(), Some("prod"), "the source keeps its name");
         assert!(source.host.unwrap().starts_with("pgferry-run-1-0a1b2c3d.cluster-"), "and is dialled at the clone");
         pinned::<CloneDeleted>(fixture!("clone-deleted"));
+        pinned::<ReplicationOutput>(fixture!("replication-output"));
+        pinned::<LagOutput>(fixture!("lag-output"));
+        pinned::<CatchUpOutput>(fixture!("catch-up-output"));
+        pinned::<DropOutput>(fixture!("drop-output"));
         let req: SchemaRequest = pinned(fixture!("post-data-item-input"));
         assert!(
             matches!(req, SchemaRequest::PostDataItem(PostDataItemInput { ref item, .. }) if item.kind == PostDataItemKind::BuildIndex)
@@ -688,6 +779,8 @@ mod tests {
     fn function_requests_are_tagged_by_action() {
         let req: SchemaRequest = pinned(fixture!("schema-request"));
         assert!(matches!(req, SchemaRequest::PreData(_)));
+        let req: SchemaRequest = pinned(fixture!("check-lag-request"));
+        assert!(matches!(req, SchemaRequest::CheckLag(ref input) if input.job.mode == crate::job::Mode::Continuous));
         let req: CopyRequest = pinned(fixture!("copy-request"));
         assert!(matches!(req, CopyRequest::CopyChunk(_)));
         let req: VerifyRequest = pinned(fixture!("verify-request"));

@@ -508,7 +508,7 @@ pub async fn report(ctx: &StepContext, input: &StepInput) -> Result<ReportOutput
     }
     let refresh = match input.job.mode {
         crate::job::Mode::Refresh => crate::refresh::summarize(ctx, run).await?,
-        crate::job::Mode::Snapshot => None,
+        crate::job::Mode::Snapshot | crate::job::Mode::Continuous => None,
     };
     let report = Report {
         refresh,

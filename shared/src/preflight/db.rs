@@ -238,7 +238,7 @@ pub(crate) async fn run(
         checks.push(unlogged_tables_check(client, req).await?);
         checks.push(source_activity_check(client, LONG_TRANSACTION).await?);
         if req.logical_replication {
-            checks.extend(replication_checks(client).await?);
+            checks.extend(replication_checks_with(client, job.continuous_options().keyless_tables).await?);
         }
     }
     let concurrency = i64::from(job.effective_max_concurrency());
@@ -637,8 +637,16 @@ pub async fn rds_iam_member_check(client: &Client, side: Side) -> Result<Check> 
     })
 }
 
-/// What logical replication from the source needs (continuous mode; RDS-CASES T42, T44, T46).
+/// What logical replication from the source needs (continuous mode; RDS-CASES T42, T44, T46),
+/// for a job without consent about keyless tables.
 pub async fn replication_checks(client: &Client) -> Result<Vec<Check>> {
+    replication_checks_with(client, crate::job::KeylessTables::Refuse).await
+}
+
+/// As [`replication_checks`], with the job's choice for tables without a replica identity
+/// (`continuous.keylessTables`, RDS-CASES T42): listed and refused, or listed with what will
+/// be done to them.
+pub async fn replication_checks_with(client: &Client, keyless: crate::job::KeylessTables) -> Result<Vec<Check>> {
     let row = client
         .query_one(
             "SELECT current_setting('wal_level'), \
@@ -666,9 +674,18 @@ pub async fn replication_checks(client: &Client) -> Result<Vec<Check>> {
              elsewhere ALTER SYSTEM SET wal_level = logical and restart",
         )
     });
+    if keep == "-1" {
+        // RDS-CASES T43: nothing bounds the WAL a forgotten slot keeps.
+        checks.push(warn(
+            "source-slot-wal-limit",
+            "max_slot_wal_keep_size is -1: a stuck or forgotten replication slot keeps WAL until the disk is full"
+                .to_string(),
+            "set max_slot_wal_keep_size in the parameter group (dynamic) to what the storage can spare, and watch \
+             the slot's wal_status / safe_wal_size (reported by every lag check)",
+        ));
+    }
     checks.push(if free_slots >= 1 && free_senders >= 1 {
-        let note = if keep == "-1" { "; max_slot_wal_keep_size is -1: a stuck slot can fill the disk" } else { "" };
-        pass("source-replication-slots", format!("{free_slots} free replication slot(s), {free_senders} free WAL sender(s){note}"))
+        pass("source-replication-slots", format!("{free_slots} free replication slot(s), {free_senders} free WAL sender(s)"))
     } else {
         fail(
             "source-replication-slots",
@@ -694,19 +711,37 @@ pub async fn replication_checks(client: &Client) -> Result<Vec<Check>> {
          ORDER BY 1"
     );
     let tables = strings(client, &sql, "find tables without replica identity").await?;
+    let found = || {
+        format!(
+            "{} table(s) have no replica identity: once published, UPDATE and DELETE on them fail on the \
+             production source: {}",
+            tables.len(),
+            listed(&tables)
+        )
+    };
     checks.push(if tables.is_empty() {
         pass("source-replica-identity", "every table has a replica identity".to_string())
+    } else if keyless == crate::job::KeylessTables::ReplicaIdentityFull {
+        warn(
+            "source-replica-identity",
+            found(),
+            "the job consents (keylessTables: replicaIdentityFull): they are set REPLICA IDENTITY FULL on the \
+             source, which logs whole old rows for each UPDATE and DELETE",
+        )
+    } else if keyless == crate::job::KeylessTables::Exclude {
+        warn(
+            "source-replica-identity",
+            found(),
+            "the job says keylessTables: exclude: they are left out of the publication, so they are neither copied \
+             nor kept in sync",
+        )
     } else {
         fail(
             "source-replica-identity",
-            format!(
-                "{} table(s) have no replica identity: once published, UPDATE and DELETE on them fail on the \
-                 production source: {}",
-                tables.len(),
-                listed(&tables)
-            ),
-            "add a primary key, or ALTER TABLE … REPLICA IDENTITY FULL (with your consent: more WAL), or leave them \
-             out of the publication",
+            found(),
+            "add a primary key, or consent in the job: \"continuous\": {\"keylessTables\": \"replicaIdentityFull\"} \
+             (ALTER TABLE … REPLICA IDENTITY FULL on the source: more WAL) or \"exclude\" (left out of the \
+             publication: neither copied nor synced)",
         )
     });
     Ok(checks)

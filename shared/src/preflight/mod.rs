@@ -45,6 +45,7 @@ impl Requirements {
     pub fn of(job: &Job) -> Self {
         match job.mode {
             Mode::Snapshot | Mode::Refresh => Self { logical_replication: false },
+            Mode::Continuous => Self { logical_replication: true },
         }
     }
 }

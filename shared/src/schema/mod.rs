@@ -71,6 +71,13 @@ pub async fn handle_until(
         SchemaRequest::PostData(input) => to_value(post_data(ctx, &input).await?),
         SchemaRequest::Sequences(input) => to_value(sequences(ctx, &input).await?),
         SchemaRequest::Release(input) => to_value(release(ctx, &input).await?),
+        SchemaRequest::PrepareReplication(input) => to_value(crate::continuous::prepare(ctx, &input).await?),
+        SchemaRequest::Subscribe(input) => to_value(crate::continuous::subscribe(ctx, &input).await?),
+        SchemaRequest::CheckLag(input) => to_value(crate::continuous::check_lag(ctx, &input).await?),
+        SchemaRequest::CutoverCatchUp(input) => to_value(crate::continuous::catch_up(ctx, &input, deadline).await?),
+        SchemaRequest::FinishCutover(input) => to_value(crate::continuous::finish_cutover(ctx, &input).await?),
+        SchemaRequest::CleanupReplication(input) => to_value(crate::continuous::cleanup(ctx, &input).await?),
+        SchemaRequest::AbandonReplication(input) => to_value(crate::continuous::abandon(ctx, &input).await?),
     };
     Ok(value)
 }

@@ -1,0 +1,350 @@
+//! Mode `continuous` against the test bed (RDS-CASES T41–T48, T33): the state machine subscribes
+//! while pgbench writes to the source, the target keeps following, the cutover ends with the
+//! target verified equal, sequences set and nothing left on the source; a run killed between
+//! slot and subscription leaves no slot once its failure path ran; DDL on the source surfaces as
+//! an apply error with advice; preflight refuses a source without logical WAL.
+//!
+//! The test bed's RDS shim (scripts/rds_shim) lets the master manage subscriptions and gives
+//! members of rds_replication the REPLICATION attribute, as RDS does.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use pgferry_core::asl::{Environment, Execution, Outcome, StateMachine, TaskFailure};
+use pgferry_core::context::StepContext;
+use pgferry_core::runner::{self, LocalEnvironment};
+use pgferry_core::step::{CheckStatus, StepInput, keys};
+use pgferry_core::{ErrorKind, continuous, preflight, verify};
+use pgferry_tests::{Server, connect, create_db, drop_db, fingerprint, source_with, step_setup, testbed};
+use serde_json::{Value, json};
+use tokio_postgres::Client;
+
+/// Replication slots, WAL senders and logical replication workers are few on the test bed:
+/// the tests of this file run one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Job fields of a continuous run on the test bed: quick lag checks, and the subscription's
+/// connection verified against the test CA (a file the target server can read).
+fn continuous_job(extra: Value) -> Value {
+    let mut options = json!({"waitSeconds": 1, "sslMode": "verify-full", "sslRootCert": testbed().ca()});
+    if let (Some(map), Some(more)) = (options.as_object_mut(), extra.as_object()) {
+        map.extend(more.clone());
+    }
+    json!({"mode": "continuous", "continuous": options})
+}
+
+/// Runs the state machine locally on `input` in `env`, as `pgferry run` does.
+async fn run_machine(env: Arc<dyn Environment>, run_id: &str, input: Value) -> Outcome {
+    let machine = StateMachine::parse(runner::DEFINITION, &runner::local_substitutions()).unwrap();
+    Execution::new(&machine, env, run_id.to_string()).run(input).await.unwrap()
+}
+
+async fn count(client: &Client, sql: &str) -> i64 {
+    client.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+/// What pgferry could have left on the source server for database `db` and run `input`: slots,
+/// publications, the replication user.
+async fn leftovers(db: &str, input: &StepInput) -> (i64, i64, i64) {
+    let user = continuous::Names::for_run(&input.run_id, &input.job).user;
+    let admin = connect(&testbed().admin_url(Server::Source, db)).await;
+    let slots: i64 =
+        admin.query_one("SELECT count(*) FROM pg_replication_slots WHERE database = $1", &[&db]).await.unwrap().get(0);
+    let publications = count(&admin, "SELECT count(*) FROM pg_publication").await;
+    let users: i64 =
+        admin.query_one("SELECT count(*) FROM pg_roles WHERE rolname = $1", &[&user]).await.unwrap().get(0);
+    (slots, publications, users)
+}
+
+const WORKLOAD: &str = r"
+\set n random(1, 1000000)
+INSERT INTO orders (note) VALUES ('order ' || :n);
+UPDATE orders SET note = note || ' updated' WHERE id = (SELECT max(id) - 3 FROM orders);
+DELETE FROM orders WHERE id = (SELECT max(id) - 7 FROM orders);
+INSERT INTO events VALUES (:n, date '2024-01-01' + :n % 700) ON CONFLICT DO NOTHING;
+";
+
+/// pgbench writing to the source until killed: TPC-B-like transactions (updates of three keyed
+/// tables, inserts into the keyless pgbench_history), inserts, updates and deletes of `orders`,
+/// whose ids come from a sequence, and inserts into both partitions of `events` (T36).
+fn start_pgbench(db: &str, script: &std::path::Path) -> std::process::Child {
+    std::process::Command::new(testbed().pg_bin("pgbench"))
+        .args(["-n", "-c", "2", "-T", "600", "-b", "tpcb-like@3"])
+        .arg("-f")
+        .arg(format!("{}@1", script.display()))
+        .arg(testbed().url(Server::Source, db))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start pgbench")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn t41_t33_continuous_mode_follows_a_pgbench_workload_and_cutover_leaves_nothing_on_the_source() {
+    let _serial = SERIAL.lock().await;
+    let (source_db, target_db, source) = source_with(
+        "cont",
+        "CREATE TABLE orders (id bigserial PRIMARY KEY, note text NOT NULL);
+         INSERT INTO orders (note) SELECT 'order ' || g FROM generate_series(1, 5000) g;
+         CREATE TABLE events (id int, at date NOT NULL, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+         CREATE TABLE events_2024 PARTITION OF events FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+         CREATE TABLE events_rest PARTITION OF events DEFAULT;
+         INSERT INTO events SELECT g, date '2024-06-01' + g FROM generate_series(1, 1000) g;",
+    )
+    .await;
+    let init = std::process::Command::new(testbed().pg_bin("pgbench"))
+        .args(["-i", "-q", "-s", "1"])
+        .arg(testbed().url(Server::Source, &source_db))
+        .output()
+        .expect("pgbench -i");
+    assert!(init.status.success(), "pgbench -i: {}", String::from_utf8_lossy(&init.stderr));
+    source.batch_execute("ANALYZE").await.unwrap();
+    let script = std::env::temp_dir().join(format!("{source_db}.pgbench"));
+    std::fs::write(&script, WORKLOAD).unwrap();
+
+    // pgbench_history has no key: the job consents to REPLICA IDENTITY FULL (T42).
+    let (ctx, input) =
+        step_setup(&source_db, &target_db, continuous_job(json!({"keylessTables": "replicaIdentityFull"})));
+    let mut bench = start_pgbench(&source_db, &script);
+    let started = Instant::now();
+    let env: Arc<dyn Environment> = Arc::new(LocalEnvironment::new(ctx.clone()));
+    let outcome = run_machine(Arc::clone(&env), &input.run_id, serde_json::to_value(&input.job).unwrap()).await;
+    let Outcome::Succeeded(output) = &outcome else { panic!("continuous run failed: {outcome:?}") };
+    assert_eq!(output["lag"]["caughtUp"], json!(true), "{output}");
+    eprintln!("continuous run caught up in {:?}: {}", started.elapsed(), output["lag"]["summary"]);
+
+    // Changes keep arriving while pgbench writes.
+    let target = connect(&testbed().url(Server::Target, &target_db)).await;
+    let before = count(&target, "SELECT count(*) FROM pgbench_history").await;
+    let mut arriving = false;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if count(&target, "SELECT count(*) FROM pgbench_history").await > before {
+            arriving = true;
+            break;
+        }
+    }
+    assert!(arriving, "no new pgbench_history rows reached the target in 10 s");
+    assert!(bench.try_wait().unwrap().is_none(), "pgbench stopped early");
+    bench.kill().unwrap();
+    bench.wait().unwrap();
+    let _ = std::fs::remove_file(&script);
+
+    // Cutover, as a second execution of the same state machine.
+    let cutover_run = format!("{}-cutover", input.run_id);
+    let outcome = run_machine(env, &cutover_run, json!({"action": "cutover", "job": input.job})).await;
+    let Outcome::Succeeded(output) = &outcome else { panic!("cutover failed: {outcome:?}") };
+    let report: verify::Report = ctx.store.get_json(&keys::report(&cutover_run)).await.unwrap();
+    assert!(report.equal, "cutover verification differs: {output}");
+    for (table, key) in [
+        ("orders", "id"),
+        ("events", "id, at"),
+        ("pgbench_accounts", "aid"),
+        ("pgbench_branches", "bid"),
+        ("pgbench_tellers", "tid"),
+        ("pgbench_history", "tid, bid, aid, delta, mtime"),
+    ] {
+        assert_eq!(fingerprint(&source, table, key).await, fingerprint(&target, table, key).await, "{table}");
+    }
+    // T33: the sequence continues where the source's stopped.
+    let seq = "SELECT last_value FROM orders_id_seq";
+    assert_eq!(count(&source, seq).await, count(&target, seq).await);
+    assert_eq!(
+        leftovers(&source_db, &input).await,
+        (0, 0, 0),
+        "slots, publications, replication users left on the source"
+    );
+    let target_admin = connect(&testbed().admin_url(Server::Target, &target_db)).await;
+    assert_eq!(count(&target_admin, "SELECT count(*) FROM pg_subscription").await, 0);
+    eprintln!("whole test took {:?}", started.elapsed());
+
+    drop_db(Server::Source, &source_db).await;
+    drop_db(Server::Target, &target_db).await;
+}
+
+/// Runs tasks in-process like [`LocalEnvironment`], but "kills" the `subscribe` task (as a
+/// Lambda timeout would) after checking that the slot it would use exists.
+struct KillSubscribe {
+    inner: LocalEnvironment,
+    source_db: String,
+    slot_seen: AtomicBool,
+}
+
+type Boxed<'a, T> = Pin<Box<dyn Future<Output = Result<T, TaskFailure>> + Send + 'a>>;
+
+impl Environment for KillSubscribe {
+    fn invoke(&self, resource: &str, input: Value) -> Boxed<'_, Value> {
+        if input["action"] == "subscribe" {
+            return Box::pin(async move {
+                let admin = connect(&testbed().admin_url(Server::Source, &self.source_db)).await;
+                let slots: i64 = admin
+                    .query_one("SELECT count(*) FROM pg_replication_slots WHERE database = $1", &[&self.source_db])
+                    .await
+                    .unwrap()
+                    .get(0);
+                self.slot_seen.store(slots == 1, Ordering::SeqCst);
+                Err(TaskFailure { error: "States.Timeout".to_string(), cause: "killed by the test".to_string() })
+            });
+        }
+        self.inner.invoke(resource, input)
+    }
+
+    fn read_items(&self, resource: &str, reader_config: &Value, parameters: Value) -> Boxed<'_, Vec<Value>> {
+        self.inner.read_items(resource, reader_config, parameters)
+    }
+
+    fn write_result(&self, resource: &str, bucket: &str, key: &str, body: Vec<u8>) -> Boxed<'_, ()> {
+        self.inner.write_result(resource, bucket, key, body)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn t43_a_run_killed_between_slot_and_subscription_leaves_no_orphan_slot() {
+    let _serial = SERIAL.lock().await;
+    let (source_db, target_db, _source) = source_with(
+        "cont_kill",
+        "CREATE TABLE items (id int PRIMARY KEY, name text); INSERT INTO items SELECT g, 'i' || g FROM generate_series(1, 100) g;",
+    )
+    .await;
+    let (ctx, input) = step_setup(&source_db, &target_db, continuous_job(json!({})));
+    let env = Arc::new(KillSubscribe {
+        inner: LocalEnvironment::new(ctx.clone()),
+        source_db: source_db.clone(),
+        slot_seen: AtomicBool::new(false),
+    });
+    let outcome =
+        run_machine(Arc::clone(&env) as Arc<dyn Environment>, &input.run_id, serde_json::to_value(&input.job).unwrap())
+            .await;
+    assert!(matches!(&outcome, Outcome::Failed { error, .. } if error == "States.Timeout"), "{outcome:?}");
+    assert!(env.slot_seen.load(Ordering::SeqCst), "the slot existed when the run was killed");
+    assert_eq!(
+        leftovers(&source_db, &input).await,
+        (0, 0, 0),
+        "the failure path left replication objects on the source"
+    );
+    let target = connect(&testbed().url(Server::Target, &target_db)).await;
+    let outcome: String = target
+        .query_one("SELECT outcome FROM pgferry.replication WHERE run_id = $1", &[&input.run_id])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(outcome, "cleaned up after a failure");
+    drop_db(Server::Source, &source_db).await;
+    drop_db(Server::Target, &target_db).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn t43_abandoning_a_running_replication_drops_it_on_both_sides() {
+    let _serial = SERIAL.lock().await;
+    let (source_db, target_db, _source) =
+        source_with("cont_abandon", "CREATE TABLE items (id int PRIMARY KEY); INSERT INTO items VALUES (1), (2);")
+            .await;
+    let (ctx, input) = step_setup(&source_db, &target_db, continuous_job(json!({})));
+    let env: Arc<dyn Environment> = Arc::new(LocalEnvironment::new(ctx));
+    let outcome = run_machine(Arc::clone(&env), &input.run_id, serde_json::to_value(&input.job).unwrap()).await;
+    assert!(matches!(outcome, Outcome::Succeeded(_)), "{outcome:?}");
+    assert_eq!(leftovers(&source_db, &input).await, (1, 1, 1), "slot, publication and user while streaming");
+
+    let abandon = format!("{}-abandon", input.run_id);
+    let outcome = run_machine(env, &abandon, json!({"action": "abandon", "job": input.job})).await;
+    let Outcome::Succeeded(output) = &outcome else { panic!("abandon failed: {outcome:?}") };
+    assert!(output["abandoned"]["dropped"].as_array().is_some_and(|d| d.len() == 4), "{output}");
+    assert_eq!(leftovers(&source_db, &input).await, (0, 0, 0));
+    let target_admin = connect(&testbed().admin_url(Server::Target, &target_db)).await;
+    assert_eq!(count(&target_admin, "SELECT count(*) FROM pg_subscription").await, 0);
+    drop_db(Server::Source, &source_db).await;
+    drop_db(Server::Target, &target_db).await;
+}
+
+/// Calls `check_lag` until it fails or `limit` passes.
+async fn check_lag_until_error(ctx: &StepContext, input: &StepInput, limit: Duration) -> pgferry_core::Error {
+    let until = Instant::now() + limit;
+    loop {
+        match continuous::check_lag(ctx, input).await {
+            Err(e) => return e,
+            Ok(lag) => {
+                assert!(Instant::now() < until, "no apply error reported within {limit:?}: {}", lag.summary);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn t48_ddl_on_the_source_is_reported_as_an_apply_error_with_advice() {
+    let _serial = SERIAL.lock().await;
+    let (source_db, target_db, source) = source_with(
+        "cont_ddl",
+        "CREATE TABLE orders (id int PRIMARY KEY, amount int); INSERT INTO orders SELECT g, g FROM generate_series(1, 100) g;",
+    )
+    .await;
+    let (ctx, input) = step_setup(&source_db, &target_db, continuous_job(json!({})));
+    let env: Arc<dyn Environment> = Arc::new(LocalEnvironment::new(ctx.clone()));
+    let outcome = run_machine(env, &input.run_id, serde_json::to_value(&input.job).unwrap()).await;
+    assert!(matches!(outcome, Outcome::Succeeded(_)), "{outcome:?}");
+
+    source
+        .batch_execute("ALTER TABLE orders ADD COLUMN x int; INSERT INTO orders VALUES (101, 101, 1);")
+        .await
+        .unwrap();
+    let err = check_lag_until_error(&ctx, &input, Duration::from_secs(60)).await;
+    assert_eq!(err.kind(), ErrorKind::ReplicationFailed, "{err}");
+    assert_eq!(err.kind().step_error_name(), "Pgferry.ReplicationFailed");
+    assert!(err.to_string().contains("apply the DDL on the target first"), "{err}");
+
+    // The failure path's cleanup drops everything.
+    let dropped = continuous::cleanup(&ctx, &input).await.unwrap();
+    assert!(dropped.dropped.iter().any(|d| d.starts_with("slot ")), "{dropped:?}");
+    assert_eq!(leftovers(&source_db, &input).await, (0, 0, 0));
+    drop_db(Server::Source, &source_db).await;
+    drop_db(Server::Target, &target_db).await;
+}
+
+#[tokio::test]
+async fn t44_t42_preflight_refuses_a_source_without_logical_wal_and_lists_keyless_tables() {
+    // The target server of the test bed runs with wal_level=replica (rds.logical_replication=0).
+    let db = create_db(Server::Target, "cont_pf").await;
+    let client = connect(&testbed().url(Server::Target, &db)).await;
+    client
+        .batch_execute("CREATE TABLE events (at timestamptz, what text); CREATE TABLE keyed (id int PRIMARY KEY);")
+        .await
+        .unwrap();
+    let other = pgferry_tests::unique_name("cont_pf_dst");
+    let job_for = |options: Value| {
+        let mut job = json!({
+            "source": {"url": testbed().url(Server::Target, &db)},
+            "target": {"url": testbed().url(Server::Source, &other)},
+        });
+        if let (Some(map), Some(more)) = (job.as_object_mut(), continuous_job(options).as_object()) {
+            map.extend(more.clone());
+        }
+        let job = pgferry_core::job::Job::from_json(&job.to_string()).unwrap();
+        let mut credentials = pgferry_core::context::Credentials::default();
+        let job = credentials.take_from(&job).unwrap();
+        let store =
+            pgferry_core::store::ArtifactStore::local(std::env::temp_dir().join(pgferry_tests::unique_name("pf")));
+        (StepContext::new(store, credentials), StepInput { job, run_id: pgferry_tests::unique_name("run") })
+    };
+    let (ctx, input) = job_for(json!({}));
+    let out = preflight::run(&ctx, &input).await.unwrap();
+    assert!(!out.ok);
+    let check = |name: &str| out.checks.iter().find(|c| c.name == name).unwrap_or_else(|| panic!("no {name}")).clone();
+    let wal = check("source-wal-level");
+    assert_eq!(wal.status, CheckStatus::Fail);
+    assert!(wal.advice.unwrap().contains("rds.logical_replication=1"));
+    let keyless = check("source-replica-identity");
+    assert_eq!(keyless.status, CheckStatus::Fail);
+    assert!(keyless.detail.contains("public.events") && !keyless.detail.contains("keyed"), "{keyless:?}");
+    assert!(keyless.advice.unwrap().contains("replicaIdentityFull"));
+
+    // With consent the keyless tables are a warning; the WAL level still fails.
+    let (ctx, input) = job_for(json!({"keylessTables": "exclude"}));
+    let out = preflight::run(&ctx, &input).await.unwrap();
+    let keyless = out.checks.iter().find(|c| c.name == "source-replica-identity").unwrap();
+    assert_eq!(keyless.status, CheckStatus::Warn, "{keyless:?}");
+    assert!(!out.ok);
+    drop_db(Server::Target, &db).await;
+}
