@@ -24,8 +24,8 @@ use tokio_postgres::Client;
 
 use crate::context::StepContext;
 use crate::error::{Error, Result};
-use crate::job::{Job, KeylessTables, Mode, Side};
-use crate::pg::{QualifiedName, SslMode, quote_ident, quote_literal};
+use crate::job::{ContinuousOptions, Job, KeylessTables, Mode, Side};
+use crate::pg::{ConnSpec, QualifiedName, SslMode, quote_ident, quote_literal};
 use crate::step::{CatchUpOutput, DropOutput, LagOutput, ReplicationOutput, StepInput};
 
 /// Schema-qualified name of the target table that records each run's replication objects.
@@ -371,6 +371,95 @@ fn random_password() -> String {
 
 /// Step `subscribe`: gives the replication user a fresh random password and creates the
 /// subscription on the target on the prepared slot, with `copy_data = true`. Idempotent.
+/// The connection string the target's subscription dials the source with: the job's
+/// `publisherHost`/`publisherPort` or the source's endpoint, TLS as `continuous.sslMode`.
+pub fn publisher_conninfo(spec: &ConnSpec, options: &ContinuousOptions, user: &str, password: &str) -> String {
+    let ssl_mode = options.ssl_mode.unwrap_or(if options.ssl_root_cert.is_some() {
+        SslMode::VerifyFull
+    } else {
+        SslMode::Require
+    });
+    let mut conninfo = vec![
+        format!("host={}", conninfo_value(options.publisher_host.as_deref().unwrap_or(&spec.host))),
+        format!("port={}", options.publisher_port.unwrap_or(spec.port)),
+        format!("dbname={}", conninfo_value(&spec.dbname)),
+        format!("user={}", conninfo_value(user)),
+        format!("sslmode={}", ssl_mode.as_str()),
+    ];
+    if let (None, Some(addr)) = (&options.publisher_host, spec.hostaddr) {
+        conninfo.push(format!("hostaddr={}", conninfo_value(&addr.to_string())));
+    }
+    if let Some(root) = &options.ssl_root_cert {
+        conninfo.push(format!("sslrootcert={}", conninfo_value(root)));
+    }
+    conninfo.push(format!("password={}", conninfo_value(password)));
+    conninfo.join(" ")
+}
+
+/// The role the reachability probe logs in as: it does not exist, so the source refuses the
+/// login — proof that the target reached it — and the probe's password is no secret.
+const PROBE_ROLE: &str = "pgferry_reach_probe";
+
+/// How a server-to-server connection attempt ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reach {
+    /// The source answered (it refused the probe's login, as intended).
+    Reached,
+    /// The target could not open a connection to the source: the server's message.
+    Unreachable(String),
+    /// TCP worked but TLS did not: the server's message.
+    Tls(String),
+    /// The target user may not create subscriptions.
+    NotPermitted(String),
+}
+
+/// Whether the *target server* can open the subscription's connection to the source (continuous
+/// mode preflight): a subscription without slot is created in a transaction that is rolled back,
+/// connecting as a role that does not exist. Nothing is left on either side; the statement holds
+/// no secret.
+pub async fn probe_publisher(target: &Client, spec: &ConnSpec, options: &ContinuousOptions) -> Result<Reach> {
+    let conninfo = format!("{} connect_timeout=10", publisher_conninfo(spec, options, PROBE_ROLE, "not-a-secret"));
+    let sql = format!(
+        "CREATE SUBSCRIPTION {PROBE_ROLE} CONNECTION {} PUBLICATION {PROBE_ROLE} \
+         WITH (connect = true, create_slot = false, slot_name = NONE, enabled = false, copy_data = false)",
+        quote_literal(&conninfo)
+    );
+    let outcome = async {
+        target.batch_execute("BEGIN").await?;
+        let r = target.batch_execute(&sql).await;
+        target.batch_execute("ROLLBACK").await?;
+        Ok::<_, tokio_postgres::Error>(r)
+    }
+    .await
+    .map_err(db_err("probe the source from the target"))?;
+    Ok(match outcome {
+        // Only a server that lets anyone in gets here; it was reached all the same.
+        Ok(()) => Reach::Reached,
+        Err(e) => match e.as_db_error() {
+            Some(db) => classify_probe(db),
+            None => return Err(Error::db("probe the source from the target", e)),
+        },
+    })
+}
+
+fn classify_probe(db: &tokio_postgres::error::DbError) -> Reach {
+    let message = db.message().to_string();
+    let lower = message.to_lowercase();
+    if db.code() == &tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE {
+        return Reach::NotPermitted(message);
+    }
+    // libpq prefixes what the server sent with its severity: the source answered.
+    if message.contains("FATAL:") {
+        Reach::Reached
+    } else if ["ssl", "certificate", "tls"].iter().any(|m| lower.contains(m))
+        && !["timeout", "refused", "translate host", "unreachable", "no route"].iter().any(|m| lower.contains(m))
+    {
+        Reach::Tls(message)
+    } else {
+        Reach::Unreachable(message)
+    }
+}
+
 pub async fn subscribe(ctx: &StepContext, input: &StepInput) -> Result<ReplicationOutput> {
     let job = &input.job;
     let run = &input.run_id;
@@ -400,30 +489,12 @@ pub async fn subscribe(ctx: &StepContext, input: &StepInput) -> Result<Replicati
             .batch_execute(&format!("ALTER ROLE {} PASSWORD {}", quote_ident(&names.user), quote_literal(&verifier)))
             .await
             .map_err(db_err("set the replication user's password on the source"))?;
-        let ssl_mode = options.ssl_mode.unwrap_or(if options.ssl_root_cert.is_some() {
-            SslMode::VerifyFull
-        } else {
-            SslMode::Require
-        });
-        let mut conninfo = vec![
-            format!("host={}", conninfo_value(options.publisher_host.as_deref().unwrap_or(&spec.host))),
-            format!("port={}", options.publisher_port.unwrap_or(spec.port)),
-            format!("dbname={}", conninfo_value(&spec.dbname)),
-            format!("user={}", conninfo_value(&names.user)),
-            format!("sslmode={}", ssl_mode.as_str()),
-        ];
-        if let (None, Some(addr)) = (&options.publisher_host, spec.hostaddr) {
-            conninfo.push(format!("hostaddr={}", conninfo_value(&addr.to_string())));
-        }
-        if let Some(root) = &options.ssl_root_cert {
-            conninfo.push(format!("sslrootcert={}", conninfo_value(root)));
-        }
-        conninfo.push(format!("password={}", conninfo_value(password.expose())));
+        let conninfo = publisher_conninfo(&spec, &options, &names.user, password.expose());
         let sql = format!(
             "CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} \
              WITH (create_slot = false, slot_name = {}, copy_data = true, enabled = true)",
             quote_ident(&names.subscription),
-            quote_literal(&conninfo.join(" ")),
+            quote_literal(&conninfo),
             quote_ident(&names.publication),
             quote_literal(&names.slot),
         );

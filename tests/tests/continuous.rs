@@ -348,3 +348,67 @@ async fn t44_t42_preflight_refuses_a_source_without_logical_wal_and_lists_keyles
     assert!(!out.ok);
     drop_db(Server::Target, &db).await;
 }
+
+#[tokio::test]
+async fn continuous_preflight_probes_the_source_from_the_target_server() {
+    let _serial = SERIAL.lock().await;
+    let source_db = create_db(Server::Source, "cont_reach").await;
+    connect(&testbed().url(Server::Source, &source_db))
+        .await
+        .batch_execute("CREATE TABLE keyed (id int PRIMARY KEY)")
+        .await
+        .unwrap();
+    let target_db = pgferry_tests::unique_name("cont_reach_dst");
+    let preflight_with = |options: Value| {
+        let source_db = source_db.clone();
+        let target_db = target_db.clone();
+        async move {
+            let mut job = json!({
+                "source": {"url": testbed().url(Server::Source, &source_db)},
+                "target": {"url": testbed().url(Server::Target, &target_db)},
+            });
+            if let (Some(map), Some(more)) = (job.as_object_mut(), continuous_job(options).as_object()) {
+                map.extend(more.clone());
+            }
+            let job = pgferry_core::job::Job::from_json(&job.to_string()).unwrap();
+            let mut credentials = pgferry_core::context::Credentials::default();
+            let job = credentials.take_from(&job).unwrap();
+            let store =
+                pgferry_core::store::ArtifactStore::local(std::env::temp_dir().join(pgferry_tests::unique_name("pf")));
+            let ctx = StepContext::new(store, credentials);
+            let out =
+                preflight::run(&ctx, &StepInput { job, run_id: pgferry_tests::unique_name("run") }).await.unwrap();
+            out.checks.into_iter().find(|c| c.name == "target-reaches-source").expect("no target-reaches-source check")
+        }
+    };
+
+    // The test bed's target server reaches the source over TLS verified against the test CA.
+    let reached = preflight_with(json!({})).await;
+    assert_eq!(reached.status, CheckStatus::Pass, "{reached:?}");
+
+    // A port nothing listens on: the target server cannot connect, and the advice is about the
+    // path from the target instance, not the functions.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let refused = preflight_with(json!({"publisherHost": "127.0.0.1", "publisherPort": closed})).await;
+    assert_eq!(refused.status, CheckStatus::Fail, "{refused:?}");
+    assert!(refused.detail.contains(&format!("127.0.0.1:{closed}")), "{refused:?}");
+    assert!(refused.advice.as_deref().unwrap().contains("target instance's security group"), "{refused:?}");
+
+    // verify-full with a CA file the target server does not have: TCP works, TLS does not.
+    let tls = preflight_with(json!({"sslRootCert": "/nonexistent/ca.pem"})).await;
+    assert_eq!(tls.status, CheckStatus::Fail, "{tls:?}");
+    assert!(tls.detail.contains("TLS fails"), "{tls:?}");
+
+    // The probe leaves nothing behind on either server.
+    let target_admin = connect(&testbed().admin_url(Server::Target, "postgres")).await;
+    assert_eq!(
+        count(&target_admin, "SELECT count(*) FROM pg_subscription WHERE subname = 'pgferry_reach_probe'").await,
+        0
+    );
+    let source_admin = connect(&testbed().admin_url(Server::Source, &source_db)).await;
+    assert_eq!(
+        count(&source_admin, "SELECT count(*) FROM pg_replication_slots WHERE database = current_database()").await,
+        0
+    );
+    drop_db(Server::Source, &source_db).await;
+}

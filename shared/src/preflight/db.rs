@@ -249,6 +249,11 @@ pub(crate) async fn run(
     }
     if let Some(client) = &target {
         checks.push(target_privileges_check(client, target_db_exists).await?);
+        if req.logical_replication {
+            if let Some(spec) = source_side.spec.as_ref() {
+                checks.push(publisher_reach_check(client, spec, &job.continuous_options()).await?);
+            }
+        }
     }
     for (state, client) in [(&*source_side, &source), (&*target_side, &target)] {
         if let (true, Some(client)) = (job.endpoint(state.side).iam_auth, client) {
@@ -634,6 +639,41 @@ pub async fn rds_iam_member_check(client: &Client, side: Side) -> Result<Check> 
         pass(&name, format!("{user} is a member of rds_iam"))
     } else {
         fail(&name, format!("{user} is not a member of rds_iam"), &format!("GRANT rds_iam TO {};", quote_ident(&user)))
+    })
+}
+
+/// Continuous mode: the subscription connects from the *target server* to the source, a path
+/// the functions' own connections say nothing about (another VPC, security groups that admit
+/// the functions but not the target instance). Probed from the target itself.
+pub async fn publisher_reach_check(
+    target: &Client,
+    source: &ConnSpec,
+    options: &crate::job::ContinuousOptions,
+) -> Result<Check> {
+    use crate::continuous::Reach;
+    let name = "target-reaches-source";
+    let host = options.publisher_host.as_deref().unwrap_or(&source.host);
+    let port = options.publisher_port.unwrap_or(source.port);
+    Ok(match crate::continuous::probe_publisher(target, source, options).await? {
+        Reach::Reached => pass(name, format!("the target server reaches the source at {host}:{port}")),
+        Reach::Unreachable(message) => fail(
+            name,
+            format!("the target server cannot connect to the source at {host}:{port}: {message}"),
+            "on AWS: allow the target instance's security group inbound on the source's security group (tcp \
+             {port}), and route between their VPCs (same VPC, peering or a transit gateway); the address must resolve \
+             from the target's VPC. Or set continuous.publisherHost/publisherPort to the address the target uses",
+        ),
+        Reach::Tls(message) => fail(
+            name,
+            format!("the target server reaches {host}:{port} but TLS fails: {message}"),
+            "continuous.sslMode require encrypts without checking the certificate (the target cannot hold the RDS CA \
+             bundle on RDS); verify-full needs continuous.sslRootCert naming a file on the target server",
+        ),
+        Reach::NotPermitted(message) => fail(
+            name,
+            format!("the target user may not create subscriptions: {message}"),
+            "on RDS the master user (a member of rds_superuser) may; GRANT rds_superuser TO the target user",
+        ),
     })
 }
 
