@@ -189,6 +189,8 @@ pub struct InstanceSpec {
     pub storage_gib: i32,
     pub storage_type: String,
     pub master_username: String,
+    /// Storage encrypted with this KMS key (`None`: unencrypted).
+    pub kms_key: Option<String>,
 }
 
 impl InstanceSpec {
@@ -204,6 +206,7 @@ impl InstanceSpec {
             storage_gib: 20,
             storage_type: "gp3".to_string(),
             master_username: master_username.to_string(),
+            kms_key: None,
         }
     }
 }

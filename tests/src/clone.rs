@@ -153,6 +153,8 @@ pub async fn source_instance(c: &Clients, spec: &InstanceSpec, id: &str, backup_
         .set_db_parameter_group_name(spec.parameter_group.clone())
         .publicly_accessible(false)
         .set_ca_certificate_identifier(spec.ca.clone())
+        .set_storage_encrypted(spec.kms_key.as_ref().map(|_| true))
+        .set_kms_key_id(spec.kms_key.clone())
         .send()
         .await
         .expect("create db instance");

@@ -26,11 +26,17 @@ use serde_json::{Value, json};
 /// A private instance in a fresh VPC of `c`, named `prod-…` (not pgferry-*), whose managed
 /// secret holds the test bed source's master password; returns its identifier.
 async fn source(c: &Clients, backup_days: i32) -> String {
+    source_with_key(c, backup_days, None).await
+}
+
+/// As [`source`], its storage encrypted with `kms_key`.
+async fn source_with_key(c: &Clients, backup_days: i32, kms_key: Option<&str>) -> String {
     let o = aws::vpc_octet();
     let vpc = aws::vpc(c, &format!("10.{o}.0.0/16"), &[&format!("10.{o}.8.0/24"), &format!("10.{o}.9.0/24")]).await;
     let db_sg = aws::security_group(c, &vpc, "clone-db").await;
     let id = unique("prod");
-    source_instance(c, &InstanceSpec::new(&vpc, &[&db_sg], "postgres"), &id, backup_days).await;
+    let spec = InstanceSpec { kms_key: kms_key.map(str::to_string), ..InstanceSpec::new(&vpc, &[&db_sg], "postgres") };
+    source_instance(c, &spec, &id, backup_days).await;
     id
 }
 
@@ -211,7 +217,9 @@ async fn an_aurora_clone_is_a_copy_on_write_cluster_with_a_writer_and_both_are_d
 async fn preflight_fails_clone_mode_without_automated_backups_and_estimates_the_clone() {
     let c = aws::clients().await;
     let without = source(&c, 0).await;
-    let with = source(&c, 7).await;
+    // Encrypted with a customer-managed key: restoring needs grants on it, named in the report.
+    let key = "arn:aws:kms:us-east-1:123456789012:key/0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
+    let with = source_with_key(&c, 7, Some(key)).await;
     let target_db = unique_name("clone_pf");
     for (instance, backups) in [(without, false), (with, true)] {
         let (job, credentials) = job(&instance, "postgres", 5999, &target_db);
@@ -231,6 +239,16 @@ async fn preflight_fails_clone_mode_without_automated_backups_and_estimates_the_
         assert!(estimate.detail.starts_with("estimate:") && estimate.detail.contains("db.r6g.large"), "{estimate:?}");
         assert!(estimate.detail.contains("20 GiB gp3"), "{estimate:?}");
         assert_eq!(check("source-clone-network").status, CheckStatus::Pass);
+        let permissions = check("source-clone-permissions");
+        if backups {
+            assert!(
+                permissions.detail.contains(&format!("kms:CreateGrant and kms:DescribeKey on {key}")),
+                "{permissions:?}"
+            );
+            assert!(permissions.detail.contains("CloneKmsKeyArns"), "{permissions:?}");
+        } else {
+            assert!(!permissions.detail.contains("kms:"), "an unencrypted source needs no key: {permissions:?}");
+        }
     }
 }
 

@@ -510,4 +510,13 @@ fn clone_lifecycle_calls_are_limited_to_pgferry_prefixed_instances_and_clusters(
         preflight_role.to_string().contains("CloneLifecyclePolicy"),
         "the preflight function hosts the clone steps"
     );
+    // Grants on the sources' KMS keys (encrypted clones): only the listed keys, only through
+    // RDS, only for AWS resources.
+    let kms: Vec<_> =
+        found.iter().filter(|(_, s)| strings(&s["Action"]).iter().any(|a| a.starts_with("kms:Create"))).collect();
+    assert_eq!(kms.len(), 1, "one statement grants kms:CreateGrant: {kms:?}");
+    let (at, statement) = kms[0];
+    assert_eq!(target_of(&statement["Resource"], None).as_deref(), Some("CloneKmsKeyArns"), "{at}");
+    assert!(statement["Condition"]["StringEquals"]["kms:ViaService"].to_string().contains("rds."), "{at}: {statement}");
+    assert_eq!(statement["Condition"]["Bool"]["kms:GrantIsForAWSResource"], "true", "{at}: {statement}");
 }

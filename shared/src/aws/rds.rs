@@ -82,6 +82,9 @@ pub struct DbFacts {
     /// Tags, by key (read from `TagList`).
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+    /// `KmsKeyId` of encrypted storage (`StorageEncrypted`); a clone is encrypted with it.
+    #[serde(default)]
+    pub kms_key_id: Option<String>,
 }
 
 impl DbFacts {
@@ -178,6 +181,7 @@ pub async fn describe_instance(clients: &Clients, identifier: &str) -> Result<Db
         instance_class: db.db_instance_class().map(str::to_string),
         subnet_group: subnet_group.and_then(|g| g.db_subnet_group_name()).map(str::to_string),
         backup_retention_days: db.backup_retention_period(),
+        kms_key_id: db.storage_encrypted().unwrap_or(false).then(|| db.kms_key_id().map(str::to_string)).flatten(),
         latest_restorable_time: db.latest_restorable_time().and_then(rfc3339),
         tags: tags_of(db.tag_list()),
     })
@@ -261,6 +265,7 @@ pub async fn describe_cluster(clients: &Clients, identifier: &str) -> Result<DbF
         resource_id: c.db_cluster_resource_id().map(str::to_string),
         subnet_group: c.db_subnet_group().map(str::to_string),
         backup_retention_days: c.backup_retention_period(),
+        kms_key_id: c.storage_encrypted().unwrap_or(false).then(|| c.kms_key_id().map(str::to_string)).flatten(),
         latest_restorable_time: c.latest_restorable_time().and_then(rfc3339),
         tags: tags_of(c.tag_list()),
     })
@@ -613,6 +618,7 @@ mod tests {
             instance_class: None,
             subnet_group: None,
             backup_retention_days: None,
+            kms_key_id: None,
             latest_restorable_time: None,
             tags: BTreeMap::new(),
         }

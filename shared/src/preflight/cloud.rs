@@ -556,11 +556,20 @@ pub(crate) fn clone_checks(ctx: &StepContext, job: &Job, sides: &[SideState], ch
     };
     checks.push(clone_backups_check(db));
     checks.push(clone_network_check(ctx, job, db, state));
+    // An encrypted source's clone is encrypted with the same key: RDS creates a grant on it for
+    // the clone, as the caller. An AWS-managed key (aws/rds) allows that to the account's RDS
+    // users; a customer-managed key's policy (or the role, where it delegates to IAM) must.
+    let kms = db.kms_key_id.as_deref().map_or(String::new(), |key| {
+        format!(
+            "; the source is encrypted: restoring needs kms:CreateGrant and kms:DescribeKey on {key} (the template's \
+             CloneKmsKeyArns, when it is a customer-managed key whose policy delegates to IAM; nothing for aws/rds)"
+        )
+    });
     checks.push(pass(
         "source-clone-permissions",
         format!(
             "rds:Describe* on {} works; rds:{}, rds:AddTagsToResource and rds:Delete* on pgferry-* are granted by the \
-             template's clone policy and cannot be tried without creating a clone",
+             template's clone policy and cannot be tried without creating a clone{kms}",
             db.label(),
             match db.kind {
                 ResourceKind::Instance => "RestoreDBInstanceToPointInTime",
