@@ -352,16 +352,7 @@ fn require_continuous(job: &Job) -> Result<()> {
 
 /// A libpq connection-string value, quoted: `'…'` with `\` and `'` escaped by a backslash.
 pub fn conninfo_value(value: &str) -> String {
-    let mut out = String::with_capacity(value.len() + 2);
-    out.push('\'');
-    for c in value.chars() {
-        if c == '\\' || c == '\'' {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out.push('\'');
-    out
+    crate::pg::conninfo_quote(value)
 }
 
 /// A random password for the replication user: 32 letters and digits (~190 bits).
@@ -762,28 +753,25 @@ pub async fn catch_up(ctx: &StepContext, input: &StepInput, deadline: Option<Ins
 /// Step `finishCutover`: drops the subscription, the slots, the publication and the
 /// replication user of the running continuous replication, and marks it finished.
 pub async fn finish_cutover(ctx: &StepContext, input: &StepInput) -> Result<DropOutput> {
-    let job = &input.job;
-    let run = &input.run_id;
-    require_continuous(job)?;
-    let target = ctx.connect(job, Side::Target, "cutover", run).await?;
-    let record = active_record(&target).await?;
-    let source = ctx.connect(job, Side::Source, "cutover", run).await?;
-    let dropped = drop_objects(&source, &target, &record.names).await?;
-    mark_finished(&target, &record.run_id, "cut over").await?;
-    Ok(DropOutput { dropped })
+    drop_running(ctx, input, "cutover", "cut over").await
 }
 
 /// Step `abandonReplication`: drops the running continuous replication recorded on the target
 /// without cutting over; the target keeps the rows it has.
 pub async fn abandon(ctx: &StepContext, input: &StepInput) -> Result<DropOutput> {
+    drop_running(ctx, input, "abandon", "abandoned").await
+}
+
+/// Drops the running replication recorded on the target and marks it finished with `outcome`.
+async fn drop_running(ctx: &StepContext, input: &StepInput, purpose: &str, outcome: &str) -> Result<DropOutput> {
     let job = &input.job;
     let run = &input.run_id;
     require_continuous(job)?;
-    let target = ctx.connect(job, Side::Target, "abandon", run).await?;
+    let target = ctx.connect(job, Side::Target, purpose, run).await?;
     let record = active_record(&target).await?;
-    let source = ctx.connect(job, Side::Source, "abandon", run).await?;
+    let source = ctx.connect(job, Side::Source, purpose, run).await?;
     let dropped = drop_objects(&source, &target, &record.names).await?;
-    mark_finished(&target, &record.run_id, "abandoned").await?;
+    mark_finished(&target, &record.run_id, outcome).await?;
     Ok(DropOutput { dropped })
 }
 

@@ -1285,40 +1285,24 @@ async fn delete_keys(
     filter: &Option<String>,
     keys: &[Vec<String>],
 ) -> Result<u64> {
-    let cols: Vec<String> = chunk.key.iter().map(|k| quote_ident(&k.name)).collect();
-    let typed: Vec<String> = chunk.key.iter().enumerate().map(|(i, k)| format!("u.c{i}::{}", k.type_name)).collect();
-    let arrays: Vec<String> = (1..=chunk.key.len()).map(|i| format!("${i}::text[]")).collect();
-    let aliases: Vec<String> = (0..chunk.key.len()).map(|i| format!("c{i}")).collect();
     let sql = format!(
-        "DELETE FROM ONLY {} WHERE {}({}) IN (SELECT {} FROM unnest({}) AS u({}))",
+        "DELETE FROM ONLY {} WHERE {}{}",
         chunk.table,
         filter.as_ref().map_or(String::new(), |p| format!("{p} AND ")),
-        cols.join(", "),
-        typed.join(", "),
-        arrays.join(", "),
-        aliases.join(", ")
+        crate::watermark::keys_in(chunk, 1)
     );
-    let columns: Vec<Vec<String>> = (0..chunk.key.len()).map(|i| keys.iter().map(|k| k[i].clone()).collect()).collect();
-    let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-        columns.iter().map(|c| c as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
-    tx.execute(&sql, &params).await.map_err(|e| Error::db(format!("delete changed rows of {}", chunk.table), e))
+    let columns = crate::watermark::key_columns(chunk, keys);
+    tx.execute(&sql, &crate::watermark::params(&columns))
+        .await
+        .map_err(|e| Error::db(format!("delete changed rows of {}", chunk.table), e))
 }
 
 /// `(k1, k2) IN (SELECT …)` selecting `keys`, as literals: `COPY (SELECT …)` takes no parameters.
 fn keys_in_literal(chunk: &crate::step::Chunk, keys: &[Vec<String>]) -> String {
-    let cols: Vec<String> = chunk.key.iter().map(|k| quote_ident(&k.name)).collect();
-    let typed: Vec<String> = chunk.key.iter().enumerate().map(|(i, k)| format!("u.c{i}::{}", k.type_name)).collect();
     let arrays: Vec<String> = (0..chunk.key.len())
         .map(|i| format!("ARRAY[{}]::text[]", keys.iter().map(|k| quote_literal(&k[i])).collect::<Vec<_>>().join(",")))
         .collect();
-    let aliases: Vec<String> = (0..chunk.key.len()).map(|i| format!("c{i}")).collect();
-    format!(
-        "({}) IN (SELECT {} FROM unnest({}) AS u({}))",
-        cols.join(", "),
-        typed.join(", "),
-        arrays.join(", "),
-        aliases.join(", ")
-    )
+    crate::watermark::keys_in_arrays(chunk, &arrays)
 }
 
 // ---------------------------------------------------------------------------------------------

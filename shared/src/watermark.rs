@@ -121,10 +121,16 @@ fn key_texts(chunk: &Chunk) -> Vec<String> {
 
 /// `(k1, k2) IN (SELECT … FROM unnest($n::text[], …))`: keys bound as one text array per key
 /// column, from parameter `$first` on, cast to the key's types.
-fn keys_in(chunk: &Chunk, first: usize) -> String {
+pub(crate) fn keys_in(chunk: &Chunk, first: usize) -> String {
+    let arrays: Vec<String> = (0..chunk.key.len()).map(|i| format!("${}::text[]", first + i)).collect();
+    keys_in_arrays(chunk, &arrays)
+}
+
+/// `(k1, k2) IN (SELECT … FROM unnest(a1, a2) …)`: the key columns among the rows of the given
+/// text arrays (parameters or literals, one per key column), cast to the key's types.
+pub(crate) fn keys_in_arrays(chunk: &Chunk, arrays: &[String]) -> String {
     let cols: Vec<String> = chunk.key.iter().map(|k| quote_ident(&k.name)).collect();
     let typed: Vec<String> = chunk.key.iter().enumerate().map(|(i, k)| format!("u.c{i}::{}", k.type_name)).collect();
-    let arrays: Vec<String> = (0..chunk.key.len()).map(|i| format!("${}::text[]", first + i)).collect();
     let aliases: Vec<String> = (0..chunk.key.len()).map(|i| format!("c{i}")).collect();
     format!(
         "({}) IN (SELECT {} FROM unnest({}) AS u({}))",
@@ -136,11 +142,11 @@ fn keys_in(chunk: &Chunk, first: usize) -> String {
 }
 
 /// Keys as one text array per key column (parameters of [`keys_in`]).
-fn key_columns(chunk: &Chunk, keys: &[Vec<String>]) -> Vec<Vec<String>> {
+pub(crate) fn key_columns(chunk: &Chunk, keys: &[Vec<String>]) -> Vec<Vec<String>> {
     (0..chunk.key.len()).map(|i| keys.iter().map(|k| k[i].clone()).collect()).collect()
 }
 
-fn params(columns: &[Vec<String>]) -> Vec<&(dyn ToSql + Sync)> {
+pub(crate) fn params(columns: &[Vec<String>]) -> Vec<&(dyn ToSql + Sync)> {
     columns.iter().map(|c| c as &(dyn ToSql + Sync)).collect()
 }
 

@@ -218,19 +218,25 @@ pub struct Instance {
     pub secret_arn: String,
 }
 
+/// A DB subnet group over the subnets of `vpc`, named `<prefix>-<unique>`.
+pub async fn db_subnet_group(c: &Clients, vpc: &Vpc, prefix: &str) -> String {
+    let name = unique(prefix);
+    c.rds
+        .create_db_subnet_group()
+        .db_subnet_group_name(&name)
+        .db_subnet_group_description("pgferry test")
+        .set_subnet_ids(Some(vpc.subnets.clone()))
+        .send()
+        .await
+        .expect("create db subnet group");
+    name
+}
+
 /// Creates an RDS for PostgreSQL 15 instance with an RDS-managed master secret (always with an
 /// explicit engine version: the emulator's default is 9.3).
 pub async fn rds_instance(c: &Clients, spec: &InstanceSpec) -> Instance {
     let id = unique("pgferry-db");
-    let subnet_group = unique("pgferry-sng");
-    c.rds
-        .create_db_subnet_group()
-        .db_subnet_group_name(&subnet_group)
-        .db_subnet_group_description("pgferry test")
-        .set_subnet_ids(Some(spec.vpc.subnets.clone()))
-        .send()
-        .await
-        .expect("create db subnet group");
+    let subnet_group = db_subnet_group(c, &spec.vpc, "pgferry-sng").await;
     let out = c
         .rds
         .create_db_instance()

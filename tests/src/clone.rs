@@ -127,15 +127,7 @@ impl Drop for StandIn {
 /// test can say "no pgferry-* instance is left") with a managed master secret pointing at the
 /// test bed source's master user; returns the secret's ARN.
 pub async fn source_instance(c: &Clients, spec: &InstanceSpec, id: &str, backup_days: i32) -> String {
-    let subnet_group = unique("clone-src-sng");
-    c.rds
-        .create_db_subnet_group()
-        .db_subnet_group_name(&subnet_group)
-        .db_subnet_group_description("pgferry clone test")
-        .set_subnet_ids(Some(spec.vpc.subnets.clone()))
-        .send()
-        .await
-        .expect("create db subnet group");
+    let subnet_group = crate::aws::db_subnet_group(c, &spec.vpc, "clone-src-sng").await;
     let out = c
         .rds
         .create_db_instance()

@@ -14,7 +14,7 @@ use pgferry_core::clone::{self, clone_identifier};
 use pgferry_core::context::{Credentials, StepContext};
 use pgferry_core::job::Job;
 use pgferry_core::runner::{self, LocalEnvironment};
-use pgferry_core::step::{CheckStatus, CloneInput, StepInput, keys};
+use pgferry_core::step::{CheckStatus, CloneInput, CloneRecord, StepInput, keys};
 use pgferry_core::store::ArtifactStore;
 use pgferry_core::{ErrorKind, preflight};
 use pgferry_tests::aws::{self, InstanceSpec, unique};
@@ -38,6 +38,20 @@ async fn source_with_key(c: &Clients, backup_days: i32, kms_key: Option<&str>) -
     let spec = InstanceSpec { kms_key: kms_key.map(str::to_string), ..InstanceSpec::new(&vpc, &[&db_sg], "postgres") };
     source_instance(c, &spec, &id, backup_days).await;
     id
+}
+
+/// The Describe step, as the state machine's loop runs it, until the clone is available (at
+/// most five looks).
+async fn describe_until_available(ctx: &StepContext, input: &StepInput, record: &CloneRecord) -> CloneRecord {
+    let mut looked = record.clone();
+    for _ in 0..5 {
+        let describe = CloneInput { job: input.job.clone(), run_id: input.run_id.clone(), clone: looked.clone() };
+        looked = clone::describe(ctx, &describe).await.unwrap();
+        if looked.available {
+            break;
+        }
+    }
+    looked
 }
 
 fn context(c: &Clients, credentials: Credentials) -> StepContext {
@@ -108,14 +122,7 @@ async fn a_clone_is_restored_in_the_sources_network_described_and_deleted_idempo
     assert_eq!(made.publicly_accessible, Some(false));
     assert_eq!(made.instance_class.as_deref(), Some("db.t4g.medium"));
 
-    let mut looked = record.clone();
-    for _ in 0..5 {
-        let describe = CloneInput { job: input.job.clone(), run_id: input.run_id.clone(), clone: looked.clone() };
-        looked = clone::describe(&ctx, &describe).await.unwrap();
-        if looked.available {
-            break;
-        }
-    }
+    let looked = describe_until_available(&ctx, &input, &record).await;
     assert!(looked.available, "moto's restored instance becomes available: {looked:?}");
     let rewritten = looked.job.clone().unwrap();
     assert_eq!(rewritten.source.rds_instance.as_deref(), Some(instance.as_str()), "the source's name and secret");
@@ -140,15 +147,7 @@ async fn an_aurora_clone_is_a_copy_on_write_cluster_with_a_writer_and_both_are_d
     let o = aws::vpc_octet();
     let vpc = aws::vpc(&c, &format!("10.{o}.0.0/16"), &[&format!("10.{o}.8.0/24"), &format!("10.{o}.9.0/24")]).await;
     let db_sg = aws::security_group(&c, &vpc, "clone-aurora").await;
-    let subnet_group = unique("clone-aurora-sng");
-    c.rds
-        .create_db_subnet_group()
-        .db_subnet_group_name(&subnet_group)
-        .db_subnet_group_description("pgferry clone test")
-        .set_subnet_ids(Some(vpc.subnets.clone()))
-        .send()
-        .await
-        .unwrap();
+    let subnet_group = aws::db_subnet_group(&c, &vpc, "clone-aurora-sng").await;
     let cluster = unique("prod-aurora");
     c.rds
         .create_db_cluster()
@@ -195,14 +194,7 @@ async fn an_aurora_clone_is_a_copy_on_write_cluster_with_a_writer_and_both_are_d
     assert_eq!(writer_facts.instance_class.as_deref(), Some("db.r6g.xlarge"), "the source writer's class");
     assert_eq!(writer_facts.publicly_accessible, Some(false));
 
-    let mut looked = record.clone();
-    for _ in 0..5 {
-        let describe = CloneInput { job: input.job.clone(), run_id: input.run_id.clone(), clone: looked.clone() };
-        looked = clone::describe(&ctx, &describe).await.unwrap();
-        if looked.available {
-            break;
-        }
-    }
+    let looked = describe_until_available(&ctx, &input, &record).await;
     assert!(looked.available, "{looked:?}");
     let rewritten = looked.job.clone().unwrap();
     assert_eq!(rewritten.source.rds_cluster.as_deref(), Some(cluster.as_str()));

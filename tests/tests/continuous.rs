@@ -36,6 +36,20 @@ fn continuous_job(extra: Value) -> Value {
     json!({"mode": "continuous", "continuous": options})
 }
 
+/// A step context and input for a continuous job from `source` to `target` (URLs) with
+/// `options`, its passwords taken into the context as `pgferry run` takes them.
+fn continuous_step(source: &str, target: &str, options: Value) -> (StepContext, StepInput) {
+    let mut job = json!({"source": {"url": source}, "target": {"url": target}});
+    if let (Some(map), Some(more)) = (job.as_object_mut(), continuous_job(options).as_object()) {
+        map.extend(more.clone());
+    }
+    let job = pgferry_core::job::Job::from_json(&job.to_string()).unwrap();
+    let mut credentials = pgferry_core::context::Credentials::default();
+    let job = credentials.take_from(&job).unwrap();
+    let store = pgferry_core::store::ArtifactStore::local(std::env::temp_dir().join(pgferry_tests::unique_name("pf")));
+    (StepContext::new(store, credentials), StepInput { job, run_id: pgferry_tests::unique_name("run") })
+}
+
 /// Runs the state machine locally on `input` in `env`, as `pgferry run` does.
 async fn run_machine(env: Arc<dyn Environment>, run_id: &str, input: Value) -> Outcome {
     let machine = StateMachine::parse(runner::DEFINITION, &runner::local_substitutions()).unwrap();
@@ -314,19 +328,7 @@ async fn t44_t42_preflight_refuses_a_source_without_logical_wal_and_lists_keyles
         .unwrap();
     let other = pgferry_tests::unique_name("cont_pf_dst");
     let job_for = |options: Value| {
-        let mut job = json!({
-            "source": {"url": testbed().url(Server::Target, &db)},
-            "target": {"url": testbed().url(Server::Source, &other)},
-        });
-        if let (Some(map), Some(more)) = (job.as_object_mut(), continuous_job(options).as_object()) {
-            map.extend(more.clone());
-        }
-        let job = pgferry_core::job::Job::from_json(&job.to_string()).unwrap();
-        let mut credentials = pgferry_core::context::Credentials::default();
-        let job = credentials.take_from(&job).unwrap();
-        let store =
-            pgferry_core::store::ArtifactStore::local(std::env::temp_dir().join(pgferry_tests::unique_name("pf")));
-        (StepContext::new(store, credentials), StepInput { job, run_id: pgferry_tests::unique_name("run") })
+        continuous_step(&testbed().url(Server::Target, &db), &testbed().url(Server::Source, &other), options)
     };
     let (ctx, input) = job_for(json!({}));
     let out = preflight::run(&ctx, &input).await.unwrap();
@@ -360,24 +362,13 @@ async fn continuous_preflight_probes_the_source_from_the_target_server() {
         .unwrap();
     let target_db = pgferry_tests::unique_name("cont_reach_dst");
     let preflight_with = |options: Value| {
-        let source_db = source_db.clone();
-        let target_db = target_db.clone();
+        let (ctx, input) = continuous_step(
+            &testbed().url(Server::Source, &source_db),
+            &testbed().url(Server::Target, &target_db),
+            options,
+        );
         async move {
-            let mut job = json!({
-                "source": {"url": testbed().url(Server::Source, &source_db)},
-                "target": {"url": testbed().url(Server::Target, &target_db)},
-            });
-            if let (Some(map), Some(more)) = (job.as_object_mut(), continuous_job(options).as_object()) {
-                map.extend(more.clone());
-            }
-            let job = pgferry_core::job::Job::from_json(&job.to_string()).unwrap();
-            let mut credentials = pgferry_core::context::Credentials::default();
-            let job = credentials.take_from(&job).unwrap();
-            let store =
-                pgferry_core::store::ArtifactStore::local(std::env::temp_dir().join(pgferry_tests::unique_name("pf")));
-            let ctx = StepContext::new(store, credentials);
-            let out =
-                preflight::run(&ctx, &StepInput { job, run_id: pgferry_tests::unique_name("run") }).await.unwrap();
+            let out = preflight::run(&ctx, &input).await.unwrap();
             out.checks.into_iter().find(|c| c.name == "target-reaches-source").expect("no target-reaches-source check")
         }
     };

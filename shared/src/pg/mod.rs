@@ -228,7 +228,7 @@ impl LibpqInvocation {
 }
 
 /// Quotes a conninfo value: single quotes, with `\` and `'` backslash-escaped (libpq's rules).
-fn conninfo_quote(value: &str) -> String {
+pub fn conninfo_quote(value: &str) -> String {
     let mut out = String::with_capacity(value.len() + 2);
     out.push('\'');
     for c in value.chars() {
