@@ -96,7 +96,13 @@ async fn ensure_record_table(target: &Client) -> Result<()> {
                  cutover_lsn pg_lsn,
                  cutover_started_at timestamptz,
                  finished_at timestamptz,
-                 outcome text)",
+                 outcome text);
+             CREATE TABLE IF NOT EXISTS pgferry.replication_identity (
+                 run_id text NOT NULL,
+                 table_oid text NOT NULL,
+                 table_name text NOT NULL,
+                 original text NOT NULL,
+                 PRIMARY KEY (run_id, table_oid))",
         )
         .await
         .map_err(db_err("create the replication record table on the target"))
@@ -247,6 +253,24 @@ pub async fn prepare(ctx: &StepContext, input: &StepInput) -> Result<Replication
         }
         KeylessTables::ReplicaIdentityFull => {
             for table in &keyless {
+                // Recorded before the change, so that every end of the run (cutover, abandon,
+                // cleanup) puts the production table back as it was.
+                let row = source
+                    .query_one(
+                        "SELECT oid::text, relreplident::text FROM pg_class WHERE oid = $1::text::regclass",
+                        &[&table.to_string()],
+                    )
+                    .await
+                    .map_err(db_err(format!("read the replica identity of {table}")))?;
+                let (oid, original): (String, String) = (row.get(0), row.get(1));
+                target
+                    .execute(
+                        "INSERT INTO pgferry.replication_identity (run_id, table_oid, table_name, original)
+                         VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                        &[run, &oid, &table.to_string(), &original],
+                    )
+                    .await
+                    .map_err(db_err("record a replica identity change on the target"))?;
                 source
                     .batch_execute(&format!("ALTER TABLE {table} REPLICA IDENTITY FULL"))
                     .await
@@ -770,7 +794,7 @@ async fn drop_running(ctx: &StepContext, input: &StepInput, purpose: &str, outco
     let target = ctx.connect(job, Side::Target, purpose, run).await?;
     let record = active_record(&target).await?;
     let source = ctx.connect(job, Side::Source, purpose, run).await?;
-    let dropped = drop_objects(&source, &target, &record.names).await?;
+    let dropped = drop_objects(&source, &target, &record).await?;
     mark_finished(&target, &record.run_id, outcome).await?;
     Ok(DropOutput { dropped })
 }
@@ -788,7 +812,7 @@ pub async fn cleanup(ctx: &StepContext, input: &StepInput) -> Result<DropOutput>
         return Ok(DropOutput { dropped: vec![] });
     };
     let source = ctx.connect(job, Side::Source, "cleanup", run).await?;
-    let dropped = drop_objects(&source, &target, &record.names).await?;
+    let dropped = drop_objects(&source, &target, &record).await?;
     mark_finished(&target, run, "cleaned up after a failure").await?;
     tracing::info!(run, dropped = ?dropped, "replication cleaned up");
     Ok(DropOutput { dropped })
@@ -809,7 +833,49 @@ async fn mark_finished(target: &Client, run_id: &str, outcome: &str) -> Result<(
 /// it needs no connection to the source), then on the source the slot and the subscription's
 /// table-sync slots (`pg_<subscription oid>_sync_…`), the publication and the replication user.
 /// Everything is looked up first, so a repeated call drops only what is left.
-async fn drop_objects(source: &Client, target: &Client, names: &Names) -> Result<Vec<String>> {
+/// Puts back the replica identity of the tables this run set to FULL (`keylessTables:
+/// replicaIdentityFull`), unless someone changed it since; forgets them once done.
+async fn restore_replica_identities(
+    source: &Client,
+    target: &Client,
+    run_id: &str,
+    done: &mut Vec<String>,
+) -> Result<()> {
+    let changed = target
+        .query("SELECT table_oid, table_name, original FROM pgferry.replication_identity WHERE run_id = $1", &[&run_id])
+        .await
+        .map_err(db_err("read the replica identity changes of the run"))?;
+    for row in changed {
+        let (oid, recorded, original): (String, String, String) = (row.get(0), row.get(1), row.get(2));
+        // By OID (a renamed table is still found; a dropped one is left alone), quoted by the
+        // helper, and only if it is still FULL (a change made since by someone else stays).
+        let current = source
+            .query_opt(
+                "SELECT n.nspname::text, c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                  WHERE c.oid = $1::text::oid AND c.relreplident = 'f'",
+                &[&oid],
+            )
+            .await
+            .map_err(db_err(format!("read the replica identity of {recorded}")))?;
+        if let Some(row) = current {
+            let name = QualifiedName::new(row.get::<_, String>(0), row.get::<_, String>(1));
+            let identity = if original == "d" { "DEFAULT" } else { "NOTHING" };
+            source
+                .batch_execute(&format!("ALTER TABLE {name} REPLICA IDENTITY {identity}"))
+                .await
+                .map_err(db_err(format!("restore the replica identity of {name}")))?;
+            done.push(format!("replica identity of {name} back to {identity}"));
+        }
+        target
+            .execute("DELETE FROM pgferry.replication_identity WHERE run_id = $1 AND table_oid = $2", &[&run_id, &oid])
+            .await
+            .map_err(db_err("forget a restored replica identity"))?;
+    }
+    Ok(())
+}
+
+async fn drop_objects(source: &Client, target: &Client, record: &Record) -> Result<Vec<String>> {
+    let names = &record.names;
     let mut dropped = Vec::new();
     let sub = quote_ident(&names.subscription);
     let sub_oid: Option<u32> = target
@@ -847,6 +913,7 @@ async fn drop_objects(source: &Client, target: &Client, names: &Names) -> Result
             .map_err(db_err("drop the publication on the source"))?;
         dropped.push(format!("publication {}", names.publication));
     }
+    restore_replica_identities(source, target, &record.run_id, &mut dropped).await?;
 
     let user_exists: bool = source
         .query_one("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", &[&names.user])

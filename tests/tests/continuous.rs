@@ -171,6 +171,9 @@ async fn t41_t33_continuous_mode_follows_a_pgbench_workload_and_cutover_leaves_n
         (0, 0, 0),
         "slots, publications, replication users left on the source"
     );
+    // T42: the keyless table the run set to REPLICA IDENTITY FULL is back as it was.
+    let identity = "SELECT relreplident::text FROM pg_class WHERE oid = 'pgbench_history'::regclass";
+    assert_eq!(source.query_one(identity, &[]).await.unwrap().get::<_, String>(0), "d");
     let target_admin = connect(&testbed().admin_url(Server::Target, &target_db)).await;
     assert_eq!(count(&target_admin, "SELECT count(*) FROM pg_subscription").await, 0);
     eprintln!("whole test took {:?}", started.elapsed());
@@ -220,10 +223,12 @@ async fn t43_a_run_killed_between_slot_and_subscription_leaves_no_orphan_slot() 
     let _serial = SERIAL.lock().await;
     let (source_db, target_db, _source) = source_with(
         "cont_kill",
-        "CREATE TABLE items (id int PRIMARY KEY, name text); INSERT INTO items SELECT g, 'i' || g FROM generate_series(1, 100) g;",
+        "CREATE TABLE items (id int PRIMARY KEY, name text); INSERT INTO items SELECT g, 'i' || g FROM generate_series(1, 100) g;
+         CREATE TABLE events (at timestamptz, what text); ALTER TABLE events REPLICA IDENTITY NOTHING;",
     )
     .await;
-    let (ctx, input) = step_setup(&source_db, &target_db, continuous_job(json!({})));
+    let (ctx, input) =
+        step_setup(&source_db, &target_db, continuous_job(json!({"keylessTables": "replicaIdentityFull"})));
     let env = Arc::new(KillSubscribe {
         inner: LocalEnvironment::new(ctx.clone()),
         source_db: source_db.clone(),
@@ -246,6 +251,10 @@ async fn t43_a_run_killed_between_slot_and_subscription_leaves_no_orphan_slot() 
         .unwrap()
         .get(0);
     assert_eq!(outcome, "cleaned up after a failure");
+    // The production table the run set to REPLICA IDENTITY FULL is back to NOTHING.
+    let source = connect(&testbed().url(Server::Source, &source_db)).await;
+    let identity = "SELECT relreplident::text FROM pg_class WHERE oid = 'events'::regclass";
+    assert_eq!(source.query_one(identity, &[]).await.unwrap().get::<_, String>(0), "n");
     drop_db(Server::Source, &source_db).await;
     drop_db(Server::Target, &target_db).await;
 }
