@@ -68,7 +68,7 @@ INSERT INTO log_lines SELECT timestamptz '2025-01-01' + g * interval '10 ms', (A
 FROM generate_series(1, $((SCALE * 20000))) g;
 CREATE INDEX wide_created_idx ON wide (created);
 CREATE INDEX log_lines_at_idx ON log_lines (at);
-ANALYZE;
+ANALYZE pgbench_accounts, pgbench_branches, pgbench_tellers, pgbench_history, wide, log_lines;
 SQL
 TABLES=$(psql_q -At "$(src_url $SRC)" -c "SELECT string_agg(format('%I.%I', schemaname, relname), ' ' ORDER BY relname) FROM pg_stat_user_tables")
 BYTES=$(psql_q -At "$(src_url $SRC)" -c "SELECT sum(pg_table_size(relid)) FROM pg_stat_user_tables")
@@ -162,7 +162,7 @@ UPDATE wide SET doc = doc || ' refreshed' WHERE id % 200 = 2;
 DELETE FROM wide WHERE id % 1000 = 3;
 INSERT INTO wide SELECT $WIDE + g, md5(g::text), '\x00', now() FROM generate_series(1, $WIDE / 250) g;
 UPDATE log_lines SET level = 'debug' WHERE extract(epoch FROM at)::bigint % 200 = 7;
-ANALYZE;
+ANALYZE pgbench_accounts, pgbench_branches, pgbench_tellers, pgbench_history, wide, log_lines;
 SQL
 fingerprint "$(src_url $SRC)" >"$WORK/source-changed.fp"
 cat >"$WORK/refresh-job.json" <<JSON

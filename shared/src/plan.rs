@@ -9,7 +9,10 @@
 //! ranges read with TID range scans (PostgreSQL 14 and newer; older sources copy such a table in
 //! one slice, and the plan says so). Partitioned parents hold no rows and are skipped for their
 //! leaves (RDS-CASES T36); materialized views are refreshed after post-data and foreign tables
-//! skipped, both recorded (T37). Largest chunks are listed first so the long poles start early.
+//! skipped, both recorded (T37). Costliest chunks are listed first so the long poles start early (in a
+//! refresh, the first page chunk of a keyless table stands for the whole table: it does it all).
+
+use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
@@ -17,7 +20,7 @@ use tokio_postgres::Client;
 use crate::catalog::{self, Relation};
 use crate::context::StepContext;
 use crate::error::{Error, Result};
-use crate::job::Side;
+use crate::job::{Mode, Side};
 use crate::pg::{QualifiedName, quote_ident, quote_literal};
 use crate::step::{Chunk, CopyFormat, KeyColumn, PlanOutput, Slice, StepInput, keys};
 
@@ -68,6 +71,21 @@ pub struct Plan {
     /// Rough copy time at `concurrency` chunks in flight: the larger of the total over all lanes
     /// and the largest chunk alone.
     pub estimated_seconds: u64,
+}
+
+/// What a chunk is expected to cost, for ordering the Map's items. A refresh compares and
+/// reloads a table without a key whole, in the chunk holding its first page (its other page
+/// chunks do nothing), and a reload writes every row where a keyed slice mostly reads: that chunk
+/// weighs the whole table twice.
+fn order_weight(chunk: &Chunk, refresh: bool, table_bytes: u64) -> u64 {
+    if !refresh || !chunk.key.is_empty() {
+        return chunk.estimated_bytes;
+    }
+    match chunk.slices.first() {
+        Some(Slice::Pages { first_page: 0, .. }) => table_bytes.saturating_mul(2),
+        Some(Slice::Pages { .. }) => 0,
+        _ => chunk.estimated_bytes,
+    }
 }
 
 /// The copy-time estimate for `chunks` at `concurrency` chunks in flight.
@@ -144,8 +162,12 @@ pub async fn build(ctx: &StepContext, input: &StepInput, options: PlanOptions) -
         }
         chunks.extend(table_chunks);
     }
-    // Largest first; ids follow that order and stay stable for the run.
-    chunks.sort_by(|a, b| b.estimated_bytes.cmp(&a.estimated_bytes).then_with(|| a.table.cmp(&b.table)));
+    // Costliest first (so that no large chunk starts last while the other lanes idle); ids follow
+    // that order and stay stable for the run.
+    let refresh = input.job.mode == Mode::Refresh;
+    let table_bytes: HashMap<&QualifiedName, u64> = tables.iter().map(|r| (&r.name, r.table_bytes)).collect();
+    let weight = |c: &Chunk| order_weight(c, refresh, table_bytes.get(&c.table).copied().unwrap_or(0));
+    chunks.sort_by(|a, b| weight(b).cmp(&weight(a)).then_with(|| a.table.cmp(&b.table)));
     for (i, c) in chunks.iter_mut().enumerate() {
         c.id = format!("c{i:06}");
     }
@@ -353,6 +375,27 @@ mod tests {
         let open = Slice::KeyRange { lower: None, upper: None };
         assert_eq!(slice_predicate(&k, &open).unwrap(), "true");
         assert_eq!(slice_predicate(&k, &Slice::Whole), None);
+    }
+
+    #[test]
+    fn a_refresh_orders_a_keyless_table_by_its_first_page_chunk_which_does_the_whole_table() {
+        let chunk = |key: Vec<KeyColumn>, slice: Slice, bytes: u64| Chunk {
+            id: String::new(),
+            table: QualifiedName::new("public", "t"),
+            columns: vec!["a".to_string()],
+            format: CopyFormat::Binary,
+            key,
+            slices: vec![slice],
+            estimated_bytes: bytes,
+        };
+        let first = chunk(vec![], Slice::Pages { first_page: 0, end_page: Some(100) }, 50);
+        let rest = chunk(vec![], Slice::Pages { first_page: 100, end_page: None }, 50);
+        let keyed = chunk(key(&[("id", "bigint")]), Slice::KeyRange { lower: None, upper: None }, 70);
+        // A snapshot copies every page chunk itself: their own sizes.
+        assert_eq!([order_weight(&first, false, 100), order_weight(&rest, false, 100)], [50, 50]);
+        // A refresh: the first page chunk compares and may reload all 100 bytes; the others idle.
+        assert_eq!([order_weight(&first, true, 100), order_weight(&rest, true, 100)], [200, 0]);
+        assert_eq!(order_weight(&keyed, true, 1000), 70);
     }
 
     #[test]
