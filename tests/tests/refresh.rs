@@ -269,6 +269,73 @@ async fn a_refresh_after_one_percent_of_rows_changed_on_the_source_ends_equal() 
     cleanup(&source_db, &target_db).await;
 }
 
+/// `(name, definition, oid)` of a table's indexes, by name.
+async fn indexes_of(c: &Client, table: &str) -> Vec<(String, String, u32)> {
+    c.query(
+        "SELECT c.relname::text, pg_get_indexdef(i.indexrelid), i.indexrelid \
+         FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = to_regclass($1) ORDER BY 1",
+        &[&table],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2)))
+    .collect()
+}
+
+#[tokio::test]
+async fn a_keyless_table_reloaded_whole_gets_its_plain_indexes_rebuilt_after_the_rows_and_keeps_the_others() {
+    const EVENTS: &str = r#"
+        CREATE TABLE events (at timestamptz NOT NULL, kind text NOT NULL, ref int, body text);
+        INSERT INTO events SELECT timestamptz '2025-01-01' + g * interval '1 s', 'k' || g % 5, g % 1000, 'event ' || g
+          FROM generate_series(1, 20000) g;
+        CREATE INDEX events_at_idx ON events (at);
+        CREATE INDEX events_kind_ref_idx ON events (kind, ref DESC) WITH (fillfactor = 80) WHERE kind <> 'k0';
+        CREATE INDEX events_body_idx ON events (lower(body));
+        CREATE INDEX events_commented_idx ON events (ref);
+        COMMENT ON INDEX events_commented_idx IS 'kept as it is';
+        CREATE UNIQUE INDEX events_ref_body_key ON events (ref, body);
+    "#;
+    let (source_db, target_db) = copied("rf_idx", EVENTS).await;
+    let target = connect(&testbed().url(Server::Target, &target_db)).await;
+    let before = indexes_of(&target, "events").await;
+    assert_eq!(before.len(), 5);
+    let src = source(&source_db).await;
+    src.batch_execute("UPDATE events SET body = body || '!' WHERE ref = 7; ANALYZE events").await.unwrap();
+
+    let report = refresh_steps(&source_db, &target_db, serde_json::json!({})).await.unwrap();
+    assert!(report.equal, "{report:#?}");
+    assert_eq!(refresh_of(&report).counts.rows_reloaded, 20000);
+    let after = indexes_of(&target, "events").await;
+    // The same indexes, defined the same; the plain ones are new objects (dropped before the
+    // rows, built after), the commented and the unique one are the same objects as before.
+    let definitions =
+        |v: &[(String, String, u32)]| v.iter().map(|(n, d, _)| (n.clone(), d.clone())).collect::<Vec<_>>();
+    assert_eq!(definitions(&after), definitions(&before));
+    let rebuilt: Vec<&str> = before.iter().zip(&after).filter(|(b, a)| b.2 != a.2).map(|(b, _)| b.0.as_str()).collect();
+    assert_eq!(rebuilt, ["events_at_idx", "events_body_idx", "events_kind_ref_idx"]);
+    let comment: Option<String> = target
+        .query_one("SELECT obj_description('events_commented_idx'::regclass, 'pg_class')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(comment.as_deref(), Some("kept as it is"));
+    let valid: bool = target
+        .query_one("SELECT bool_and(indisvalid AND indisready) FROM pg_index WHERE indrelid = 'events'::regclass", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(valid);
+    // The rebuilt indexes serve queries with the refreshed rows.
+    let found: i64 =
+        target.query_one("SELECT count(*) FROM events WHERE lower(body) = 'event 7!'", &[]).await.unwrap().get(0);
+    assert_eq!(found, 1);
+    assert!(verify_now(&source_db, &target_db).await.equal);
+    drop(target);
+    drop(src);
+    cleanup(&source_db, &target_db).await;
+}
+
 #[tokio::test]
 async fn a_changed_table_stops_a_refresh_unless_the_job_allows_rebuilding_it() {
     let (source_db, target_db) = copied("rf_shape", SHOP).await;
