@@ -12,7 +12,8 @@
 # prints wall time, MB/s and ratios, with pgferry's peak RSS. Last, it changes about 1% of the
 # source's rows (updates, inserts and deletes spread over every table), runs `pgferry run` in
 # mode refresh into pgferry's copy and prints its wall time beside the full copy's (issue 6's
-# goal: ≤ 0.2×). It runs on demand, never in CI.
+# goal: ≤ 0.2×), then the same refresh of the now unchanged database. It runs on demand, never
+# in CI.
 #
 #   bench/copy.sh                 # scale 50, 4 jobs
 #   SCALE=10 JOBS=2 bench/copy.sh
@@ -174,6 +175,12 @@ t0=$(now)
 WALL[refresh]=$(elapsed "$t0")
 check refresh bench_pgferry "$WORK/source-changed.fp"
 
+# 6. the same refresh again, nothing having changed: the cost of finding that out
+t0=$(now)
+"$PGFERRY_BIN" run "$WORK/refresh-job.json" --store "$WORK/artifacts" --report "$WORK/unchanged-report.json" \
+  >"$WORK/unchanged.out" 2>"$WORK/unchanged.err" || echo "bench: pgferry refresh (unchanged) failed, see $WORK/unchanged.err" >&2
+WALL[unchanged]=$(elapsed "$t0")
+
 printf '\n%-14s %10s %10s %14s  %s\n' "method" "wall s" "MB/s" "pgferry/this" "equal"
 for m in pgferry pgferry_copy pgcopydb dump_restore limit; do
   [[ -n ${WALL[$m]:-} ]] || continue
@@ -190,3 +197,7 @@ printf 'refresh after ~1%% of rows changed: %.1f s vs full pgferry run %.1f s = 
 python3 -c 'import json,sys; r=json.load(open(sys.argv[1])).get("verification") or {}; print("  " + (r.get("refresh") or {}).get("summary", "no refresh summary"))' \
   "$WORK/refresh-report.json" || true
 grep -E '^(CopyChunks|VerifyChunks|total)' "$WORK/refresh.out" || true
+printf 'refresh of the unchanged database: %.1f s = %.2f× the full run\n' \
+  "${WALL[unchanged]}" "$(echo "${WALL[unchanged]} / ${WALL[pgferry]}" | bc -l)"
+python3 -c 'import json,sys; r=json.load(open(sys.argv[1])).get("verification") or {}; print("  " + (r.get("refresh") or {}).get("summary", "no refresh summary"))' \
+  "$WORK/unchanged-report.json" || true
