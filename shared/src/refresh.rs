@@ -1191,22 +1191,22 @@ pub(crate) async fn refresh_slice(
 /// `TRUNCATE` holds: no session ever sees the table without them.
 #[derive(Debug)]
 struct SetAsideIndex {
-    name: String,
+    name: QualifiedName,
     definition: String,
 }
 
 async fn set_aside_indexes(tx: &tokio_postgres::Transaction<'_>, table: &QualifiedName) -> Result<Vec<SetAsideIndex>> {
     let rows = tx
         .query(
-            "SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid) \
-             FROM pg_index i \
+            "SELECT n.nspname::text, c.relname::text, pg_get_indexdef(i.indexrelid) \
+             FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
              WHERE i.indrelid = to_regclass($1) AND NOT i.indisunique AND NOT i.indisprimary \
                AND NOT i.indisexclusion AND NOT i.indisclustered AND NOT i.indisreplident \
                AND i.indisvalid AND i.indisready AND i.indislive \
-               AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid) \
+               AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid) \
                AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.refclassid = 'pg_class'::regclass \
                                AND d.refobjid = i.indexrelid) \
-               AND (SELECT x.reltablespace FROM pg_class x WHERE x.oid = i.indexrelid) = 0 \
+               AND c.reltablespace = 0 \
                AND NOT EXISTS (SELECT 1 FROM pg_seclabel l WHERE l.classoid = 'pg_class'::regclass \
                                AND l.objoid = i.indexrelid) \
                AND NOT EXISTS (SELECT 1 FROM pg_inherits h WHERE h.inhrelid = i.indexrelid) \
@@ -1214,15 +1214,19 @@ async fn set_aside_indexes(tx: &tokio_postgres::Transaction<'_>, table: &Qualifi
                                AND d.objoid = i.indexrelid) \
                AND NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = i.indexrelid \
                                AND a.attstattarget > 0) \
-             ORDER BY 1",
+             ORDER BY 1, 2",
             &[&table.to_string()],
         )
         .await
         .map_err(|e| Error::db(format!("list the indexes of {table}"), e))?;
-    let indexes: Vec<SetAsideIndex> =
-        rows.iter().map(|r| SetAsideIndex { name: r.get(0), definition: r.get(1) }).collect();
+    let indexes: Vec<SetAsideIndex> = rows
+        .iter()
+        .map(|r| SetAsideIndex {
+            name: QualifiedName::new(r.get::<_, String>(0), r.get::<_, String>(1)),
+            definition: r.get(2),
+        })
+        .collect();
     for index in &indexes {
-        // `regclass` output is already quoted and schema-qualified where needed.
         tx.batch_execute(&format!("DROP INDEX {}", index.name))
             .await
             .map_err(|e| Error::db(format!("set aside index {} of {table} for the reload", index.name), e))?;
