@@ -333,7 +333,7 @@ async fn run(
             Ok(ExitCode::SUCCESS)
         }
         Outcome::Succeeded(_) => {
-            println!("target equals source: {} rows in {} tables", report.rows(), report.tables());
+            println!("{}", report.equal_line());
             if action == Some("cutover") {
                 println!("cutover done: subscription, replication slots, publication and replication user dropped");
             }

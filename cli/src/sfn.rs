@@ -105,11 +105,10 @@ pub async fn watch(execution_arn: &str, bucket: Option<String>, interval: Durati
             if let (Some(bucket), Some(key)) = (&bucket, report["reportKey"].as_str()) {
                 println!("report: s3://{bucket}/{key}");
             }
-            println!(
-                "target equals source: {} rows in {} tables",
-                report["rows"].as_u64().unwrap_or(0),
-                report["tables"].as_u64().unwrap_or(0)
-            );
+            let copied = report["rows"].as_u64().unwrap_or(0);
+            let held = report["targetRows"].as_u64().unwrap_or(copied);
+            let tables = report["tables"].as_u64().unwrap_or(0) as usize;
+            println!("{}", crate::summary::equal_line(held, copied, tables));
             Ok(ExitCode::SUCCESS)
         }
         Outcome::Succeeded(_) => {

@@ -85,12 +85,13 @@ impl RunReport {
         }
     }
 
-    pub fn rows(&self) -> u64 {
-        self.verification.as_ref().map_or(0, |v| v.tables.iter().map(|t| t.rows_copied).sum())
-    }
-
-    pub fn tables(&self) -> usize {
-        self.verification.as_ref().map_or(0, |v| v.tables.len())
+    /// `target equals source: …`: the rows the target holds, and what this run copied when that
+    /// is not all of them (a refresh re-copies some, a cutover none).
+    pub fn equal_line(&self) -> String {
+        let Some(v) = &self.verification else { return "target equals source".to_string() };
+        let held: u64 = v.tables.iter().map(|t| t.target_rows).sum();
+        let copied: u64 = v.tables.iter().map(|t| t.rows_copied).sum();
+        equal_line(held, copied, v.tables.len())
     }
 
     /// The per-phase table printed at the end of `pgferry run`.
@@ -110,6 +111,12 @@ impl RunReport {
         out += &format!("{:<16} {:>10}\n", "total", human_duration(Duration::from_millis(total)));
         out
     }
+}
+
+/// `target equals source: 6095640 rows in 6 tables (1095276 copied by this run)`.
+pub fn equal_line(held: u64, copied: u64, tables: usize) -> String {
+    let copied = if copied == held { String::new() } else { format!(" ({copied} copied by this run)") };
+    format!("target equals source: {held} rows in {tables} tables{copied}")
 }
 
 pub fn human_duration(d: Duration) -> String {
@@ -145,5 +152,15 @@ mod tests {
         assert_eq!(human_duration(Duration::from_secs(125)), "2m05s");
         assert_eq!(human_bytes(512), "512 B");
         assert_eq!(human_bytes(3 * 1024 * 1024), "3.0 MiB");
+    }
+
+    #[test]
+    fn the_equal_line_counts_the_rows_the_target_holds_and_says_what_this_run_copied() {
+        assert_eq!(equal_line(28000, 28000, 3), "target equals source: 28000 rows in 3 tables");
+        assert_eq!(
+            equal_line(6095640, 1095276, 6),
+            "target equals source: 6095640 rows in 6 tables (1095276 copied by this run)"
+        );
+        assert_eq!(equal_line(1050, 0, 4), "target equals source: 1050 rows in 4 tables (0 copied by this run)");
     }
 }

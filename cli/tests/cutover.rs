@@ -48,6 +48,8 @@ async fn continuous_run_then_cutover_from_the_command_line() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "pgferry cutover: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("cutover done"), "{stdout}");
+    // The rows the target holds, verified; a cutover copies none itself.
+    assert!(stdout.contains(" rows in 1 tables (0 copied by this run)"), "{stdout}");
 
     let target = connect(&testbed().url(Server::Target, &target_db)).await;
     assert_eq!(fingerprint(&source, "items", "id").await, fingerprint(&target, "items", "id").await);

@@ -594,8 +594,12 @@ pub struct ReportOutput {
     pub summary: String,
     pub report_key: String,
     pub tables: usize,
+    /// Rows and bytes this run copied (a refresh: re-copied; a cutover: none).
     pub rows: u64,
     pub bytes: u64,
+    /// Rows the target holds in the verified tables.
+    #[serde(default)]
+    pub target_rows: u64,
 }
 
 /// The `{"Error", "Cause"}` object Step Functions puts at a Catch's ResultPath.

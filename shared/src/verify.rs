@@ -553,6 +553,7 @@ pub async fn report(ctx: &StepContext, input: &StepInput) -> Result<ReportOutput
         tables: report.tables.len(),
         rows: report.tables.iter().map(|t| t.rows_copied).sum(),
         bytes: report.tables.iter().map(|t| t.bytes_copied).sum(),
+        target_rows: report.tables.iter().map(|t| t.target_rows).sum(),
     })
 }
 
