@@ -296,12 +296,30 @@ async fn a_keyless_table_reloaded_whole_gets_its_plain_indexes_rebuilt_after_the
         COMMENT ON INDEX events_commented_idx IS 'kept as it is';
         CREATE UNIQUE INDEX events_ref_body_key ON events (ref, body);
     "#;
-    let (source_db, target_db) = copied("rf_idx", EVENTS).await;
+    // Owned by a role other than the master on both sides, as an application's tables are.
+    let owner = pgferry_tests::unique_name("rf_events_owner");
+    let (source_db, target_db, src) = source_with("rf_idx", EVENTS).await;
+    let master: String = src.query_one("SELECT current_user::text", &[]).await.unwrap().get(0);
+    let admin = connect(&testbed().admin_url(Server::Source, &source_db)).await;
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {owner} NOLOGIN; ALTER TABLE events OWNER TO {owner}; GRANT SELECT ON events TO {master}"
+        ))
+        .await
+        .unwrap();
+    let (ctx, input) = step_setup(&source_db, &target_db, serde_json::json!({}));
+    let (outcome, report) = run_machine(ctx, &input).await;
+    assert!(matches!(outcome, Outcome::Succeeded(_)) && report.unwrap().equal, "snapshot failed: {outcome:?}");
     let target = connect(&testbed().url(Server::Target, &target_db)).await;
+    let owned_by: String = target
+        .query_one("SELECT tableowner::text FROM pg_tables WHERE tablename = 'events'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(owned_by, owner);
     let before = indexes_of(&target, "events").await;
     assert_eq!(before.len(), 5);
-    let src = source(&source_db).await;
-    src.batch_execute("UPDATE events SET body = body || '!' WHERE ref = 7; ANALYZE events").await.unwrap();
+    admin.batch_execute("UPDATE events SET body = body || '!' WHERE ref = 7; ANALYZE events").await.unwrap();
 
     let report = refresh_steps(&source_db, &target_db, serde_json::json!({})).await.unwrap();
     assert!(report.equal, "{report:#?}");
@@ -333,7 +351,12 @@ async fn a_keyless_table_reloaded_whole_gets_its_plain_indexes_rebuilt_after_the
     assert!(verify_now(&source_db, &target_db).await.equal);
     drop(target);
     drop(src);
+    drop(admin);
     cleanup(&source_db, &target_db).await;
+    for server in [Server::Source, Server::Target] {
+        let admin = connect(&testbed().admin_url(server, "postgres")).await;
+        admin.batch_execute(&format!("DROP ROLE IF EXISTS {owner}")).await.unwrap();
+    }
 }
 
 #[tokio::test]
