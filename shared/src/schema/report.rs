@@ -106,22 +106,21 @@ pub async fn summary(store: &ArtifactStore, run: &str) -> Option<String> {
     if reports.is_empty() {
         return None;
     }
-    let mut out = String::from("schema:");
-    for r in &reports {
-        out += &format!(
-            " {} {} applied ({} rewritten{}), {} skipped;",
-            r.step,
-            r.applied,
-            r.rewritten,
-            if r.refused > 0 { format!(", {} refused", r.refused) } else { String::new() },
-            r.skipped
-        );
-        if let Some(by) = &r.already_applied_by {
-            out += &format!(" ({} already applied by {by})", r.step);
-        }
-    }
-    out.pop();
-    out.push('\n');
+    let steps: Vec<String> = reports
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {} applied ({} rewritten{}), {} skipped{}",
+                r.step,
+                r.applied,
+                r.rewritten,
+                if r.refused > 0 { format!(", {} refused", r.refused) } else { String::new() },
+                r.skipped,
+                r.already_applied_by.as_ref().map_or(String::new(), |by| format!(" (already applied by {by})"))
+            )
+        })
+        .collect();
+    let mut out = format!("schema: {}\n", steps.join("; "));
     let mut by_rule: BTreeMap<String, usize> = BTreeMap::new();
     for r in &reports {
         for (rule, n) in r.skipped_by_rule() {
@@ -158,4 +157,29 @@ pub async fn summary(store: &ArtifactStore, run: &str) -> Option<String> {
     }
     out += &format!("  details: {}\n", keys::schema_report(run, "<step>"));
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_summary_names_each_step_and_the_run_that_applied_a_section_already() {
+        let dir = std::env::temp_dir().join(format!("pgferry-report-{}", rand::random::<u64>()));
+        let store = ArtifactStore::local(&dir);
+        let mut post = SchemaReport::new("run-2", "post-data", vec![]);
+        post.already_applied_by = Some("run-1".to_string());
+        for r in [SchemaReport::new("run-2", "globals", vec![]), post] {
+            store.put_json(&keys::schema_report("run-2", &r.step), &r).await.unwrap();
+        }
+        let text = summary(&store, "run-2").await.unwrap();
+        assert_eq!(
+            text.lines().next(),
+            Some(
+                "schema: globals 0 applied (0 rewritten), 0 skipped; \
+                 post-data 0 applied (0 rewritten), 0 skipped (already applied by run-1)"
+            )
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }
