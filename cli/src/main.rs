@@ -303,6 +303,10 @@ async fn run(
     // Schema objects, owners, ACLs, roles and settings: what the schema report explains, and not.
     if let Some(v) = &report.verification {
         print!("{}", v.inventory.summary());
+        // Mode refresh: what was compared, left alone, re-copied and deleted, and how it was verified.
+        if let Some(refresh) = &v.refresh {
+            println!("{}", refresh.summary);
+        }
     }
     // `"consistency": "clone"`: as of when the target equals the source.
     if let Ok(clone) =

@@ -88,6 +88,19 @@ async fn run_copies_pgbench_scale_10_into_a_missing_database_equal_with_keys() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.lines().any(|l| l.contains("pgbench_branches") && l.contains("DIFFERS")), "{stdout}");
 
+    // A refresh with the same pair re-copies that one row, says so, and verify agrees after it.
+    let mut doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(job).unwrap()).unwrap();
+    doc["mode"] = "refresh".into();
+    let refresh_job = dir.join("refresh.json");
+    std::fs::write(&refresh_job, doc.to_string()).unwrap();
+    let out = pgferry(&["run", refresh_job.to_str().unwrap()], &dir);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("refresh re-copied 1 rows and deleted 1"), "{stdout}");
+    assert!(stdout.contains("target equals source: 1000110 rows in 4 tables (1 copied by this run)"), "{stdout}");
+    let out = pgferry(&["verify", job], &dir);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+
     drop(target);
     drop_db(Server::Target, &target_db).await;
     drop_db(Server::Source, &source_db).await;
