@@ -96,7 +96,7 @@ async fn run_copies_pgbench_scale_10_into_a_missing_database_equal_with_keys() {
     let out = pgferry(&["run", refresh_job.to_str().unwrap()], &dir);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("refresh re-copied 1 rows and deleted 1"), "{stdout}");
+    assert!(stdout.contains("refresh re-copied 1 row and deleted 1"), "{stdout}");
     assert!(stdout.contains("target equals source: 1000110 rows in 4 tables (1 copied by this run)"), "{stdout}");
     let out = pgferry(&["verify", job], &dir);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));

@@ -1423,6 +1423,11 @@ pub struct TableVerification {
     pub unchanged_since: Option<String>,
 }
 
+/// `1 row`, `2 rows`.
+fn count(n: u64, noun: &str) -> String {
+    if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") }
+}
+
 /// Gathers the chunks' refresh counts and the schema step's actions; `None` when the run's
 /// schema step did not refresh (a verification on its own).
 pub async fn summarize(ctx: &StepContext, run: &str) -> Result<Option<RefreshSummary>> {
@@ -1462,35 +1467,35 @@ pub async fn summarize(ctx: &StepContext, run: &str) -> Result<Option<RefreshSum
     out.schema = schema.tables;
     out.notes = schema.notes;
     let c = &out.counts;
+    let slices = (c.slices_equal + c.slices_reloaded) as u64;
     let compared = match &out.changes_since {
         Some(run) => format!(
-            "{} rows in {} slices checked for changes since verified run {run} (transaction ids, keys)",
-            c.rows_compared,
-            c.slices_equal + c.slices_reloaded
+            "{} in {} checked for changes since verified run {run} (transaction ids, keys)",
+            count(c.rows_compared, "row"),
+            count(slices, "slice")
         ),
-        None => {
-            format!("{} rows in {} slices compared by content", c.rows_compared, c.slices_equal + c.slices_reloaded)
-        }
+        None => format!("{} in {} compared by content", count(c.rows_compared, "row"), count(slices, "slice")),
     };
     out.summary = if c.rows_reloaded == 0 && c.rows_deleted == 0 {
         format!("refresh copied no rows: {compared}, all equal")
     } else {
         format!(
-            "refresh re-copied {} rows and deleted {} in {} of {} slices ({compared}, {} rows left alone)",
-            c.rows_reloaded,
+            "refresh re-copied {} and deleted {} in {} of {} ({compared}, {} left alone)",
+            count(c.rows_reloaded, "row"),
             c.rows_deleted,
             c.slices_reloaded,
-            c.slices_equal + c.slices_reloaded,
-            c.rows_skipped
+            count(slices, "slice"),
+            count(c.rows_skipped, "row")
         )
     };
     let (hashed, unchanged) =
         out.verification.iter().fold((0, 0), |(h, u), t| (h + t.rows_hashed, u + t.rows_unchanged));
     if hashed + unchanged > 0 {
-        out.summary.push_str(&format!("; verified: {hashed} rows hashed now"));
+        out.summary.push_str(&format!("; verified: {} hashed now", count(hashed, "row")));
         if let Some(run) = out.verification.iter().find_map(|t| t.unchanged_since.clone()) {
             out.summary.push_str(&format!(
-                ", {unchanged} rows unchanged on both sides since verified run {run} (keys compared now)"
+                ", {} unchanged on both sides since verified run {run} (keys compared now)",
+                count(unchanged, "row")
             ));
         }
     }
