@@ -80,11 +80,16 @@ fn table<'a>(report: &'a verify::Report, name: &str) -> &'a verify::TableReport 
 /// A source built from `ddl` and its full copy by `pgferry run` (snapshot mode).
 async fn copied(prefix: &str, ddl: &str) -> (String, String) {
     let (source_db, target_db, _source) = source_with(prefix, ddl).await;
-    let (ctx, input) = step_setup(&source_db, &target_db, serde_json::json!({}));
+    copy_equal(&source_db, &target_db).await;
+    (source_db, target_db)
+}
+
+/// A full copy of `source_db` into `target_db` by `pgferry run` (snapshot mode), found equal.
+async fn copy_equal(source_db: &str, target_db: &str) {
+    let (ctx, input) = step_setup(source_db, target_db, serde_json::json!({}));
     let (outcome, report) = run_machine(ctx, &input).await;
     assert!(matches!(outcome, Outcome::Succeeded(_)), "snapshot failed: {outcome:?}");
     assert!(report.unwrap().equal);
-    (source_db, target_db)
 }
 
 async fn cleanup(source_db: &str, target_db: &str) {
@@ -307,9 +312,7 @@ async fn a_keyless_table_reloaded_whole_gets_its_plain_indexes_rebuilt_after_the
         ))
         .await
         .unwrap();
-    let (ctx, input) = step_setup(&source_db, &target_db, serde_json::json!({}));
-    let (outcome, report) = run_machine(ctx, &input).await;
-    assert!(matches!(outcome, Outcome::Succeeded(_)) && report.unwrap().equal, "snapshot failed: {outcome:?}");
+    copy_equal(&source_db, &target_db).await;
     let target = connect(&testbed().url(Server::Target, &target_db)).await;
     let owned_by: String = target
         .query_one("SELECT tableowner::text FROM pg_tables WHERE tablename = 'events'", &[])
