@@ -9,8 +9,9 @@
 //! ranges read with TID range scans (PostgreSQL 14 and newer; older sources copy such a table in
 //! one slice, and the plan says so). Partitioned parents hold no rows and are skipped for their
 //! leaves (RDS-CASES T36); materialized views are refreshed after post-data and foreign tables
-//! skipped, both recorded (T37). Costliest chunks are listed first so the long poles start early (in a
-//! refresh, the first page chunk of a keyless table stands for the whole table: it does it all).
+//! skipped, both recorded (T37). Costliest chunks are listed first so the long poles start early
+//! (in a refresh, the first page chunk of a keyless table stands for the whole table: it does it
+//! all).
 
 use std::collections::HashMap;
 

@@ -1186,8 +1186,8 @@ pub(crate) async fn refresh_slice(
 /// half the time). Only indexes nothing else refers to or configures are set aside: not unique,
 /// not a constraint's, not the replica identity, not the clustering index, not a partitioned
 /// index's part, nothing depending on it, in the default tablespace (`pg_get_indexdef` does not
-/// name one), without a comment, security label or column statistics target; the others stay and are
-/// maintained row by row. All of it happens in the reload's transaction, under the lock its
+/// name one), without a comment, security label or column statistics target; the others stay and
+/// are maintained row by row. All of it happens in the reload's transaction, under the lock its
 /// `TRUNCATE` holds: no session ever sees the table without them.
 #[derive(Debug)]
 struct SetAsideIndex {
