@@ -16,6 +16,7 @@ pub mod copy;
 pub mod error;
 pub mod inventory;
 pub mod job;
+mod keystream;
 pub mod lobs;
 pub mod pg;
 pub mod plan;

@@ -10,9 +10,10 @@
 //! verification compared them. A later refresh therefore needs to look only at
 //! - rows written since on either side (`age(xmin)` at most the mark's age: one cheap pass over
 //!   the slice, no row is formatted or hashed), and
-//! - keys present on one side only (source deletes, target deletes), found by a per-bucket count
-//!   and hash of the *keys* with the changed keys taken out, then a key listing of the few
-//!   buckets that still differ,
+//! - keys present on one side only (source deletes, target deletes): integer and uuid keys are
+//!   listed in key order by both servers and merged ([`crate::keystream`]); other keys are found
+//!   by a per-bucket count and hash of the *keys* with the changed keys taken out, then a key
+//!   listing of the few buckets that still differ,
 //!
 //! and its verification hashes the changed rows on both sides plus every slice's key count and
 //! key hash. Why it is sound: `xmin` is the raw transaction id even on frozen tuples (PG 9.4+);
@@ -268,7 +269,8 @@ fn subtract(total: &BucketSums, part: &BucketSums) -> BucketSums {
 }
 
 /// What differs in a keyed slice since the marks: rows written on either side, and keys that
-/// one side lost. Reads keys and transaction ids only, never formats a row.
+/// one side lost. Reads keys and transaction ids only, never formats a row. Integer and uuid keys
+/// are merged as ordered streams ([`crate::keystream`]), others compared by key hash buckets.
 pub(crate) async fn slice_changes(
     source: &Client,
     target: &Client,
@@ -276,6 +278,9 @@ pub(crate) async fn slice_changes(
     filter: &Option<String>,
     marks: &Watermarks,
 ) -> Result<SliceChanges> {
+    if crate::keystream::supported(chunk) {
+        return crate::keystream::slice_changes(source, target, chunk, filter, marks).await;
+    }
     let table = &chunk.table;
     let err = |what: &str| {
         let what = format!("{what} of {table}");

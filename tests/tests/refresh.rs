@@ -557,3 +557,56 @@ async fn without_marks_of_a_verified_run_a_refresh_compares_rows_by_content_and_
     drop((src, target));
     cleanup(&source_db, &target_db).await;
 }
+
+#[tokio::test]
+async fn a_refresh_finds_changes_under_keys_of_every_kind_streamed_or_bucketed() {
+    // Integer (negative values included), uuid and composite integer keys are merged as ordered
+    // key streams; the text keys go through key hash buckets.
+    let tables: [(&str, &str, &str); 5] = [
+        ("k_small", "id smallint PRIMARY KEY", "(G - 1000)::smallint"),
+        ("k_big", "id bigint PRIMARY KEY", "(G - 1000) * 1000000000000000"),
+        ("k_uuid", "id uuid PRIMARY KEY", "md5(G::text)::uuid"),
+        ("k_pair", "a int, b bigint, PRIMARY KEY (a, b)", "G % 7 - 3, -G"),
+        ("k_text", "id text PRIMARY KEY", "'key ' || G"),
+    ];
+    let key_of = |expr: &str, g: i64| expr.replace('G', &g.to_string());
+    let ddl: String = tables
+        .iter()
+        .map(|(t, cols, key)| {
+            format!(
+                "CREATE TABLE {t} ({cols}, v text NOT NULL); \
+                 INSERT INTO {t} SELECT {key}, 'value ' || G FROM generate_series(0, 1999) G;"
+            )
+        })
+        .collect();
+    let (source_db, target_db) = copied("rf_keys", &ddl).await;
+    let src = source(&source_db).await;
+    let target = connect(&testbed().url(Server::Target, &target_db)).await;
+    for (t, _, key) in &tables {
+        let cols = if *t == "k_pair" { "(a, b)" } else { "(id)" };
+        let change = |updated: i64, deleted: i64, inserted: i64, side: &str| {
+            format!(
+                "UPDATE {t} SET v = 'changed on the {side}' WHERE {cols} = ({}); \
+                 DELETE FROM {t} WHERE {cols} = ({}); \
+                 INSERT INTO {t} VALUES ({}, 'new on the {side}');",
+                key_of(key, updated),
+                key_of(key, deleted),
+                key_of(key, inserted)
+            )
+        };
+        src.batch_execute(&change(10, 20, 5000, "source")).await.unwrap();
+        target.batch_execute(&change(30, 40, 6000, "target")).await.unwrap();
+    }
+    let report = refresh_steps(&source_db, &target_db, serde_json::json!({})).await.unwrap();
+    assert!(report.equal, "{report:#?}");
+    let r = refresh_of(&report);
+    assert!(r.changes_since.is_some(), "the marks were used: {r:#?}");
+    for (t, _, _) in &tables {
+        // Copied: the two updated rows, the source's insert, the target's delete. Deleted: the
+        // two updated rows, the target's insert, the source's delete.
+        assert_eq!(changed_rows(r, t), (4, 4), "{t}: {r:#?}");
+    }
+    assert!(verify_now(&source_db, &target_db).await.equal);
+    drop((src, target));
+    cleanup(&source_db, &target_db).await;
+}
