@@ -10,6 +10,9 @@
 //! PostgreSQL's `memcmp`). Each list is checked to be strictly increasing: anything else (a key
 //! that is not unique, an order the servers disagree on) stops the slice with an error instead of
 //! a wrong answer.
+//!
+//! Memory: both sides' lists of one slice at a time, about 10 bytes per key and side for an
+//! integer key (a 32 MiB slice of the narrowest rows holds about a million keys).
 
 use std::cmp::Ordering;
 
