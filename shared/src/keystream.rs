@@ -228,14 +228,7 @@ pub(crate) async fn slice_changes(
             }
         }
     }
-    Ok(SliceChanges {
-        source_rows: s.len() as u64,
-        target_rows: t.len() as u64,
-        written: written.len(),
-        one_sided: missing.len() + extra.len(),
-        to_delete: written.iter().cloned().chain(extra).collect(),
-        to_copy: written.into_iter().chain(missing).collect(),
-    })
+    Ok(SliceChanges::new((s.len() as u64, t.len() as u64), written, missing, extra))
 }
 
 #[cfg(test)]

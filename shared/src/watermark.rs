@@ -184,6 +184,25 @@ pub(crate) struct SliceChanges {
 }
 
 impl SliceChanges {
+    /// The repair of a slice: keys `written` since the marks on either side are deleted and
+    /// copied again, keys only on the source (`missing`) copied, keys only on the target
+    /// (`extra`) deleted.
+    pub(crate) fn new(
+        (source_rows, target_rows): (u64, u64),
+        written: Vec<Vec<String>>,
+        missing: Vec<Vec<String>>,
+        extra: Vec<Vec<String>>,
+    ) -> Self {
+        SliceChanges {
+            source_rows,
+            target_rows,
+            written: written.len(),
+            one_sided: missing.len() + extra.len(),
+            to_delete: written.iter().cloned().chain(extra).collect(),
+            to_copy: written.into_iter().chain(missing).collect(),
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.to_delete.is_empty() && self.to_copy.is_empty()
     }
@@ -270,7 +289,7 @@ fn subtract(total: &BucketSums, part: &BucketSums) -> BucketSums {
 
 /// What differs in a keyed slice since the marks: rows written on either side, and keys that
 /// one side lost. Reads keys and transaction ids only, never formats a row. Integer and uuid keys
-/// are merged as ordered streams ([`crate::keystream`]), others compared by key hash buckets.
+/// are merged as ordered key lists ([`crate::keystream`]), others compared by key hash buckets.
 pub(crate) async fn slice_changes(
     source: &Client,
     target: &Client,
@@ -292,10 +311,9 @@ pub(crate) async fn slice_changes(
     )
     .map_err(err("find rows written since the last verified run"))?;
     let count = |s: &BucketSums| u64::try_from(s.values().map(|v| v.0).sum::<i64>()).unwrap_or(0);
-    let mut out = SliceChanges { source_rows: count(&s_sums), target_rows: count(&t_sums), ..SliceChanges::default() };
+    let rows = (count(&s_sums), count(&t_sums));
     let mut seen = HashSet::new();
     let written: Vec<Vec<String>> = s_new.into_iter().chain(t_new).filter(|k| seen.insert(k.clone())).collect();
-    out.written = written.len();
     let (s_rest, t_rest) = if written.is_empty() {
         (s_sums, t_sums)
     } else {
@@ -319,10 +337,7 @@ pub(crate) async fn slice_changes(
         missing = s_keys.iter().filter(|k| !t_keys.contains(*k) && !seen.contains(*k)).cloned().collect();
         extra = t_keys.iter().filter(|k| !s_keys.contains(*k) && !seen.contains(*k)).cloned().collect();
     }
-    out.one_sided = missing.len() + extra.len();
-    out.to_delete = written.iter().cloned().chain(extra).collect();
-    out.to_copy = written.into_iter().chain(missing).collect();
-    Ok(out)
+    Ok(SliceChanges::new(rows, written, missing, extra))
 }
 
 /// Whether a keyless slice may have changed since the marks: rows written on either side, or
