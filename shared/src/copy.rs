@@ -29,14 +29,16 @@ use crate::step::{
 
 /// The chunk ledger on the target: one row per committed slice, written in the slice's
 /// transaction. Created with pgferry's other bookkeeping before any data is loaded. A refresh
-/// also records per slice the source rows compared, the target rows deleted and whether the
-/// slice was equal (all `NULL` for a snapshot's slices).
+/// also records per slice the source rows compared, the target rows deleted, whether the slice
+/// was equal, and whether the refresh proved the slice equal itself (all `NULL` for a snapshot's
+/// slices; see [`crate::refresh::refresh_slice`]).
 pub const LEDGER_DDL: &str = "CREATE TABLE IF NOT EXISTS pgferry.copied_chunks (run_id text NOT NULL, \
      chunk_id text NOT NULL, slice integer NOT NULL, table_schema text NOT NULL, table_name text NOT NULL, \
      rows bigint NOT NULL, bytes bigint NOT NULL, committed_at timestamptz NOT NULL DEFAULT now(), \
      PRIMARY KEY (run_id, chunk_id, slice)); \
      ALTER TABLE pgferry.copied_chunks ADD COLUMN IF NOT EXISTS compared bigint, \
-     ADD COLUMN IF NOT EXISTS deleted bigint, ADD COLUMN IF NOT EXISTS equal boolean";
+     ADD COLUMN IF NOT EXISTS deleted bigint, ADD COLUMN IF NOT EXISTS equal boolean, \
+     ADD COLUMN IF NOT EXISTS proven boolean";
 
 /// Time kept in reserve at the end of an invocation: committing, writing the result, returning.
 const DEADLINE_RESERVE: Duration = Duration::from_secs(20);
@@ -218,6 +220,10 @@ pub(crate) struct LedgerRow {
     pub compared: Option<u64>,
     pub deleted: Option<u64>,
     pub equal: Option<bool>,
+    /// Refresh only: the slice was compared key by key with the transaction-id marks, and after
+    /// its repair the copied rows hashed equal on both sides and the counts agreed, in the
+    /// slice's transaction: its verification needs no second pass.
+    pub proven: Option<bool>,
 }
 
 impl LedgerRow {
@@ -239,7 +245,7 @@ impl LedgerRow {
 async fn ledger(target: &Client, run_id: &str, chunk_id: &str) -> Result<Vec<LedgerRow>> {
     let rows = target
         .query(
-            "SELECT slice, rows, bytes, compared, deleted, equal FROM pgferry.copied_chunks \
+            "SELECT slice, rows, bytes, compared, deleted, equal, proven FROM pgferry.copied_chunks \
              WHERE run_id = $1 AND chunk_id = $2",
             &[&run_id, &chunk_id],
         )
@@ -255,6 +261,7 @@ async fn ledger(target: &Client, run_id: &str, chunk_id: &str) -> Result<Vec<Led
             compared: r.get::<_, Option<i64>>(3).map(n),
             deleted: r.get::<_, Option<i64>>(4).map(n),
             equal: r.get(5),
+            proven: r.get(6),
         })
         .collect())
 }
@@ -270,8 +277,8 @@ pub(crate) async fn record_slice<C: tokio_postgres::GenericClient>(
     client
         .execute(
             "INSERT INTO pgferry.copied_chunks \
-             (run_id, chunk_id, slice, table_schema, table_name, rows, bytes, compared, deleted, equal) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+             (run_id, chunk_id, slice, table_schema, table_name, rows, bytes, compared, deleted, equal, proven) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             &[
                 &input.run_id,
                 &chunk.id,
@@ -283,6 +290,7 @@ pub(crate) async fn record_slice<C: tokio_postgres::GenericClient>(
                 &row.compared.map(i64_of),
                 &row.deleted.map(i64_of),
                 &row.equal,
+                &row.proven,
             ],
         )
         .await

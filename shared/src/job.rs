@@ -154,11 +154,17 @@ pub struct RefreshOptions {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum RefreshVerify {
-    /// The rows written since the last verified run on either side, and every key (count and
-    /// key hash); rows written on neither side are proven equal by that run. Falls back to
-    /// `full` where that run's transaction-id marks cannot be used.
+    /// Rows written on neither side since the last verified run are proven equal by that run.
+    /// A slice the refresh compared by transaction ids and keys is verified by that comparison:
+    /// every key merged on both sides, then in the repair's transaction the rows it copied hashed
+    /// on both sides and the counts checked. Any other keyed slice gets `rescan`, and `full`
+    /// where that run's transaction-id marks cannot be used.
     #[default]
     Changed,
+    /// After the refresh, a second pass over every keyed slice: key count and key hash on both
+    /// sides, and the rows written since the last verified run hashed on both sides (also
+    /// catches writes to either side during the refresh).
+    Rescan,
     /// Every row on both sides, as `pgferry verify` does.
     Full,
 }
@@ -581,9 +587,14 @@ impl Job {
         self.refresh.is_some_and(|r| r.rebuild_changed_tables)
     }
 
+    /// What the verification after a refresh hashes (`refresh.verify`).
+    pub fn refresh_verify(&self) -> RefreshVerify {
+        self.refresh.map_or(RefreshVerify::Changed, |r| r.verify)
+    }
+
     /// Whether the verification after a refresh must hash every row (`refresh.verify: full`).
     pub fn full_verify_after_refresh(&self) -> bool {
-        self.refresh.is_some_and(|r| r.verify == RefreshVerify::Full)
+        self.refresh_verify() == RefreshVerify::Full
     }
 
     /// The continuous-mode options (defaults when the job gives none).

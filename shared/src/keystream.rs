@@ -1,6 +1,6 @@
 //! Change detection for slices keyed by integers or uuids: each server returns the slice's keys
-//! in key order as one array per key column, with one flag per key saying whether its row was
-//! written since the marks, and the two lists are merged here. Nothing is hashed, grouped or
+//! in key order as one array per key column, then the keys of the rows written since the marks
+//! likewise, and the two sides' lists are merged here. Nothing is hashed, grouped or
 //! formatted in the servers: a pass reads each row's key and `xmin` once (an ordered index scan),
 //! about 2.5× less server time than hashing keys into buckets, listing the keys of differing
 //! buckets and looking the changed keys up again. One array per column, not one message per key:
@@ -43,11 +43,12 @@ impl KeyType {
         }
     }
 
-    /// The aggregate collecting column `c{i}` of the ordered subquery.
-    fn aggregate(self, i: usize) -> String {
+    /// The aggregate collecting column `c{i}` of the ordered subquery (of the rows `filter`
+    /// selects, if any).
+    fn aggregate(self, i: usize, filter: &str) -> String {
         match self {
-            KeyType::Uuid => format!("array_agg(uuid_send(c{i}))"),
-            _ => format!("array_agg(c{i})"),
+            KeyType::Uuid => format!("array_agg(uuid_send(c{i})){filter}"),
+            _ => format!("array_agg(c{i}){filter}"),
         }
     }
 }
@@ -111,6 +112,8 @@ fn uuid_text(bytes: &[u8]) -> String {
 struct Keys {
     columns: Vec<Column>,
     written: Vec<bool>,
+    /// Written keys [`Keys::mark`] did not find among the keys.
+    unmatched: usize,
 }
 
 impl Keys {
@@ -131,9 +134,22 @@ impl Keys {
         self.columns.iter().map(|c| c.text(i)).collect()
     }
 
+    /// Flags the keys of `written` (a subsequence of these keys, in the same order). A written
+    /// key not found leaves `written` unconsumed; [`Keys::check`] then fails.
+    fn mark(&mut self, written: &Keys) {
+        let mut j = 0;
+        for i in 0..self.len() {
+            if j < written.len() && self.cmp_at(i, written, j) == Ordering::Equal {
+                self.written[i] = true;
+                j += 1;
+            }
+        }
+        self.unmatched = written.len() - j;
+    }
+
     fn check(&self, table: &crate::pg::QualifiedName, side: &str) -> Result<()> {
         let n = self.len();
-        if self.columns.iter().any(|c| c.len() != n) {
+        if self.columns.iter().any(|c| c.len() != n) || self.unmatched > 0 {
             return Err(Error::job(format!("the {side}'s key lists of {table} differ in length")));
         }
         if (1..n).any(|i| self.cmp_at(i - 1, self, i) != Ordering::Less) {
@@ -158,16 +174,18 @@ pub(crate) fn supported(chunk: &Chunk) -> bool {
     key_types(chunk).is_some()
 }
 
-/// A slice's keys in key order, one array per key column, and whether each row was written since
-/// `mark`. (`array_agg` keeps the order of its ordered subquery; the merge checks it.)
+/// A slice's keys in key order, one array per key column, then the keys of the rows written
+/// since `mark` likewise (a subsequence: few keys, where a flag per key would double what the
+/// server sends). (`array_agg` keeps the order of its ordered subquery; the merge checks it.)
 fn keys_sql(chunk: &Chunk, types: &[KeyType], filter: &Option<String>, mark: u64) -> String {
     let cols: Vec<String> =
         chunk.key.iter().enumerate().map(|(i, k)| format!("{} AS c{i}", quote_ident(&k.name))).collect();
     let order: Vec<String> = (1..=chunk.key.len()).map(|i| i.to_string()).collect();
-    let aggregates: Vec<String> = types.iter().enumerate().map(|(i, t)| t.aggregate(i)).collect();
+    let mut aggregates: Vec<String> = types.iter().enumerate().map(|(i, t)| t.aggregate(i, "")).collect();
+    aggregates.extend(types.iter().enumerate().map(|(i, t)| t.aggregate(i, " FILTER (WHERE w)")));
     let where_clause = filter.as_ref().map_or(String::new(), |p| format!(" WHERE {p}"));
     format!(
-        "SELECT {}, array_agg(w) FROM (SELECT {}, {} AS w FROM ONLY {}{where_clause} ORDER BY {}) s",
+        "SELECT {} FROM (SELECT {}, {} AS w FROM ONLY {}{where_clause} ORDER BY {}) s",
         aggregates.join(", "),
         cols.join(", "),
         written_since(mark),
@@ -177,10 +195,17 @@ fn keys_sql(chunk: &Chunk, types: &[KeyType], filter: &Option<String>, mark: u64
 }
 
 fn read_keys(row: &Row, types: &[KeyType]) -> std::result::Result<Keys, tokio_postgres::Error> {
-    let columns =
-        types.iter().enumerate().map(|(i, t)| Column::read(row, i, *t)).collect::<std::result::Result<_, _>>()?;
-    let written = row.try_get::<_, Option<Vec<bool>>>(types.len())?.unwrap_or_default();
-    Ok(Keys { columns, written })
+    let read = |first: usize| -> std::result::Result<Vec<Column>, tokio_postgres::Error> {
+        types.iter().enumerate().map(|(i, t)| Column::read(row, first + i, *t)).collect()
+    };
+    let keys = |columns: Vec<Column>| Keys {
+        written: vec![false; columns.first().map_or(0, Column::len)],
+        columns,
+        unmatched: 0,
+    };
+    let mut all = keys(read(0)?);
+    all.mark(&keys(read(types.len())?));
+    Ok(all)
 }
 
 /// What differs in a keyed slice since the marks (as [`crate::watermark::slice_changes`]), by
@@ -255,6 +280,7 @@ mod tests {
         let keys = |a: Vec<i64>, b: Vec<i64>| Keys {
             written: vec![false; a.len()],
             columns: vec![Column::Int(a), Column::Int(b)],
+            unmatched: 0,
         };
         let k = keys(vec![-3, -3, 2], vec![5, 9, -1]);
         assert_eq!(k.cmp_at(0, &k, 1), Ordering::Less);
@@ -264,5 +290,18 @@ mod tests {
         assert!(k.check(&table, "source").is_ok());
         assert!(keys(vec![1, 1], vec![2, 2]).check(&table, "source").is_err(), "a repeated key");
         assert!(keys(vec![2, 1], vec![0, 0]).check(&table, "source").is_err(), "out of order");
+    }
+
+    #[test]
+    fn written_keys_are_flagged_in_order_and_a_stray_one_fails_the_check() {
+        let keys = |a: Vec<i64>| Keys { written: vec![false; a.len()], columns: vec![Column::Int(a)], unmatched: 0 };
+        let table = crate::pg::QualifiedName { schema: "public".into(), name: "t".into() };
+        let mut all = keys(vec![1, 3, 5, 7]);
+        all.mark(&keys(vec![3, 7]));
+        assert_eq!(all.written, [false, true, false, true]);
+        assert!(all.check(&table, "source").is_ok());
+        let mut all = keys(vec![1, 3, 5]);
+        all.mark(&keys(vec![3, 4]));
+        assert!(all.check(&table, "source").is_err(), "4 is written but not listed");
     }
 }

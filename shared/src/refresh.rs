@@ -22,13 +22,18 @@
 //!   equal slice is left alone and a differing one is compared key by key. When many rows differ
 //!   the whole range is reloaded. Tables without a key are reloaded whole when anything was
 //!   written to them or their counts differ, else compared by content (a delete on each side
-//!   would cancel out in the counts). Every write happens with
+//!   would cancel out in the counts); found equal so, they need no second pass. Every write happens with
 //!   `session_replication_role = replica` (no foreign key checks or user triggers on reloaded
 //!   rows) in one transaction with the slice's ledger row, so a retry skips committed slices.
-//! - **Verification** — keyed chunks are proven by their key count and key hash on both sides
-//!   and the row hashes of the rows written since the marks; the report says per table how many
-//!   rows were hashed now and how many were proven unchanged since which run
-//!   (`refresh.verify: full` hashes every row, as `pgferry verify` does).
+//! - **Verification** — a keyed slice compared with the marks proves itself in its own
+//!   transaction ([`prove_repair`]): its keys were merged on both sides, and after the repair
+//!   the rows it copied hash the same on both sides and the counts add up (ledger `proven`);
+//!   rows written on neither side are equal since the marks' verified run. A chunk whose slices
+//!   all did so needs no second pass; any other keyed chunk is proven after the refresh by its
+//!   key count and key hash on both sides and the row hashes of the rows written since the
+//!   marks (`refresh.verify: rescan` does that for every chunk: it also catches writes during
+//!   the refresh). The report says per table how many rows were hashed and how many were proven
+//!   unchanged since which run (`refresh.verify: full` hashes every row, as `pgferry verify`).
 //! - **Sequences** are set as in a snapshot; **large objects** are compared by size and md5.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -1034,6 +1039,8 @@ pub(crate) async fn refresh_slice(
     }
     let filter = if keyless { None } else { slice_predicate(&chunk.key, slice) };
     let by_rows = !keyless && !chunk.columns.is_empty();
+    // Compared key by key with the marks: the slice can prove itself equal (see `prove_repair`).
+    let by_marks = marks.is_some() && by_rows;
     // `None`: equal; `Some(None)`: reload the range; `Some(Some(diff))`: these keys.
     let mut found: Option<Option<RowDiff>> = None;
     let (source_rows, target_rows);
@@ -1089,21 +1096,20 @@ pub(crate) async fn refresh_slice(
             compared: Some(source_rows),
             deleted: Some(0),
             equal: Some(true),
+            // Keyed with the marks: keys merged, nothing written. Keyless: count and row hash sum
+            // compared on both sides just now (above).
+            proven: (by_marks || keyless).then_some(true),
             ..LedgerRow::default()
         };
         record_slice(&*target, input, &row).await?;
         return Ok((0, 0, row.refresh_counts()));
     };
-    let tx = target.transaction().await.map_err(|e| Error::db("begin refresh transaction", e))?;
-    // Reloaded rows are the source's rows: no foreign key checks or user triggers fire on them.
-    tx.batch_execute("SET LOCAL session_replication_role = replica")
-        .await
-        .map_err(|e| Error::db("set session_replication_role = replica (needs rds_superuser)", e))?;
+    let tx = repair_transaction(target).await?;
     let table = &chunk.table;
     let small = diff
         .as_ref()
         .filter(|d| (d.to_copy.len() + d.to_delete.len()) as u64 * ROW_REPAIR_RATIO <= source_rows.max(target_rows));
-    let (deleted, rows, bytes) = match small {
+    let (deleted, rows, bytes, proven) = match small {
         Some(d) => {
             let mut deleted = 0;
             for batch in d.to_delete.chunks(KEY_BATCH) {
@@ -1123,7 +1129,12 @@ pub(crate) async fn refresh_slice(
                 rows += r;
                 bytes += b;
             }
-            (deleted, rows, bytes)
+            let proven = if by_marks {
+                prove_repair(source, &tx, chunk, &filter, d, (source_rows, target_rows), (deleted, rows)).await?
+            } else {
+                false
+            };
+            (deleted, rows, bytes, proven)
         }
         None => {
             let where_clause = filter.as_ref().map_or(String::new(), |p| format!(" WHERE {p}"));
@@ -1164,7 +1175,7 @@ pub(crate) async fn refresh_slice(
                 stream(source, &tx, &copy_out_sql(chunk, whole), &in_sql, table).await?
             };
             rebuild_indexes(&tx, table, &set_aside).await?;
-            (deleted, rows, bytes)
+            (deleted, rows, bytes, false)
         }
     };
     let row = LedgerRow {
@@ -1174,11 +1185,49 @@ pub(crate) async fn refresh_slice(
         compared: Some(source_rows),
         deleted: Some(deleted),
         equal: Some(false),
+        proven: by_marks.then_some(proven),
     };
     record_slice(&tx, input, &row).await?;
     tx.commit().await.map_err(|e| Error::db(format!("commit slice {index} of chunk {}", chunk.id), e))?;
     tracing::debug!(slice = index, rows, deleted, "slice refreshed");
     Ok((rows, bytes, row.refresh_counts()))
+}
+
+/// A transaction repairing a slice. Its rows are the source's rows: no foreign key checks or
+/// user triggers fire on them.
+async fn repair_transaction(target: &mut Client) -> Result<tokio_postgres::Transaction<'_>> {
+    let tx = target.transaction().await.map_err(|e| Error::db("begin refresh transaction", e))?;
+    tx.batch_execute("SET LOCAL session_replication_role = replica")
+        .await
+        .map_err(|e| Error::db("set session_replication_role = replica (needs rds_superuser)", e))?;
+    Ok(tx)
+}
+
+/// Whether a slice repaired key by key after its comparison with the marks now equals the
+/// source, checked in the repair's transaction: the counts add up (target rows − deleted +
+/// copied = source rows) and every copied row hashes the same on both sides. The comparison
+/// merged every key of both sides; keys written on neither side since the marks' verified run
+/// hold rows that run found equal; the others were deleted and copied, and are the rows hashed
+/// here. `false`, not an error, when the source changed meanwhile: the verification then takes
+/// its second pass over the slice's chunk.
+async fn prove_repair(
+    source: &Client,
+    tx: &tokio_postgres::Transaction<'_>,
+    chunk: &crate::step::Chunk,
+    filter: &Option<String>,
+    diff: &RowDiff,
+    (source_rows, target_rows): (u64, u64),
+    (deleted, copied): (u64, u64),
+) -> Result<bool> {
+    if target_rows + copied != source_rows + deleted {
+        return Ok(false);
+    }
+    let hash = crate::verify::row_hash(source, chunk).await?;
+    let (on_source, on_target) = tokio::try_join!(
+        crate::watermark::hashes_by_key(source, chunk, filter, &hash, &diff.to_copy),
+        crate::watermark::hashes_by_key(tx, chunk, filter, &hash, &diff.to_copy)
+    )?;
+    Ok(on_source.len() as u64 == copied && on_source == on_target)
 }
 
 /// A plain index of a table a reload empties: dropped before the rows are loaded and built again
@@ -1417,10 +1466,15 @@ pub struct TableVerification {
     pub table: QualifiedName,
     /// Rows hashed on both sides now.
     pub rows_hashed: u64,
-    /// Rows written on neither side since the verified run `unchanged_since` (keys compared now).
+    /// Rows written on neither side since the verified run `unchanged_since` (keys compared in
+    /// this run).
     pub rows_unchanged: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unchanged_since: Option<String>,
+    /// Of `rows_unchanged`, those whose keys the refresh's own comparison merged (no second
+    /// pass, `refresh.verify: changed`); the others' keys were compared after the refresh.
+    #[serde(default)]
+    pub rows_unchanged_by_refresh: u64,
 }
 
 /// `1 row`, `2 rows`.
@@ -1456,9 +1510,13 @@ pub async fn summarize(ctx: &StepContext, run: &str) -> Result<Option<RefreshSum
             rows_hashed: 0,
             rows_unchanged: 0,
             unchanged_since: None,
+            rows_unchanged_by_refresh: 0,
         });
         t.rows_hashed += v.rows_hashed;
         t.rows_unchanged += v.rows_unchanged;
+        if v.by_refresh {
+            t.rows_unchanged_by_refresh += v.rows_unchanged;
+        }
         t.unchanged_since = t.unchanged_since.take().or(v.unchanged_since);
     }
     out.verification = verified.into_values().collect();
@@ -1488,13 +1546,20 @@ pub async fn summarize(ctx: &StepContext, run: &str) -> Result<Option<RefreshSum
             count(c.rows_skipped, "row")
         )
     };
-    let (hashed, unchanged) =
-        out.verification.iter().fold((0, 0), |(h, u), t| (h + t.rows_hashed, u + t.rows_unchanged));
+    let (hashed, unchanged, by_refresh) = out
+        .verification
+        .iter()
+        .fold((0, 0, 0), |(h, u, r), t| (h + t.rows_hashed, u + t.rows_unchanged, r + t.rows_unchanged_by_refresh));
     if hashed + unchanged > 0 {
-        out.summary.push_str(&format!("; verified: {} hashed now", count(hashed, "row")));
+        out.summary.push_str(&format!("; verified: {} hashed in this run", count(hashed, "row")));
         if let Some(run) = out.verification.iter().find_map(|t| t.unchanged_since.clone()) {
+            let how = match (by_refresh, unchanged - by_refresh) {
+                (0, _) => "keys compared after the refresh".to_string(),
+                (_, 0) => "keys merged by the refresh, copied rows hashed after its repairs".to_string(),
+                (r, a) => format!("keys of {r} merged by the refresh, of {a} compared after it"),
+            };
             out.summary.push_str(&format!(
-                ", {} unchanged on both sides since verified run {run} (keys compared now)",
+                ", {} unchanged on both sides since verified run {run} ({how})",
                 count(unchanged, "row")
             ));
         }

@@ -119,9 +119,50 @@ pub async fn verify_chunk(ctx: &StepContext, input: &ChunkInput) -> Result<Verif
         }
         _ => None,
     };
+    // The refresh's own proof when every slice of the chunk gave one (`refresh.verify: changed`),
+    // else a second pass.
+    let proof = match input.job.mode {
+        crate::job::Mode::Refresh
+            if !chunk.columns.is_empty() && input.job.refresh_verify() == crate::job::RefreshVerify::Changed =>
+        {
+            refresh_proof(ctx, &target, input).await?
+        }
+        _ => None,
+    };
+    if let (Some(v), true) = (&proof, chunk.key.is_empty()) {
+        // A table without a key, compared as a multiset of row hashes by the refresh (every row
+        // hashed on both sides) and repaired and hashed again in the same transaction.
+        let scope = VerifyScope {
+            chunk_id: chunk.id.clone(),
+            table: chunk.table.clone(),
+            rows_hashed: v.rows_hashed,
+            rows_unchanged: 0,
+            unchanged_since: None,
+            by_refresh: true,
+        };
+        ctx.store.put_json(&scope_key(&input.run_id, &chunk.id), &scope).await?;
+        let proof = format!("{} rows hashed equal by the refresh", v.rows_hashed);
+        let output = VerifyChunkOutput {
+            chunk_id: chunk.id.clone(),
+            table: chunk.table.clone(),
+            equal: true,
+            source_rows: v.source_rows,
+            target_rows: v.target_rows,
+            source_hash: proof.clone(),
+            target_hash: proof,
+            differences: None,
+        };
+        ctx.store.put_json(&keys::verify(&input.run_id, &chunk.id), &output).await?;
+        return Ok(output);
+    }
     if let Some(marks) = &marks {
-        let filter = crate::plan::chunk_predicate(chunk);
-        let v = crate::watermark::verify_changed(&source, &target, chunk, &hash, &filter, marks).await?;
+        let (v, by_refresh) = match proof {
+            Some(v) => (v, true),
+            None => {
+                let filter = crate::plan::chunk_predicate(chunk);
+                (crate::watermark::verify_changed(&source, &target, chunk, &hash, &filter, marks).await?, false)
+            }
+        };
         if v.equal {
             let scope = VerifyScope {
                 chunk_id: chunk.id.clone(),
@@ -129,9 +170,14 @@ pub async fn verify_chunk(ctx: &StepContext, input: &ChunkInput) -> Result<Verif
                 rows_hashed: v.rows_hashed,
                 rows_unchanged: v.source_rows.saturating_sub(v.rows_hashed),
                 unchanged_since: Some(marks.run_id.clone()),
+                by_refresh,
             };
             ctx.store.put_json(&scope_key(&input.run_id, &chunk.id), &scope).await?;
-            let proof = format!("keys equal; {} changed rows hashed equal", v.rows_hashed);
+            let proof = if by_refresh {
+                format!("keys merged equal and {} copied rows hashed equal by the refresh", v.rows_hashed)
+            } else {
+                format!("keys equal; {} changed rows hashed equal", v.rows_hashed)
+            };
             let output = VerifyChunkOutput {
                 chunk_id: chunk.id.clone(),
                 table: chunk.table.clone(),
@@ -168,6 +214,7 @@ pub async fn verify_chunk(ctx: &StepContext, input: &ChunkInput) -> Result<Verif
             rows_hashed: source_rows,
             rows_unchanged: 0,
             unchanged_since: None,
+            by_refresh: false,
         };
         ctx.store.put_json(&scope_key(&input.run_id, &chunk.id), &scope).await?;
     }
@@ -199,6 +246,55 @@ pub struct VerifyScope {
     pub rows_unchanged: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unchanged_since: Option<String>,
+    /// The keys were compared and the copied rows hashed by the refresh itself, in each slice's
+    /// transaction (`refresh.verify: changed`), not by a second pass.
+    #[serde(default)]
+    pub by_refresh: bool,
+}
+
+/// The refresh's own verification of a chunk, from the ledger's `proven` ([`crate::refresh`]):
+/// - keyed: the copy chunk with the same slices had every slice committed in this run and proven
+///   equal in its transaction (rows hashed: those the repairs copied);
+/// - keyless: the table, compared whole by the slice holding its first page, was proven equal as
+///   a multiset of rows (rows hashed: all of them), its other slices covered by that one.
+///
+/// `None` when any slice was not.
+async fn refresh_proof(
+    ctx: &StepContext,
+    target: &tokio_postgres::Client,
+    input: &ChunkInput,
+) -> Result<Option<crate::watermark::ChangedVerify>> {
+    // Stored by the plan step; a caller outside the state machine may have none: second pass.
+    let Ok(chunks) = ctx.store.get_json::<Vec<Chunk>>(&keys::chunks(&input.run_id)).await else {
+        return Ok(None);
+    };
+    let keyless = input.chunk.key.is_empty();
+    let covering: Vec<&Chunk> =
+        chunks.iter().filter(|c| c.table == input.chunk.table && (keyless || c.slices == input.chunk.slices)).collect();
+    let ids: Vec<String> = covering.iter().map(|c| c.id.clone()).collect();
+    let slices: usize = covering.iter().map(|c| c.slices.len()).sum();
+    if ids.is_empty() {
+        return Ok(None);
+    }
+    let row = target
+        .query_one(
+            "SELECT count(*), count(*) FILTER (WHERE proven), count(*) FILTER (WHERE compared IS NULL), \
+             coalesce(sum(compared), 0)::bigint, coalesce(sum(rows), 0)::bigint \
+             FROM pgferry.copied_chunks WHERE run_id = $1 AND chunk_id = ANY($2)",
+            &[&input.run_id, &ids],
+        )
+        .await
+        .map_err(|e| Error::db("read the refresh's proof from the chunk ledger", e))?;
+    let n = |i: usize| u64::try_from(row.get::<_, i64>(i)).unwrap_or(0);
+    let (committed, proven, covered, compared, copied) = (n(0), n(1), n(2), n(3), n(4));
+    let whole = committed == slices as u64
+        && if keyless { proven == 1 && covered + 1 == committed } else { proven == committed };
+    Ok(whole.then_some(crate::watermark::ChangedVerify {
+        equal: true,
+        source_rows: compared,
+        target_rows: compared,
+        rows_hashed: if keyless { compared } else { copied },
+    }))
 }
 
 pub(crate) fn scope_prefix(run: &str) -> String {

@@ -421,23 +421,42 @@ pub(crate) async fn verify_changed(
     if (source_only.len() + target_only.len()) as u64 * 4 > out.source_rows {
         return Ok(out);
     }
-    let by_key = format!(
-        "SELECT {}, {row_hash} FROM ONLY {table}{}",
-        key_texts(chunk).join(", "),
-        and(filter, &keys_in(chunk, 1))
-    );
-    let (sc, tc) = (key_columns(chunk, &target_only), key_columns(chunk, &source_only));
     let (s_rows, t_rows) = tokio::try_join!(
-        async { if target_only.is_empty() { Ok(vec![]) } else { source.query(&by_key, &params(&sc)).await } },
-        async { if source_only.is_empty() { Ok(vec![]) } else { target.query(&by_key, &params(&tc)).await } }
-    )
-    .map_err(|e| Error::db(format!("hash changed rows of {table} by key"), e))?;
-    let key_of = |r: &tokio_postgres::Row| (0..n).map(|i| r.get::<_, String>(i)).collect::<Vec<String>>();
-    on_source.extend(s_rows.iter().map(|r| (key_of(r), r.get::<_, i64>(n))));
-    on_target.extend(t_rows.iter().map(|r| (key_of(r), r.get::<_, i64>(n))));
+        hashes_by_key(source, chunk, filter, row_hash, &target_only),
+        hashes_by_key(target, chunk, filter, row_hash, &source_only)
+    )?;
+    on_source.extend(s_rows);
+    on_target.extend(t_rows);
     out.rows_hashed = on_source.len() as u64;
     out.equal = on_source == on_target;
     Ok(out)
+}
+
+/// The row hashes of the rows with these keys within `filter`, by key (keys in their text form;
+/// a key without a row is absent). On a client or inside a transaction.
+pub(crate) async fn hashes_by_key<C: tokio_postgres::GenericClient>(
+    client: &C,
+    chunk: &Chunk,
+    filter: &Option<String>,
+    row_hash: &str,
+    keys: &[Vec<String>],
+) -> Result<HashMap<Vec<String>, i64>> {
+    if keys.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let n = chunk.key.len();
+    let sql = format!(
+        "SELECT {}, {row_hash} FROM ONLY {}{}",
+        key_texts(chunk).join(", "),
+        chunk.table,
+        and(filter, &keys_in(chunk, 1))
+    );
+    let columns = key_columns(chunk, keys);
+    let rows = client
+        .query(&sql, &params(&columns))
+        .await
+        .map_err(|e| Error::db(format!("hash changed rows of {} by key", chunk.table), e))?;
+    Ok(rows.iter().map(|r| ((0..n).map(|i| r.get::<_, String>(i)).collect(), r.get::<_, i64>(n))).collect())
 }
 
 #[cfg(test)]

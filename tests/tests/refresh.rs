@@ -207,16 +207,35 @@ async fn refresh_steps(
     target_db: &str,
     extra: serde_json::Value,
 ) -> pgferry_core::Result<verify::Report> {
+    let run = refresh_copy(source_db, target_db, extra).await?;
+    refresh_verify(run).await
+}
+
+/// A refresh run up to and including its copy phase.
+struct RefreshRun {
+    ctx: StepContext,
+    input: StepInput,
+    plan: plan::Plan,
+}
+
+async fn refresh_copy(source_db: &str, target_db: &str, extra: serde_json::Value) -> pgferry_core::Result<RefreshRun> {
     let (ctx, input) = step_setup(source_db, target_db, refresh_job(extra));
     schema::handle(&ctx, SchemaRequest::Globals(input.clone())).await?;
     schema::handle(&ctx, SchemaRequest::PreData(input.clone())).await?;
     let plan = plan::build(&ctx, &input, PlanOptions { slice_bytes: 128 * 1024, slices_per_chunk: 3 }).await?;
     ctx.store.put_json(&keys::plan(&input.run_id), &plan).await?;
+    ctx.store.put_json(&keys::chunks(&input.run_id), &plan.chunks).await?;
     for chunk in &plan.chunks {
         let ci = ChunkInput { job: input.job.clone(), run_id: input.run_id.clone(), chunk: chunk.clone() };
         let out: CopyChunkOutput = copy::copy_chunk(&ctx, &ci, None).await?;
         assert!(out.done && out.refresh.is_some());
     }
+    Ok(RefreshRun { ctx, input, plan })
+}
+
+/// The rest of a refresh run after its copy phase: sequences, large objects, verification.
+async fn refresh_verify(run: RefreshRun) -> pgferry_core::Result<verify::Report> {
+    let RefreshRun { ctx, input, plan } = run;
     schema::handle(&ctx, SchemaRequest::Sequences(input.clone())).await?;
     pgferry_core::lobs::copy_all(&ctx, &input).await?;
     for item in &plan.verify_items {
@@ -446,6 +465,85 @@ fn changed_rows(r: &RefreshSummary, name: &str) -> (u64, u64) {
 }
 
 #[tokio::test]
+async fn a_slice_reloaded_whole_is_verified_by_a_second_pass_while_repaired_slices_prove_themselves() {
+    let (source_db, target_db) = copied("rf_proof", SHOP).await;
+    let src = source(&source_db).await;
+    // Most of `notes` changes (its slice is reloaded whole, which proves nothing); two customers
+    // change (repaired key by key, proven in the repair's transaction).
+    src.batch_execute(
+        "UPDATE notes SET body = 'rewritten' WHERE id % 3 <> 0; \
+         UPDATE customers SET name = 'renamed' WHERE id IN (5, 1500)",
+    )
+    .await
+    .unwrap();
+    let run = refresh_copy(&source_db, &target_db, serde_json::json!({})).await.unwrap();
+    let target = connect(&testbed().url(Server::Target, &target_db)).await;
+    let ledger = |table: &'static str| {
+        let target = &target;
+        let run_id = run.input.run_id.clone();
+        async move {
+            let rows = target
+                .query(
+                    "SELECT equal, proven FROM pgferry.copied_chunks WHERE run_id = $1 AND table_name = $2",
+                    &[&run_id, &table],
+                )
+                .await
+                .unwrap();
+            rows.iter().map(|r| (r.get::<_, Option<bool>>(0), r.get::<_, Option<bool>>(1))).collect::<Vec<_>>()
+        }
+    };
+    let notes = ledger("notes").await;
+    assert!(notes.contains(&(Some(false), Some(false))), "notes reloaded, not proven: {notes:?}");
+    // The unchanged keyless table was compared whole by content: proven by its first slice.
+    let audit = ledger("audit_log").await;
+    assert!(audit.contains(&(Some(true), Some(true))), "{audit:?}");
+    assert!(audit.iter().all(|r| *r == (Some(true), Some(true)) || *r == (None, None)), "{audit:?}");
+    let customers = ledger("customers").await;
+    assert!(customers.iter().all(|(_, proven)| *proven == Some(true)), "{customers:?}");
+    assert!(customers.contains(&(Some(false), Some(true))), "a repaired customers slice proved itself: {customers:?}");
+    let report = refresh_verify(run).await.unwrap();
+    assert!(report.equal, "{report:#?}");
+    let r = refresh_of(&report);
+    let of = |name: &str| r.verification.iter().find(|t| t.table.name == name).unwrap().clone();
+    let (notes, customers) = (of("notes"), of("customers"));
+    // notes: its chunk took the second pass, which hashed every row its reload wrote.
+    assert_eq!((notes.rows_hashed, notes.rows_unchanged_by_refresh), (500, 0), "{notes:?}");
+    assert_eq!((customers.rows_hashed, customers.rows_unchanged_by_refresh), (2, 1998), "{customers:?}");
+    assert_eq!(of("audit_log").rows_hashed, 5000, "every row hashed by the refresh's comparison");
+    assert!(r.summary.contains("merged by the refresh"), "{}", r.summary);
+    assert!(verify_now(&source_db, &target_db).await.equal);
+    drop((src, target));
+    cleanup(&source_db, &target_db).await;
+}
+
+#[tokio::test]
+async fn verify_rescan_compares_keys_again_after_the_refresh_and_catches_a_target_write_made_during_it() {
+    let (source_db, target_db) = copied("rf_rescan", SHOP).await;
+    let src = source(&source_db).await;
+    src.batch_execute("UPDATE notes SET body = 'changed' WHERE id = 10; DELETE FROM notes WHERE id = 20")
+        .await
+        .unwrap();
+    let run = refresh_copy(&source_db, &target_db, serde_json::json!({"refresh": {"verify": "rescan"}})).await.unwrap();
+    // Someone writes to the target after its slices were refreshed.
+    let target = connect(&testbed().url(Server::Target, &target_db)).await;
+    target
+        .batch_execute(
+            "UPDATE notes SET body = 'during the refresh' WHERE id = 30; INSERT INTO notes VALUES (9002, 'x')",
+        )
+        .await
+        .unwrap();
+    let report = refresh_verify(run).await.unwrap();
+    assert!(!report.equal, "{report:#?}");
+    let notes = table(&report, "notes");
+    assert_eq!(notes.differences.different, vec!["30"], "{notes:#?}");
+    assert_eq!(notes.differences.extra_on_target, vec!["9002"], "{notes:#?}");
+    let r = refresh_of(&report);
+    assert!(r.verification.iter().all(|t| t.rows_unchanged_by_refresh == 0), "a second pass everywhere: {r:#?}");
+    drop((src, target));
+    cleanup(&source_db, &target_db).await;
+}
+
+#[tokio::test]
 async fn a_refresh_finds_rows_written_since_the_last_verified_run_by_transaction_id_frozen_or_not() {
     let (source_db, target_db) = copied("rf_xid", SHOP).await;
     let src = source(&source_db).await;
@@ -486,12 +584,16 @@ async fn a_refresh_finds_rows_written_since_the_last_verified_run_by_transaction
         assert_eq!(changed_rows(r, unchanged), (0, 0), "{unchanged}: {r:#?}");
     }
     // The verification hashed the rows written since and proved the rest by their keys.
+    // The refresh's own comparison stands as the keys' verification (no second pass), the
+    // copied rows hashed on both sides in each repair's transaction.
     let notes = r.verification.iter().find(|t| t.table.name == "notes").unwrap();
     assert_eq!((notes.rows_hashed, notes.rows_unchanged), (5, 494), "{notes:?}");
+    assert_eq!(notes.rows_unchanged_by_refresh, 494, "{notes:?}");
     assert_eq!(notes.unchanged_since, r.changes_since);
     let orders = r.verification.iter().find(|t| t.table.name == "orders").unwrap();
-    assert_eq!((orders.rows_hashed, orders.rows_unchanged), (0, 20000), "{orders:?}");
+    assert_eq!((orders.rows_hashed, orders.rows_unchanged, orders.rows_unchanged_by_refresh), (0, 20000, 20000));
     assert!(r.summary.contains("rows unchanged on both sides since verified run"), "{}", r.summary);
+    assert!(r.summary.contains("(keys merged by the refresh, copied rows hashed after its repairs)"), "{}", r.summary);
     assert!(verify_now(&source_db, &target_db).await.equal);
     drop((src, target));
     cleanup(&source_db, &target_db).await;
