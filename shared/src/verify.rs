@@ -130,8 +130,8 @@ pub async fn verify_chunk(ctx: &StepContext, input: &ChunkInput) -> Result<Verif
         _ => None,
     };
     if let (Some(v), true) = (&proof, chunk.key.is_empty()) {
-        // A table without a key, compared as a multiset of row hashes by the refresh (every row
-        // hashed on both sides) and repaired and hashed again in the same transaction.
+        // A table without a key the refresh found equal by its count and row hash sum on both
+        // sides (every row hashed).
         let scope = VerifyScope {
             chunk_id: chunk.id.clone(),
             table: chunk.table.clone(),
@@ -140,20 +140,8 @@ pub async fn verify_chunk(ctx: &StepContext, input: &ChunkInput) -> Result<Verif
             unchanged_since: None,
             by_refresh: true,
         };
-        ctx.store.put_json(&scope_key(&input.run_id, &chunk.id), &scope).await?;
         let proof = format!("{} rows hashed equal by the refresh", v.rows_hashed);
-        let output = VerifyChunkOutput {
-            chunk_id: chunk.id.clone(),
-            table: chunk.table.clone(),
-            equal: true,
-            source_rows: v.source_rows,
-            target_rows: v.target_rows,
-            source_hash: proof.clone(),
-            target_hash: proof,
-            differences: None,
-        };
-        ctx.store.put_json(&keys::verify(&input.run_id, &chunk.id), &output).await?;
-        return Ok(output);
+        return record_proven(ctx, input, &scope, v, proof).await;
     }
     if let Some(marks) = &marks {
         let (v, by_refresh) = match proof {
@@ -172,24 +160,12 @@ pub async fn verify_chunk(ctx: &StepContext, input: &ChunkInput) -> Result<Verif
                 unchanged_since: Some(marks.run_id.clone()),
                 by_refresh,
             };
-            ctx.store.put_json(&scope_key(&input.run_id, &chunk.id), &scope).await?;
             let proof = if by_refresh {
                 format!("keys merged equal and {} copied rows hashed equal by the refresh", v.rows_hashed)
             } else {
                 format!("keys equal; {} changed rows hashed equal", v.rows_hashed)
             };
-            let output = VerifyChunkOutput {
-                chunk_id: chunk.id.clone(),
-                table: chunk.table.clone(),
-                equal: true,
-                source_rows: v.source_rows,
-                target_rows: v.target_rows,
-                source_hash: proof.clone(),
-                target_hash: proof,
-                differences: None,
-            };
-            ctx.store.put_json(&keys::verify(&input.run_id, &chunk.id), &output).await?;
-            return Ok(output);
+            return record_proven(ctx, input, &scope, &v, proof).await;
         }
     }
     let sql = chunk_hash_sql(chunk, &hash);
@@ -232,6 +208,31 @@ pub async fn verify_chunk(ctx: &StepContext, input: &ChunkInput) -> Result<Verif
     Ok(output)
 }
 
+/// Records a chunk of a refresh proven equal without hashing all of it: how it was proven
+/// (`runs/<run>/verify-scope/`) and its result, `proof` standing for both sides' hashes.
+async fn record_proven(
+    ctx: &StepContext,
+    input: &ChunkInput,
+    scope: &VerifyScope,
+    v: &crate::watermark::ChangedVerify,
+    proof: String,
+) -> Result<VerifyChunkOutput> {
+    let chunk = &input.chunk;
+    ctx.store.put_json(&scope_key(&input.run_id, &chunk.id), scope).await?;
+    let output = VerifyChunkOutput {
+        chunk_id: chunk.id.clone(),
+        table: chunk.table.clone(),
+        equal: true,
+        source_rows: v.source_rows,
+        target_rows: v.target_rows,
+        source_hash: proof.clone(),
+        target_hash: proof,
+        differences: None,
+    };
+    ctx.store.put_json(&keys::verify(&input.run_id, &chunk.id), &output).await?;
+    Ok(output)
+}
+
 /// How much of a chunk a refresh's verification hashed now, and how much it proved unchanged
 /// since an earlier verified run (stored at `runs/<run>/verify-scope/<chunk>.json`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -255,8 +256,9 @@ pub struct VerifyScope {
 /// The refresh's own verification of a chunk, from the ledger's `proven` ([`crate::refresh`]):
 /// - keyed: the copy chunk with the same slices had every slice committed in this run and proven
 ///   equal in its transaction (rows hashed: those the repairs copied);
-/// - keyless: the table, compared whole by the slice holding its first page, was proven equal as
-///   a multiset of rows (rows hashed: all of them), its other slices covered by that one.
+/// - keyless: the table, compared whole by the slice holding its first page, was found equal by
+///   its count and row hash sum on both sides (rows hashed: all of them), its other slices
+///   covered by that one.
 ///
 /// `None` when any slice was not.
 async fn refresh_proof(
