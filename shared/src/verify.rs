@@ -103,11 +103,7 @@ fn chunk_hash_sql(chunk: &Chunk, row_hash: &str) -> String {
 #[tracing::instrument(skip_all, fields(chunk = %input.chunk.id, table = %input.chunk.table))]
 pub async fn verify_chunk(ctx: &StepContext, input: &ChunkInput) -> Result<VerifyChunkOutput> {
     let chunk = &input.chunk;
-    let (source, target) = tokio::try_join!(
-        ctx.connect(&input.job, Side::Source, "verify", &input.run_id),
-        ctx.connect(&input.job, Side::Target, "verify", &input.run_id)
-    )?;
-    let hash = row_hash(&source, chunk).await?;
+    let target = ctx.connect(&input.job, Side::Target, "verify", &input.run_id).await?;
     // After a refresh with transaction-id marks, a keyed chunk is proven by its keys and the
     // rows written since the marks' verified run; anything else, or any difference, takes the
     // full comparison below.
@@ -119,8 +115,8 @@ pub async fn verify_chunk(ctx: &StepContext, input: &ChunkInput) -> Result<Verif
         }
         _ => None,
     };
-    // The refresh's own proof when every slice of the chunk gave one (`refresh.verify: changed`),
-    // else a second pass.
+    // The refresh's own proof when every slice of the chunk gave one (`refresh.verify: changed`):
+    // nothing to read on the source.
     let proof = match input.job.mode {
         crate::job::Mode::Refresh
             if !chunk.columns.is_empty() && input.job.refresh_verify() == crate::job::RefreshVerify::Changed =>
@@ -129,43 +125,44 @@ pub async fn verify_chunk(ctx: &StepContext, input: &ChunkInput) -> Result<Verif
         }
         _ => None,
     };
-    if let (Some(v), true) = (&proof, chunk.key.is_empty()) {
-        // A table without a key the refresh found equal by its count and row hash sum on both
-        // sides (every row hashed).
-        let scope = VerifyScope {
+    let keyed_scope =
+        |v: &crate::watermark::ChangedVerify, marks: &crate::watermark::Watermarks, by_refresh| VerifyScope {
             chunk_id: chunk.id.clone(),
             table: chunk.table.clone(),
             rows_hashed: v.rows_hashed,
-            rows_unchanged: 0,
-            unchanged_since: None,
-            by_refresh: true,
+            rows_unchanged: v.source_rows.saturating_sub(v.rows_hashed),
+            unchanged_since: Some(marks.run_id.clone()),
+            by_refresh,
         };
-        let proof = format!("{} rows hashed equal by the refresh", v.rows_hashed);
-        return record_proven(ctx, input, &scope, v, proof).await;
-    }
-    if let Some(marks) = &marks {
-        let (v, by_refresh) = match proof {
-            Some(v) => (v, true),
-            None => {
-                let filter = crate::plan::chunk_predicate(chunk);
-                (crate::watermark::verify_changed(&source, &target, chunk, &hash, &filter, marks).await?, false)
-            }
-        };
-        if v.equal {
+    match (&proof, &marks) {
+        (Some(v), _) if chunk.key.is_empty() => {
+            // A table without a key the refresh found equal by its count and row hash sum on
+            // both sides (every row hashed).
             let scope = VerifyScope {
                 chunk_id: chunk.id.clone(),
                 table: chunk.table.clone(),
                 rows_hashed: v.rows_hashed,
-                rows_unchanged: v.source_rows.saturating_sub(v.rows_hashed),
-                unchanged_since: Some(marks.run_id.clone()),
-                by_refresh,
+                rows_unchanged: 0,
+                unchanged_since: None,
+                by_refresh: true,
             };
-            let proof = if by_refresh {
-                format!("keys merged equal and {} copied rows hashed equal by the refresh", v.rows_hashed)
-            } else {
-                format!("keys equal; {} changed rows hashed equal", v.rows_hashed)
-            };
-            return record_proven(ctx, input, &scope, &v, proof).await;
+            let proof = format!("{} rows hashed equal by the refresh", v.rows_hashed);
+            return record_proven(ctx, input, &scope, v, proof).await;
+        }
+        (Some(v), Some(marks)) => {
+            let proof = format!("keys merged equal and {} copied rows hashed equal by the refresh", v.rows_hashed);
+            return record_proven(ctx, input, &keyed_scope(v, marks, true), v, proof).await;
+        }
+        _ => {}
+    }
+    let source = ctx.connect(&input.job, Side::Source, "verify", &input.run_id).await?;
+    let hash = row_hash(&source, chunk).await?;
+    if let Some(marks) = &marks {
+        let filter = crate::plan::chunk_predicate(chunk);
+        let v = crate::watermark::verify_changed(&source, &target, chunk, &hash, &filter, marks).await?;
+        if v.equal {
+            let proof = format!("keys equal; {} changed rows hashed equal", v.rows_hashed);
+            return record_proven(ctx, input, &keyed_scope(&v, marks, false), &v, proof).await;
         }
     }
     let sql = chunk_hash_sql(chunk, &hash);
