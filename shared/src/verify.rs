@@ -116,10 +116,12 @@ pub async fn verify_chunk(ctx: &StepContext, input: &ChunkInput) -> Result<Verif
         _ => None,
     };
     // The refresh's own proof when every slice of the chunk gave one (`refresh.verify: changed`):
-    // nothing to read on the source.
+    // nothing to read on the source. A keyed slice proves itself only with the marks.
     let proof = match input.job.mode {
         crate::job::Mode::Refresh
-            if !chunk.columns.is_empty() && input.job.refresh_verify() == crate::job::RefreshVerify::Changed =>
+            if !chunk.columns.is_empty()
+                && (chunk.key.is_empty() || marks.is_some())
+                && input.job.refresh_verify() == crate::job::RefreshVerify::Changed =>
         {
             refresh_proof(ctx, &target, input).await?
         }
