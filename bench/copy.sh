@@ -38,6 +38,8 @@ if [[ -z ${PGFERRY_BIN:-} ]]; then
   PGFERRY_BIN="$REPO/target/release/pgferry"
 fi
 BIN="$PGFERRY_TEST_PG_BIN"
+# pgferry runs the server's pg_dump directly, as the peers below do (not Debian's perl wrapper).
+export PGFERRY_PG_BIN="$BIN"
 export PGOPTIONS="-c client_min_messages=warning"
 rm -rf "$WORK" && mkdir -p "$WORK"
 
@@ -177,9 +179,11 @@ cat >"$WORK/refresh-job.json" <<JSON
 {"source": {"url": "$(src_url $SRC)"}, "target": {"url": "$(dst_url bench_pgferry)"}, "maxConcurrency": $JOBS, "mode": "refresh"}
 JSON
 t0=$(now)
-"$PGFERRY_BIN" run "$WORK/refresh-job.json" --store "$WORK/artifacts" --report "$WORK/refresh-report.json" \
-  >"$WORK/refresh.out" 2>"$WORK/refresh.err" || echo "bench: pgferry refresh failed, see $WORK/refresh.err" >&2
+/usr/bin/time -v -o "$WORK/refresh.time" "$PGFERRY_BIN" run "$WORK/refresh-job.json" --store "$WORK/artifacts" \
+  --report "$WORK/refresh-report.json" >"$WORK/refresh.out" 2>"$WORK/refresh.err" ||
+  echo "bench: pgferry refresh failed, see $WORK/refresh.err" >&2
 WALL[refresh]=$(elapsed "$t0")
+REFRESH_RSS_KB=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$WORK/refresh.time")
 check refresh bench_pgferry "$WORK/source-changed.fp"
 
 # 6. the same refresh again, nothing having changed: the cost of finding that out
@@ -205,6 +209,7 @@ printf 'refresh after ~1%% of rows changed: %.1f s vs full pgferry run %.1f s = 
 python3 -c 'import json,sys; r=json.load(open(sys.argv[1])).get("verification") or {}; print("  " + (r.get("refresh") or {}).get("summary", "no refresh summary"))' \
   "$WORK/refresh-report.json" || true
 grep -E '^(CopyChunks|VerifyChunks|total)' "$WORK/refresh.out" || true
+printf '  peak RSS %.1f MB (the keyless table'"'"'s rows matched in memory)\n' "$(echo "${REFRESH_RSS_KB:-0} / 1024" | bc -l)"
 printf 'refresh of the unchanged database: %.1f s = %.2f× the full run\n' \
   "${WALL[unchanged]}" "$(echo "${WALL[unchanged]} / ${WALL[pgferry]}" | bc -l)"
 python3 -c 'import json,sys; r=json.load(open(sys.argv[1])).get("verification") or {}; print("  " + (r.get("refresh") or {}).get("summary", "no refresh summary"))' \

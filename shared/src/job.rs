@@ -148,7 +148,15 @@ pub struct RefreshOptions {
     /// What the verification after a refresh hashes (see [`RefreshVerify`]).
     #[serde(default, skip_serializing_if = "RefreshVerify::is_changed")]
     pub verify: RefreshVerify,
+    /// Tables without a key of at most this many rows (on each side) are repaired by matching
+    /// their rows as multisets in the copy function's memory (16 bytes per row and side); larger
+    /// ones, and all with `0`, are reloaded whole. Default [`KEYLESS_MATCH_ROWS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub match_keyless_rows_up_to: Option<u64>,
 }
+
+/// Default of `refresh.matchKeylessRowsUpTo`: 2 Mi rows, 64 MiB of row lists at most.
+pub const KEYLESS_MATCH_ROWS: u64 = 1 << 21;
 
 /// What the verification after a refresh hashes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -590,6 +598,12 @@ impl Job {
     /// What the verification after a refresh hashes (`refresh.verify`).
     pub fn refresh_verify(&self) -> RefreshVerify {
         self.refresh.map_or(RefreshVerify::Changed, |r| r.verify)
+    }
+
+    /// Rows up to which a keyless table is repaired by matching rows instead of reloaded
+    /// (`refresh.matchKeylessRowsUpTo`).
+    pub fn keyless_match_rows(&self) -> u64 {
+        self.refresh.and_then(|r| r.match_keyless_rows_up_to).unwrap_or(KEYLESS_MATCH_ROWS)
     }
 
     /// Whether the verification after a refresh must hash every row (`refresh.verify: full`).

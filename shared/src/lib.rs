@@ -22,6 +22,7 @@ pub mod pg;
 pub mod plan;
 pub mod preflight;
 pub mod refresh;
+mod rowset;
 pub mod runner;
 pub mod schema;
 pub mod step;

@@ -20,9 +20,11 @@
 //!   (first refresh after an older pgferry, the source's schema changed since, another cluster,
 //!   2^30 transactions later) each slice is hashed on both sides with verification's hash; an
 //!   equal slice is left alone and a differing one is compared key by key. When many rows differ
-//!   the whole range is reloaded. Tables without a key are reloaded whole when anything was
-//!   written to them or their counts differ, else compared by content (a delete on each side
-//!   would cancel out in the counts); found equal so, they need no second pass. Every write happens with
+//!   the whole range is reloaded. Tables without a key are compared by count and row hash sum
+//!   (the marks cannot help: a delete on each side cancels out in the counts); a differing one
+//!   is repaired as a multiset of rows ([`crate::rowset`], proven in its transaction) or, above
+//!   `refresh.matchKeylessRowsUpTo` rows or when the source changed under the repair, reloaded
+//!   whole. Found equal or repaired so, they need no second pass. Every write happens with
 //!   `session_replication_role = replica` (no foreign key checks or user triggers on reloaded
 //!   rows) in one transaction with the slice's ledger row, so a retry skips committed slices.
 //! - **Verification** — a keyed slice compared with the marks proves itself in its own
@@ -1031,7 +1033,7 @@ pub(crate) async fn refresh_slice(
 ) -> Result<(u64, u64, RefreshCounts)> {
     let chunk = &input.chunk;
     let keyless = chunk.key.is_empty();
-    // A table without a key is compared and reloaded whole, by the slice holding its first page;
+    // A table without a key is compared and repaired whole, by the slice holding its first page;
     // its other page slices have nothing left to do.
     if keyless && matches!(slice, Slice::Pages { first_page, .. } if *first_page > 0) {
         record_slice(&*target, input, &LedgerRow { slice: index, ..LedgerRow::default() }).await?;
@@ -1054,40 +1056,35 @@ pub(crate) async fn refresh_slice(
             }
         }
         _ => {
-            let (mut s_rows, mut t_rows) = (0, 0);
-            if let Some(marks) = marks {
-                // Keyless: nothing written since the marks and equal counts still need the
-                // content hash (a delete on each side would cancel out in the counts).
-                let (s, t, changed) = crate::watermark::keyless_changed(source, target, chunk, &filter, marks).await?;
-                (s_rows, t_rows) = (s, t);
-                if changed {
-                    found = Some(None);
+            // The range's count and hash first (the query verification runs): an equal range
+            // costs nothing more. A differing keyed range is then compared by key buckets and
+            // only the rows of differing buckets one by one; a keyless table is repaired as a
+            // multiset of rows (below) or reloaded whole, as is a table without columns. (With
+            // the marks too: for a keyless table, "nothing written since" would still need the
+            // hash, a delete on each side cancelling out in the counts.)
+            let hash = crate::verify::row_hash(source, chunk).await?;
+            let sql = hash_sql(chunk, &hash, filter.clone());
+            let (s, t) = tokio::try_join!(source.query_one(&sql, &[]), target.query_one(&sql, &[]))
+                .map_err(|e| Error::db(format!("hash {}", chunk.table), e))?;
+            (source_rows, target_rows) =
+                (u64::try_from(s.get::<_, i64>(0)).unwrap_or(0), u64::try_from(t.get::<_, i64>(0)).unwrap_or(0));
+            if source_rows != target_rows || s.get::<_, String>(1) != t.get::<_, String>(1) {
+                found = Some(None);
+                if by_rows {
+                    let b = compare_buckets(source, target, chunk, &hash, &filter).await?;
+                    found = if b.dirty.is_empty() {
+                        None
+                    } else {
+                        Some(Some(row_diff(source, target, chunk, &hash, &filter, &b.dirty).await?))
+                    };
+                } else if keyless
+                    && !chunk.columns.is_empty()
+                    && source_rows.max(target_rows) <= input.job.keyless_match_rows()
+                    && let Some(done) = repair_rows(source, target, input, index, &hash).await?
+                {
+                    return Ok(done);
                 }
             }
-            if found.is_none() {
-                // The range's count and hash first (the query verification runs): an equal range
-                // costs nothing more. A differing keyed range is then compared by key buckets
-                // and only the rows of differing buckets one by one; keyless tables (and tables
-                // without columns) are reloaded whole.
-                let hash = crate::verify::row_hash(source, chunk).await?;
-                let sql = hash_sql(chunk, &hash, filter.clone());
-                let (s, t) = tokio::try_join!(source.query_one(&sql, &[]), target.query_one(&sql, &[]))
-                    .map_err(|e| Error::db(format!("hash {}", chunk.table), e))?;
-                (s_rows, t_rows) =
-                    (u64::try_from(s.get::<_, i64>(0)).unwrap_or(0), u64::try_from(t.get::<_, i64>(0)).unwrap_or(0));
-                if s_rows != t_rows || s.get::<_, String>(1) != t.get::<_, String>(1) {
-                    found = Some(None);
-                    if by_rows {
-                        let b = compare_buckets(source, target, chunk, &hash, &filter).await?;
-                        found = if b.dirty.is_empty() {
-                            None
-                        } else {
-                            Some(Some(row_diff(source, target, chunk, &hash, &filter, &b.dirty).await?))
-                        };
-                    }
-                }
-            }
-            (source_rows, target_rows) = (s_rows, t_rows);
         }
     }
     let Some(diff) = found else {
@@ -1191,6 +1188,60 @@ pub(crate) async fn refresh_slice(
     tx.commit().await.map_err(|e| Error::db(format!("commit slice {index} of chunk {}", chunk.id), e))?;
     tracing::debug!(slice = index, rows, deleted, "slice refreshed");
     Ok((rows, bytes, row.refresh_counts()))
+}
+
+/// Repairs a keyless table as a multiset of rows ([`crate::rowset`]), in one transaction that
+/// proves its result. `None` when the proof did not come out (the source changed between the
+/// listing and the copy): nothing was changed and the caller reloads the table.
+async fn repair_rows(
+    source: &Client,
+    target: &mut Client,
+    input: &ChunkInput,
+    index: usize,
+    row_hash: &str,
+) -> Result<Option<(u64, u64, RefreshCounts)>> {
+    use crate::rowset;
+    let chunk = &input.chunk;
+    let table = &chunk.table;
+    let tx = repair_transaction(target).await?;
+    let listing = rowset::listing_sql(table, row_hash);
+    let start = |e| Error::db(format!("list the rows of {table}"), e);
+    let (s, t) = tokio::try_join!(source.copy_out(&listing), tx.copy_out(&listing)).map_err(start)?;
+    let (s, t) = tokio::try_join!(rowset::read(s, table), rowset::read(t, table))?;
+    let source_rows = s.len() as u64;
+    let (surplus, missing) = rowset::differences(s, t);
+    let deleted = rowset::delete(&tx, table, row_hash, &surplus).await?;
+    let (mut rows, mut bytes) = (0, 0);
+    for batch in missing.chunks(KEY_BATCH) {
+        let out_sql = format!(
+            "COPY (SELECT {} FROM ONLY {table} WHERE {}) TO STDOUT ({})",
+            column_list(&chunk.columns),
+            rowset::at_addresses(batch),
+            copy_options(chunk)
+        );
+        let (r, b) = stream(source, &tx, &out_sql, &copy_in(chunk), table).await?;
+        (rows, bytes) = (rows + r, bytes + b);
+    }
+    let inserted = rowset::inserted(&tx, table, row_hash).await?;
+    tracing::debug!(slice = index, surplus = surplus.len(), missing = missing.len(), "rows matched as multisets");
+    let deleted_rows = deleted.len() as u64;
+    if !rowset::proven(&surplus, deleted, &missing, inserted) {
+        tx.rollback().await.map_err(|e| Error::db(format!("roll back the repair of {table}"), e))?;
+        tracing::info!(%table, "the source changed while its rows were matched: reloading the table");
+        return Ok(None);
+    }
+    let row = LedgerRow {
+        slice: index,
+        rows,
+        bytes,
+        compared: Some(source_rows),
+        deleted: Some(deleted_rows),
+        equal: Some(surplus.is_empty() && missing.is_empty()),
+        proven: Some(true),
+    };
+    record_slice(&tx, input, &row).await?;
+    tx.commit().await.map_err(|e| Error::db(format!("commit slice {index} of chunk {}", chunk.id), e))?;
+    Ok(Some((rows, bytes, row.refresh_counts())))
 }
 
 /// A transaction repairing a slice. Its rows are the source's rows: no foreign key checks or

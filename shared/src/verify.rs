@@ -139,7 +139,7 @@ pub async fn verify_chunk(ctx: &StepContext, input: &ChunkInput) -> Result<Verif
     match (&proof, &marks) {
         (Some(v), _) if chunk.key.is_empty() => {
             // A table without a key the refresh found equal by its count and row hash sum on
-            // both sides (every row hashed).
+            // both sides, or repaired as a multiset of rows and proven (every row hashed).
             let scope = VerifyScope {
                 chunk_id: chunk.id.clone(),
                 table: chunk.table.clone(),
@@ -256,8 +256,8 @@ pub struct VerifyScope {
 /// - keyed: the copy chunk with the same slices had every slice committed in this run and proven
 ///   equal in its transaction (rows hashed: those the repairs copied);
 /// - keyless: the table, compared whole by the slice holding its first page, was found equal by
-///   its count and row hash sum on both sides (rows hashed: all of them), its other slices
-///   covered by that one.
+///   its count and row hash sum on both sides or repaired as a multiset of rows and proven in
+///   the repair's transaction (rows hashed: all of them), its other slices covered by that one.
 ///
 /// `None` when any slice was not.
 async fn refresh_proof(

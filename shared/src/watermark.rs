@@ -340,30 +340,6 @@ pub(crate) async fn slice_changes(
     Ok(SliceChanges::new(rows, written, missing, extra))
 }
 
-/// Whether a keyless slice may have changed since the marks: rows written on either side, or
-/// counts that differ. `(source rows, target rows, changed)`.
-pub(crate) async fn keyless_changed(
-    source: &Client,
-    target: &Client,
-    chunk: &Chunk,
-    filter: &Option<String>,
-    marks: &Watermarks,
-) -> Result<(u64, u64, bool)> {
-    let where_clause = filter.as_ref().map_or(String::new(), |p| format!(" WHERE {p}"));
-    let sql = |mark: u64| {
-        format!(
-            "SELECT count(*), coalesce(bool_or({}), false) FROM ONLY {}{where_clause}",
-            written_since(mark),
-            chunk.table
-        )
-    };
-    let (s_sql, t_sql) = (sql(marks.source_xmin), sql(marks.target_xmin));
-    let (s, t) = tokio::try_join!(source.query_one(&s_sql, &[]), target.query_one(&t_sql, &[]))
-        .map_err(|e| Error::db(format!("find rows of {} written since the last verified run", chunk.table), e))?;
-    let (sc, tc) = (u64::try_from(s.get::<_, i64>(0)).unwrap_or(0), u64::try_from(t.get::<_, i64>(0)).unwrap_or(0));
-    Ok((sc, tc, sc != tc || s.get::<_, bool>(1) || t.get::<_, bool>(1)))
-}
-
 /// A keyed range verified with the marks.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct ChangedVerify {
