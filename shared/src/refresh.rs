@@ -1080,7 +1080,8 @@ pub(crate) async fn refresh_slice(
                 } else if keyless
                     && !chunk.columns.is_empty()
                     && source_rows.max(target_rows) <= input.job.keyless_match_rows()
-                    && let Some(done) = repair_rows(source, target, input, index, &hash).await?
+                    && let Some(done) =
+                        repair_rows(source, target, input, index, &hash, (source_rows, target_rows)).await?
                 {
                     return Ok(done);
                 }
@@ -1199,6 +1200,7 @@ async fn repair_rows(
     input: &ChunkInput,
     index: usize,
     row_hash: &str,
+    (source_rows, target_rows): (u64, u64),
 ) -> Result<Option<(u64, u64, RefreshCounts)>> {
     use crate::rowset;
     let chunk = &input.chunk;
@@ -1207,7 +1209,7 @@ async fn repair_rows(
     let listing = rowset::listing_sql(table, row_hash);
     let start = |e| Error::db(format!("list the rows of {table}"), e);
     let (s, t) = tokio::try_join!(source.copy_out(&listing), tx.copy_out(&listing)).map_err(start)?;
-    let (s, t) = tokio::try_join!(rowset::read(s, table), rowset::read(t, table))?;
+    let (s, t) = tokio::try_join!(rowset::read(s, table, source_rows), rowset::read(t, table, target_rows))?;
     let source_rows = s.len() as u64;
     let (surplus, missing) = rowset::differences(s, t);
     let deleted = rowset::delete(&tx, table, row_hash, &surplus).await?;

@@ -51,12 +51,13 @@ const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
 /// One tuple: field count, then `tid` (length, block, offset) and `bigint` (length, value).
 const TUPLE: usize = 2 + 4 + 6 + 4 + 8;
 
-/// Reads a binary `COPY` of `(ctid, bigint)` tuples.
-pub(crate) async fn read(out: CopyOutStream, table: &QualifiedName) -> Result<Vec<Row>> {
+/// Reads a binary `COPY` of `(ctid, bigint)` tuples, about `expected` of them (counted just
+/// before: the list is allocated once).
+pub(crate) async fn read(out: CopyOutStream, table: &QualifiedName, expected: u64) -> Result<Vec<Row>> {
     let bad = |what: &str| Error::job(format!("unexpected listing of the rows of {table}: {what}"));
     pin_mut!(out);
     let mut pending: Vec<u8> = Vec::new();
-    let mut rows = Vec::new();
+    let mut rows = Vec::with_capacity(usize::try_from(expected).unwrap_or(0).saturating_add(1024));
     let mut header = false;
     let mut ended = false;
     while let Some(buf) = out.try_next().await.map_err(|e| Error::db(format!("list the rows of {table}"), e))? {
