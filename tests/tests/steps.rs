@@ -64,6 +64,55 @@ async fn t40_retried_chunk_is_committed_exactly_once() {
     cleanup(&source_db, &target_db).await;
 }
 
+/// Roles are cluster-wide: runs into two databases of one target cluster (nightly refreshes
+/// scheduled together), or a DBA altering a role meanwhile, update the same role at the same
+/// moment, and PostgreSQL fails the later of two updates with "tuple concurrently updated" instead
+/// of waiting. The globals step applies such a statement again; every run succeeds.
+#[tokio::test]
+async fn globals_applied_while_the_same_role_is_altered_elsewhere_succeed() {
+    let role = unique_name("globals_race_role");
+    let source_admin = connect(&testbed().admin_url(Server::Source, "postgres")).await;
+    source_admin.batch_execute(&format!("CREATE ROLE {role} NOLOGIN")).await.unwrap();
+    let source_db = create_db(Server::Source, "globals_race").await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Two sessions altering the role on the target as fast as they can.
+    let mut hammers = Vec::new();
+    for _ in 0..2 {
+        let (stop, sql) = (stop.clone(), format!("ALTER ROLE {role} CONNECTION LIMIT -1"));
+        let admin = connect(&testbed().admin_url(Server::Target, "postgres")).await;
+        hammers.push(tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // Fails while the role does not exist yet, or on the same race: not the point.
+                let _ = admin.batch_execute(&sql).await;
+            }
+        }));
+    }
+    let mut targets = Vec::new();
+    for _ in 0..4 {
+        let (a, b) = (unique_name("globals_race_a"), unique_name("globals_race_b"));
+        let (ctx_a, input_a) = step_setup(&source_db, &a, serde_json::json!({}));
+        let (ctx_b, input_b) = step_setup(&source_db, &b, serde_json::json!({}));
+        let (ra, rb) = tokio::join!(
+            schema::handle(&ctx_a, SchemaRequest::Globals(input_a)),
+            schema::handle(&ctx_b, SchemaRequest::Globals(input_b))
+        );
+        targets.extend([a, b]);
+        ra.unwrap();
+        rb.unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for h in hammers {
+        h.await.unwrap();
+    }
+    for t in &targets {
+        drop_db(Server::Target, t).await;
+    }
+    drop_db(Server::Source, &source_db).await;
+    source_admin.batch_execute(&format!("DROP ROLE {role}")).await.unwrap();
+    let target_admin = connect(&testbed().admin_url(Server::Target, "postgres")).await;
+    target_admin.batch_execute(&format!("DROP ROLE IF EXISTS {role}")).await.unwrap();
+}
+
 #[tokio::test]
 async fn t60_a_retried_schema_section_is_applied_once() {
     let (ctx, input, source_db, target_db) = setup("t60").await;

@@ -110,6 +110,33 @@ pub struct Applied {
     pub database_created: bool,
 }
 
+/// Tries of a globals statement that failed because another session updated the same catalog
+/// row at the same moment.
+const CONCURRENT_UPDATE_TRIES: u32 = 20;
+
+/// Runs one globals statement on its own, again when another session updated the same catalog
+/// row at the same moment: roles are cluster-wide, so two runs into databases of one cluster
+/// (nightly refreshes scheduled together) apply the same `ALTER ROLE`s and `GRANT`s at once, and
+/// PostgreSQL fails the later update with "tuple concurrently updated" instead of waiting. The
+/// statements set attributes and memberships to given values: running one again is harmless.
+async fn execute_alone(client: &Client, sql: &str) -> std::result::Result<(), tokio_postgres::Error> {
+    let mut tries = 1;
+    loop {
+        match client.batch_execute(sql).await {
+            Err(e) if tries < CONCURRENT_UPDATE_TRIES && concurrently_updated(&e) => {
+                tokio::time::sleep(std::time::Duration::from_millis((10 * u64::from(tries)).min(200))).await;
+                tries += 1;
+            }
+            done => return done,
+        }
+    }
+}
+
+/// PostgreSQL's "tuple concurrently updated/deleted" (an internal error, `XX000`).
+fn concurrently_updated(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error().is_some_and(|d| d.code().code() == "XX000" && d.message().starts_with("tuple concurrently"))
+}
+
 /// Applies a globals or database plan statement by statement, each on its own (autocommit).
 pub async fn autocommit(
     client: &mut Client,
@@ -123,14 +150,16 @@ pub async fn autocommit(
         let Some(sql) = p.sql.clone() else { continue };
         let err = |e| apply_error(phase, p.index, p.line, &sql, e);
         match &p.apply {
-            ApplyAs::CreateRole { .. } => match client.batch_execute(&sql).await {
+            ApplyAs::CreateRole { .. } => match execute_alone(client, &sql).await {
                 Ok(()) => p.outcome = Some("created".to_string()),
-                Err(e) if e.code().is_some_and(|c| c.code() == "42710") => {
+                // 23505: created at the same moment by another session (another run into a
+                // database of the same cluster).
+                Err(e) if e.code().is_some_and(|c| c.code() == "42710" || c.code() == "23505") => {
                     p.outcome = Some("existed already".to_string());
                 }
                 Err(e) => return Err(err(e)),
             },
-            ApplyAs::CreateDatabase => match client.batch_execute(&sql).await {
+            ApplyAs::CreateDatabase => match execute_alone(client, &sql).await {
                 Ok(()) => {
                     applied.database_created = true;
                     p.outcome = Some("created".to_string());
@@ -162,14 +191,14 @@ pub async fn autocommit(
                 }
                 tx.commit().await.map_err(|e| Error::db("commit owner change", e))?;
             }
-            ApplyAs::Try => match client.batch_execute(&sql).await {
+            ApplyAs::Try => match execute_alone(client, &sql).await {
                 Ok(()) => p.outcome = Some("granted".to_string()),
                 Err(e) => match e.code().and_then(|c| classify_refusal(c.code())) {
                     Some(why) => p.outcome = Some(format!("{why} ({})", pg_message(&e))),
                     None => return Err(err(e)),
                 },
             },
-            ApplyAs::Plain | ApplyAs::Owner { .. } => match client.batch_execute(&sql).await {
+            ApplyAs::Plain | ApplyAs::Owner { .. } => match execute_alone(client, &sql).await {
                 Ok(()) => {}
                 // Roles are cluster-wide: one that existed when the plan was made may have been
                 // dropped since by someone else. Said in the report, not hidden.
