@@ -69,11 +69,21 @@ fn format_option(format: CopyFormat) -> &'static str {
 
 /// The source side of a slice.
 pub fn copy_out_sql(chunk: &Chunk, slice: &Slice) -> String {
-    let (table, cols, fmt) = (&chunk.table, column_list(&chunk.columns), format_option(chunk.format));
     match slice_predicate(&chunk.key, slice) {
-        None => format!("COPY {table} ({cols}) TO STDOUT ({fmt})"),
-        Some(pred) => format!("COPY (SELECT {cols} FROM ONLY {table} WHERE {pred}) TO STDOUT ({fmt})"),
+        None => format!(
+            "COPY {} ({}) TO STDOUT ({})",
+            chunk.table,
+            column_list(&chunk.columns),
+            format_option(chunk.format)
+        ),
+        Some(pred) => copy_out_where(chunk, &pred),
     }
+}
+
+/// The source side of the chunk's rows that `predicate` selects.
+pub(crate) fn copy_out_where(chunk: &Chunk, predicate: &str) -> String {
+    let (table, cols, fmt) = (&chunk.table, column_list(&chunk.columns), format_option(chunk.format));
+    format!("COPY (SELECT {cols} FROM ONLY {table} WHERE {predicate}) TO STDOUT ({fmt})")
 }
 
 /// The target side of a slice; a whole table is truncated in the same transaction, so FREEZE.

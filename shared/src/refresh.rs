@@ -45,7 +45,9 @@ use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
 
 use crate::context::StepContext;
-use crate::copy::{LedgerRow, column_list, copy_in_sql, copy_options, copy_out_sql, record_slice, stream};
+use crate::copy::{
+    LedgerRow, column_list, copy_in_sql, copy_options, copy_out_sql, copy_out_where, record_slice, stream,
+};
 use crate::error::{Error, ErrorKind, Result};
 use crate::job::{Job, Mode, Side};
 use crate::pg::{ConnSpec, QualifiedName, quote_ident, quote_literal};
@@ -1117,12 +1119,7 @@ pub(crate) async fn refresh_slice(
             // The slice's range bounds the scan: the keys are looked up within it only.
             let in_range = filter.as_ref().map_or(String::new(), |p| format!("{p} AND "));
             for batch in d.to_copy.chunks(KEY_BATCH) {
-                let out_sql = format!(
-                    "COPY (SELECT {} FROM ONLY {table} WHERE {in_range}{}) TO STDOUT ({})",
-                    column_list(&chunk.columns),
-                    keys_in_literal(chunk, batch),
-                    copy_options(chunk)
-                );
+                let out_sql = copy_out_where(chunk, &format!("{in_range}{}", keys_in_literal(chunk, batch)));
                 let (r, b) = stream(source, &tx, &out_sql, &copy_in(chunk), table).await?;
                 rows += r;
                 bytes += b;
@@ -1215,12 +1212,7 @@ async fn repair_rows(
     let deleted = rowset::delete(&tx, table, row_hash, &surplus).await?;
     let (mut rows, mut bytes) = (0, 0);
     for batch in missing.chunks(KEY_BATCH) {
-        let out_sql = format!(
-            "COPY (SELECT {} FROM ONLY {table} WHERE {}) TO STDOUT ({})",
-            column_list(&chunk.columns),
-            rowset::at_addresses(batch),
-            copy_options(chunk)
-        );
+        let out_sql = copy_out_where(chunk, &rowset::at_addresses(batch));
         let (r, b) = stream(source, &tx, &out_sql, &copy_in(chunk), table).await?;
         (rows, bytes) = (rows + r, bytes + b);
     }
