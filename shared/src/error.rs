@@ -74,6 +74,11 @@ pub enum Error {
     #[error("target database `{database}` is not empty: {}", objects.join(", "))]
     TargetNotEmpty { database: String, objects: Vec<String> },
 
+    /// Another refresh run holds the target database (one refresh at a time writes to it).
+    /// `note` (may be empty) follows the sentence, e.g. that the holder took over from this run.
+    #[error("target database `{database}` is held by refresh run {holder}, started {since}{note}")]
+    TargetBusy { database: String, holder: String, since: String, note: String },
+
     #[error("preflight found {} problem(s): {}", failures.len(), failures.join("; "))]
     PreflightFailed { failures: Vec<String> },
 
@@ -143,6 +148,7 @@ impl Error {
             Self::Io { source, .. } => classify_io(source).unwrap_or(ErrorKind::Other),
             Self::Tool { .. } => ErrorKind::ToolFailed,
             Self::TargetNotEmpty { .. } => ErrorKind::TargetNotEmpty,
+            Self::TargetBusy { .. } => ErrorKind::TargetBusy,
             Self::PreflightFailed { .. } => ErrorKind::PreflightFailed,
             Self::VerifyMismatch { .. } => ErrorKind::VerifyMismatch,
             Self::Store { .. } => ErrorKind::Other,
@@ -239,6 +245,8 @@ pub enum ErrorKind {
     InvalidInput,
     /// The target already holds data.
     TargetNotEmpty,
+    /// Another run is writing to the target database.
+    TargetBusy,
     /// Preflight checks failed.
     PreflightFailed,
     /// Verification found differences.
@@ -261,7 +269,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, for tests that check the mapping is total.
-    pub const ALL: [ErrorKind; 27] = [
+    pub const ALL: [ErrorKind; 28] = [
         Self::ConnectTimeout,
         Self::ConnectionRefused,
         Self::HostNotFound,
@@ -280,6 +288,7 @@ impl ErrorKind {
         Self::Transient,
         Self::InvalidInput,
         Self::TargetNotEmpty,
+        Self::TargetBusy,
         Self::PreflightFailed,
         Self::VerifyMismatch,
         Self::SchemaApply,
@@ -310,6 +319,7 @@ impl ErrorKind {
             Self::QueryCanceled => "Pgferry.Timeout",
             Self::InvalidInput | Self::AwsNotFound => "Pgferry.InvalidJob",
             Self::TargetNotEmpty => "Pgferry.TargetNotEmpty",
+            Self::TargetBusy => "Pgferry.TargetBusy",
             Self::PreflightFailed => "Pgferry.PreflightFailed",
             Self::VerifyMismatch => "Pgferry.VerifyMismatch",
             Self::SchemaApply | Self::ToolFailed => "Pgferry.SchemaFailed",
@@ -375,6 +385,12 @@ impl ErrorKind {
             Self::InvalidInput => "fix the job and start it again; nothing was written",
             Self::TargetNotEmpty => {
                 "pgferry never overwrites data: point the job at an empty or missing database, or use mode `refresh`"
+            }
+            Self::TargetBusy => {
+                "one refresh at a time writes to a target database (two would repair the same rows twice): \
+                 wait for that run to end; if it never will (its execution was stopped by hand or its process \
+                 killed before its release step), start this job with \"refresh\": {\"takeOverFrom\": \"<that \
+                 run id>\"}"
             }
             Self::SchemaApply => "the target refused a schema statement; the schema report names it",
             Self::ToolFailed => "pg_dump must be at least as new as the source server's major version",

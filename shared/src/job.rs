@@ -136,7 +136,7 @@ pub enum KeylessTables {
 }
 
 /// Options of mode `refresh`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RefreshOptions {
     /// Consent to drop and recreate (then reload) target tables whose shape differs from the
@@ -153,6 +153,12 @@ pub struct RefreshOptions {
     /// ones, and all with `0`, are reloaded whole. Default [`KEYLESS_MATCH_ROWS`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub match_keyless_rows_up_to: Option<u64>,
+    /// The run id of a refresh that holds the target but will never end (its execution was
+    /// stopped by hand or its process killed before its release step): this run takes the
+    /// target over from it. Without it a refresh into a target held by another run stops
+    /// (two refreshes at once would repair the same rows twice).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub take_over_from: Option<String>,
 }
 
 /// Default of `refresh.matchKeylessRowsUpTo`: 2 Mi rows, 64 MiB of row lists at most.
@@ -558,6 +564,9 @@ impl Job {
         if self.refresh.is_some() && self.mode != Mode::Refresh {
             return Err(Error::job("`refresh` options need `\"mode\": \"refresh\"`"));
         }
+        if self.refresh_take_over_from().is_some_and(|r| r.trim().is_empty()) {
+            return Err(Error::job("refresh.takeOverFrom must name the run id of the stopped refresh"));
+        }
         if self.continuous.is_some() && self.mode != Mode::Continuous {
             return Err(Error::job("`continuous` options need `\"mode\": \"continuous\"`"));
         }
@@ -592,18 +601,23 @@ impl Job {
 
     /// Whether a refresh may drop and recreate tables whose shape changed.
     pub fn rebuild_changed_tables(&self) -> bool {
-        self.refresh.is_some_and(|r| r.rebuild_changed_tables)
+        self.refresh.as_ref().is_some_and(|r| r.rebuild_changed_tables)
     }
 
     /// What the verification after a refresh hashes (`refresh.verify`).
     pub fn refresh_verify(&self) -> RefreshVerify {
-        self.refresh.map_or(RefreshVerify::Changed, |r| r.verify)
+        self.refresh.as_ref().map_or(RefreshVerify::Changed, |r| r.verify)
     }
 
     /// Rows up to which a keyless table is repaired by matching rows instead of reloaded
     /// (`refresh.matchKeylessRowsUpTo`).
     pub fn keyless_match_rows(&self) -> u64 {
-        self.refresh.and_then(|r| r.match_keyless_rows_up_to).unwrap_or(KEYLESS_MATCH_ROWS)
+        self.refresh.as_ref().and_then(|r| r.match_keyless_rows_up_to).unwrap_or(KEYLESS_MATCH_ROWS)
+    }
+
+    /// The stopped refresh run this run may take the target over from (`refresh.takeOverFrom`).
+    pub fn refresh_take_over_from(&self) -> Option<&str> {
+        self.refresh.as_ref().and_then(|r| r.take_over_from.as_deref())
     }
 
     /// Whether the verification after a refresh must hash every row (`refresh.verify: full`).
@@ -740,6 +754,14 @@ mod tests {
         (
             r#"{"source":{"url":"postgresql://u@a/d"},"target":{"url":"postgresql://u@b/d"},"mode":"refresh","refresh":{"rebuildTables":true}}"#,
             Some("unknown field `rebuildTables`"),
+        ),
+        (
+            r#"{"source":{"url":"postgresql://u@a/d"},"target":{"url":"postgresql://u@b/d"},"mode":"refresh","refresh":{"takeOverFrom":"run-20261127T010000Z-1a2b"}}"#,
+            None,
+        ),
+        (
+            r#"{"source":{"url":"postgresql://u@a/d"},"target":{"url":"postgresql://u@b/d"},"mode":"refresh","refresh":{"takeOverFrom":" "}}"#,
+            Some("takeOverFrom"),
         ),
         (
             r#"{"source":{"url":"postgresql://u@a/d"},"target":{"url":"postgresql://u@b/d"},"refresh":{"rebuildChangedTables":true}}"#,

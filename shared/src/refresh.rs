@@ -5,6 +5,10 @@
 //! - **Which targets** — only a database into which pgferry completed a copy of this same source
 //!   database ([`earlier_copy`], from `pgferry.runs`), checked by preflight and again by every
 //!   step that writes: globals, pre-data and each chunk (RDS-CASES T57).
+//! - **One refresh at a time** — a refresh holds the target from its pre-data step ([`claim`]) to
+//!   its release step ([`end_run`]); another refresh is refused meanwhile (`Pgferry.TargetBusy`),
+//!   unless the job names the holder in `refresh.takeOverFrom` (a run stopped without its
+//!   release step). A run taken over from stops at its next chunk.
 //! - **Schema** ([`pre_data`]) — the tables' shapes (columns, types, nullability, generated
 //!   columns, primary key) are compared between source and target. New source tables are
 //!   created with their indexes, constraints, triggers and grants from the run's sanitized dump.
@@ -67,14 +71,15 @@ use crate::verify::hash_sql;
 /// only a target with a finished run from the same source. `source_xmin`/`target_xmin` are the
 /// sides' transaction-id marks taken as the run's verification began, `verified_at` when that
 /// verification found the sides equal ([`crate::watermark`]), `pre_data_hash` the source's
-/// pre-data section a refresh found (a snapshot's is in `pgferry.applied_sections`).
+/// pre-data section a refresh found (a snapshot's is in `pgferry.applied_sections`), `active`
+/// whether a refresh holds the target ([`claim`]).
 pub const RUNS_DDL: &str = "CREATE SCHEMA IF NOT EXISTS pgferry; \
      CREATE TABLE IF NOT EXISTS pgferry.runs (run_id text PRIMARY KEY, mode text NOT NULL, \
         source_endpoint text NOT NULL, source_database text NOT NULL, source_system_id text, \
         refresh_of text, started_at timestamptz NOT NULL DEFAULT now(), copied_at timestamptz); \
      ALTER TABLE pgferry.runs ADD COLUMN IF NOT EXISTS source_xmin text, \
         ADD COLUMN IF NOT EXISTS target_xmin text, ADD COLUMN IF NOT EXISTS verified_at timestamptz, \
-        ADD COLUMN IF NOT EXISTS pre_data_hash text";
+        ADD COLUMN IF NOT EXISTS pre_data_hash text, ADD COLUMN IF NOT EXISTS active boolean";
 
 /// Keys deleted or copied per statement when a slice is repaired row by row.
 const KEY_BATCH: usize = 5000;
@@ -234,10 +239,92 @@ pub async fn ensure_earlier_copy(ctx: &StepContext, input: &StepInput) -> Result
         .await
         .map_err(|e| Error::db("read target database", e))?
         .get(0);
-    match earlier_copy(&target, &identity).await? {
-        Ok(earlier) => Ok(earlier),
-        Err(reason) => Err(refusal(&target, &database, &identity, &reason).await),
+    let earlier = match earlier_copy(&target, &identity).await? {
+        Ok(earlier) => earlier,
+        Err(reason) => return Err(refusal(&target, &database, &identity, &reason).await),
+    };
+    match free_or_taken_over(&target, &database, job, &input.run_id).await? {
+        Ok(_) => Ok(earlier),
+        Err(busy) => Err(busy),
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// One refresh at a time
+
+/// Refresh runs other than `run_id` that hold the target: `(run id, started)`, oldest first.
+/// Read through `to_jsonb`: an older pgferry's table has no `active` column.
+async fn holders<C: tokio_postgres::GenericClient>(client: &C, run_id: &str) -> Result<Vec<(String, String)>> {
+    let rows = client
+        .query(
+            "SELECT run_id, started_at::text FROM pgferry.runs, to_jsonb(runs) r \
+             WHERE (r ->> 'active')::boolean AND run_id <> $1 ORDER BY started_at",
+            &[&run_id],
+        )
+        .await
+        .map_err(|e| Error::db("read which refresh holds the target", e))?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// The runs this run takes the target over from (`refresh.takeOverFrom`, when that run is the
+/// one holding it), or the error refusing the target because another run holds it.
+async fn free_or_taken_over<C: tokio_postgres::GenericClient>(
+    client: &C,
+    database: &str,
+    job: &Job,
+    run_id: &str,
+) -> Result<std::result::Result<Vec<String>, Error>> {
+    let held = holders(client, run_id).await?;
+    let take_over = job.refresh_take_over_from();
+    match held.iter().find(|(holder, _)| Some(holder.as_str()) != take_over) {
+        Some((holder, since)) => Ok(Err(Error::TargetBusy {
+            database: database.to_string(),
+            holder: holder.clone(),
+            since: since.clone(),
+            note: take_over
+                .map(|t| format!(" (refresh.takeOverFrom names {t}, which does not hold it)"))
+                .unwrap_or_default(),
+        })),
+        None => Ok(Ok(held.into_iter().map(|(holder, _)| holder).collect())),
+    }
+}
+
+/// Makes this run the one refresh holding the target, in the refresh schema step's transaction:
+/// refuses while another run holds it, unless the job takes over from that run. `RUNS_DDL`'s
+/// `ALTER TABLE` locks `pgferry.runs` until the transaction ends, so two refreshes starting
+/// together pass here one after the other and the second finds the first. Returns the runs
+/// taken over from. The release step (on success and on the failure path) lets go.
+async fn claim(tx: &tokio_postgres::Transaction<'_>, database: &str, job: &Job, run_id: &str) -> Result<Vec<String>> {
+    tx.batch_execute(RUNS_DDL).await.map_err(|e| Error::db("create pgferry.runs", e))?;
+    let taken = free_or_taken_over(tx, database, job, run_id).await??;
+    for holder in &taken {
+        tx.execute("UPDATE pgferry.runs SET active = false WHERE run_id = $1", &[holder])
+            .await
+            .map_err(|e| Error::db("take the target over", e))?;
+        tracing::warn!(from = %holder, "refresh: took the target over from a run that had not ended");
+    }
+    Ok(taken)
+}
+
+/// Lets go of the target at the end of a refresh run (its release step); true if it held it.
+pub async fn end_run(target: &Client, run_id: &str) -> Result<bool> {
+    if !runs_table(target).await? {
+        return Ok(false);
+    }
+    // Only a run that claimed the target (and so created the column) holds it.
+    let holds = target
+        .query_opt("SELECT (to_jsonb(runs) ->> 'active')::boolean FROM pgferry.runs WHERE run_id = $1", &[&run_id])
+        .await
+        .map_err(|e| Error::db("read pgferry runs", e))?
+        .and_then(|r| r.get::<_, Option<bool>>(0))
+        .unwrap_or(false);
+    if holds {
+        target
+            .execute("UPDATE pgferry.runs SET active = false WHERE run_id = $1", &[&run_id])
+            .await
+            .map_err(|e| Error::db("record the end of the refresh in pgferry.runs", e))?;
+    }
+    Ok(holds)
 }
 
 /// The preflight finding for a refresh target (`refresh-target`).
@@ -250,18 +337,37 @@ pub async fn target_check(source: &Client, target: &Client, job: &Job) -> Result
         .map_err(|e| Error::db("read target database", e))?
         .get(0);
     Ok(match earlier_copy(target, &identity).await? {
-        Ok(earlier) => Check {
-            name: "refresh-target".to_string(),
-            status: CheckStatus::Pass,
-            detail: format!(
+        Ok(earlier) => {
+            let copy = format!(
                 "database {} holds pgferry run {}'s copy of {} (finished {})",
                 database,
                 earlier.run_id,
                 identity.describe(),
                 earlier.copied_at
-            ),
-            advice: None,
-        },
+            );
+            // Preflight has no run id of its own yet: every holder is another run.
+            match free_or_taken_over(target, &database, job, "").await? {
+                Ok(taken) if taken.is_empty() => {
+                    Check { name: "refresh-target".to_string(), status: CheckStatus::Pass, detail: copy, advice: None }
+                }
+                Ok(taken) => Check {
+                    name: "refresh-target".to_string(),
+                    status: CheckStatus::Warn,
+                    detail: format!("{copy}; refresh run {} still holds it and will be taken over", taken.join(", ")),
+                    advice: Some(
+                        "refresh.takeOverFrom names that run: make sure it stopped (a run still alive stops at its \
+                         next step, but a slice it is writing at that moment may be written twice)"
+                            .to_string(),
+                    ),
+                },
+                Err(busy) => Check {
+                    name: "refresh-target".to_string(),
+                    status: CheckStatus::Fail,
+                    detail: format!("{copy}; {busy}"),
+                    advice: ErrorKind::TargetBusy.advice().map(str::to_string),
+                },
+            }
+        }
         Err(reason) => Check {
             name: "refresh-target".to_string(),
             status: CheckStatus::Fail,
@@ -401,17 +507,20 @@ async fn evidence(
 /// The copy step's check: this run's schema step found an earlier copy and recorded the run as
 /// its refresh. Nothing is deleted otherwise.
 pub async fn ensure_refresh_run(target: &Client, run_id: &str) -> Result<()> {
-    let ok = runs_table(target).await?
-        && target
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM pgferry.runs WHERE run_id = $1 AND mode = 'refresh' \
-                 AND refresh_of IS NOT NULL)",
+    let holds: Option<bool> = if runs_table(target).await? {
+        target
+            .query_opt(
+                "SELECT coalesce((to_jsonb(runs) ->> 'active')::boolean, false) FROM pgferry.runs \
+                 WHERE run_id = $1 AND mode = 'refresh' AND refresh_of IS NOT NULL",
                 &[&run_id],
             )
             .await
             .map_err(|e| Error::db("read pgferry runs", e))?
-            .get::<_, bool>(0);
-    if ok {
+            .map(|r| r.get(0))
+    } else {
+        None
+    };
+    if holds == Some(true) {
         return Ok(());
     }
     let database: String = target
@@ -419,6 +528,22 @@ pub async fn ensure_refresh_run(target: &Client, run_id: &str) -> Result<()> {
         .await
         .map_err(|e| Error::db("read target database", e))?
         .get(0);
+    if holds == Some(false) {
+        // Taken over by another run (this one was presumed stopped), or this run already ended.
+        return Err(match holders(target, run_id).await?.into_iter().next() {
+            Some((holder, since)) => Error::TargetBusy {
+                database,
+                holder,
+                since,
+                note: format!(", which took it over from this run ({run_id}): this run stops and writes nothing more"),
+            },
+            None => Error::job(format!(
+                "refresh run {run_id} no longer holds target database {}: its release step ran or another run took \
+                 it over; start a new run",
+                quote_ident(&database)
+            )),
+        });
+    }
     Err(Error::TargetNotEmpty {
         database,
         objects: vec![format!(
@@ -930,6 +1055,9 @@ pub async fn pre_data(ctx: &StepContext, input: &StepInput) -> Result<SchemaOutp
 
     let mut log = MembershipLog::open(&ctx.store, run, name).await;
     let tx = target.transaction().await.map_err(|e| Error::db("begin refresh schema transaction", e))?;
+    for holder in claim(&tx, &database, &input.job, run).await? {
+        outcome.notes.push(format!("took the target over from refresh run {holder}, which had not ended"));
+    }
     crate::schema::prepare_section(&tx, &mut log, &facts, &pre_plan).await?;
     for table in &drop {
         drop_table(&tx, table).await?;
@@ -957,6 +1085,9 @@ pub async fn pre_data(ctx: &StepContext, input: &StepInput) -> Result<SchemaOutp
     outcome.statements = statements;
     let facts = RunFacts { refresh_of: Some(&earlier.run_id), pre_data_hash: Some(&hash), ..RunFacts::default() };
     record_run(&tx, run, Mode::Refresh, &identity, facts).await?;
+    tx.execute("UPDATE pgferry.runs SET active = true WHERE run_id = $1", &[run])
+        .await
+        .map_err(|e| Error::db("record the refresh as holding the target", e))?;
     ctx.store.put_json(&keys::refresh_schema(run), &outcome).await?;
     let output = SchemaOutput {
         section: name.to_string(),

@@ -200,6 +200,88 @@ async fn t57_a_refresh_of_a_database_pgferry_did_not_copy_is_refused_by_every_st
     cleanup(&other_db, &other_target).await;
 }
 
+/// `(run id, active)` of the target's refresh runs, oldest first.
+async fn holders(target: &Client) -> Vec<(String, Option<bool>)> {
+    let rows = target
+        .query("SELECT run_id, active FROM pgferry.runs WHERE mode = 'refresh' ORDER BY started_at, run_id", &[])
+        .await
+        .unwrap();
+    rows.iter().map(|r| (r.get(0), r.get(1))).collect()
+}
+
+#[tokio::test]
+async fn one_refresh_at_a_time_holds_the_target_and_a_stopped_one_is_taken_over_only_when_named() {
+    let (source_db, target_db) = copied("rf_busy", SHOP).await;
+    let target = connect(&testbed().url(Server::Target, &target_db)).await;
+    let none = || refresh_job(serde_json::json!({}));
+
+    // Two refreshes start together: both pass globals, the first to reach pre-data holds the
+    // target and the second stops there, naming it, before it writes anything.
+    let (ctx_a, a) = step_setup(&source_db, &target_db, none());
+    let (ctx_b, b) = step_setup(&source_db, &target_db, none());
+    schema::handle(&ctx_a, SchemaRequest::Globals(a.clone())).await.unwrap();
+    schema::handle(&ctx_b, SchemaRequest::Globals(b.clone())).await.unwrap();
+    schema::handle(&ctx_a, SchemaRequest::PreData(a.clone())).await.unwrap();
+    let err = schema::handle(&ctx_b, SchemaRequest::PreData(b.clone())).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::TargetBusy, "{err}");
+    assert!(err.to_string().contains(&format!("held by refresh run {}", a.run_id)), "{err}");
+    assert_eq!(err.kind().step_error_name(), "Pgferry.TargetBusy");
+    assert_eq!(holders(&target).await, vec![(a.run_id.clone(), Some(true))], "B recorded nothing");
+
+    // A is then stopped by hand (no release step). The next nightly refresh is refused by
+    // preflight and, were preflight skipped, by globals; the run names A and what to do.
+    let src = source(&source_db).await;
+    src.batch_execute("UPDATE customers SET name = 'renamed' WHERE id = 5").await.unwrap();
+    let (ctx, input) = step_setup(&source_db, &target_db, none());
+    let out = pgferry_core::preflight::run(&ctx, &input).await.unwrap();
+    let check = out.checks.iter().find(|c| c.name == "refresh-target").unwrap();
+    assert_eq!(check.status, CheckStatus::Fail, "{check:?}");
+    assert!(check.detail.contains(&a.run_id), "{}", check.detail);
+    assert!(check.advice.as_deref().unwrap().contains("takeOverFrom"), "{check:?}");
+    let err = schema::handle(&ctx, SchemaRequest::Globals(input.clone())).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::TargetBusy, "{err}");
+    let (outcome, _) = run_machine(ctx, &input).await;
+    assert!(matches!(&outcome, Outcome::Failed { error, .. } if error == "Pgferry.PreflightFailed"), "{outcome:?}");
+    let name: String = target.query_one("SELECT name FROM customers WHERE id = 5", &[]).await.unwrap().get(0);
+    assert_eq!(name, "customer 5", "a refused run changes nothing");
+
+    // Taking over from a run that does not hold the target is no way around it.
+    let other = refresh_job(serde_json::json!({"refresh": {"takeOverFrom": "run-that-never-was"}}));
+    let (ctx, input) = step_setup(&source_db, &target_db, other);
+    let err = schema::handle(&ctx, SchemaRequest::Globals(input.clone())).await.unwrap_err();
+    assert!(err.to_string().contains("takeOverFrom names run-that-never-was, which does not hold it"), "{err}");
+
+    // Naming A takes over: the run refreshes, says so, and lets go at its end.
+    let take_over = refresh_job(serde_json::json!({"refresh": {"takeOverFrom": a.run_id}}));
+    let (ctx, input) = step_setup(&source_db, &target_db, take_over);
+    let out = pgferry_core::preflight::run(&ctx, &input).await.unwrap();
+    let check = out.checks.iter().find(|c| c.name == "refresh-target").unwrap();
+    assert_eq!(check.status, CheckStatus::Warn, "{check:?}");
+    let (outcome, report) = run_machine(ctx.clone(), &input).await;
+    assert!(matches!(outcome, Outcome::Succeeded(_)), "take-over refresh failed: {outcome:?}");
+    assert!(report.unwrap().equal);
+    let schema_step: serde_json::Value = ctx.store.get_json(&keys::refresh_schema(&input.run_id)).await.unwrap();
+    let notes = schema_step["notes"].to_string();
+    assert!(notes.contains(&format!("took the target over from refresh run {}", a.run_id)), "{notes}");
+    let name: String = target.query_one("SELECT name FROM customers WHERE id = 5", &[]).await.unwrap().get(0);
+    assert_eq!(name, "renamed");
+    assert_eq!(holders(&target).await, vec![(a.run_id.clone(), Some(false)), (input.run_id.clone(), Some(false))]);
+
+    // A, had it still been alive, writes nothing more: its next chunk stops.
+    let plan = plan::build(&ctx_a, &a, PlanOptions::default()).await.unwrap();
+    let ci = ChunkInput { job: a.job.clone(), run_id: a.run_id.clone(), chunk: plan.chunks[0].clone() };
+    let err = copy::copy_chunk(&ctx_a, &ci, None).await.unwrap_err();
+    assert!(err.to_string().contains(&format!("refresh run {} no longer holds", a.run_id)), "{err}");
+
+    // With the target released, the next refresh needs no take-over and copies nothing.
+    let report = refresh_steps(&source_db, &target_db, serde_json::json!({})).await.unwrap();
+    assert!(report.equal);
+    assert_eq!(refresh_of(&report).counts.rows_reloaded, 0);
+    assert!(holders(&target).await.iter().all(|(_, active)| *active == Some(false)));
+    drop(target);
+    cleanup(&source_db, &target_db).await;
+}
+
 /// The refresh steps one by one, as the state machine runs them, with small slices so that
 /// tables are cut into key and page ranges.
 async fn refresh_steps(
@@ -233,7 +315,8 @@ async fn refresh_copy(source_db: &str, target_db: &str, extra: serde_json::Value
     Ok(RefreshRun { ctx, input, plan })
 }
 
-/// The rest of a refresh run after its copy phase: sequences, large objects, verification.
+/// The rest of a refresh run after its copy phase: sequences, large objects, verification, and
+/// the release step that lets go of the target.
 async fn refresh_verify(run: RefreshRun) -> pgferry_core::Result<verify::Report> {
     let RefreshRun { ctx, input, plan } = run;
     schema::handle(&ctx, SchemaRequest::Sequences(input.clone())).await?;
@@ -243,6 +326,7 @@ async fn refresh_verify(run: RefreshRun) -> pgferry_core::Result<verify::Report>
         verify::verify_chunk(&ctx, &ci).await?;
     }
     let out = verify::report(&ctx, &input).await?;
+    schema::handle(&ctx, SchemaRequest::Release(input.clone())).await?;
     ctx.store.get_json(&out.report_key).await
 }
 

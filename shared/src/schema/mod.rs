@@ -543,6 +543,18 @@ pub async fn release(ctx: &StepContext, input: &StepInput) -> Result<ReleaseOutp
             revoked.push(role);
         }
     }
+    // Last, once its memberships are gone: a refresh lets go of the target for the next run.
+    if input.job.mode == crate::job::Mode::Refresh {
+        match ctx.connect(&input.job, Side::Target, "release", run).await {
+            Ok(database) => {
+                if crate::refresh::end_run(&database, run).await? {
+                    restored.push("the target, held by this refresh, released for the next run".to_string());
+                }
+            }
+            Err(e) if e.kind() == crate::error::ErrorKind::DatabaseMissing => {}
+            Err(e) => return Err(e),
+        }
+    }
     Ok(ReleaseOutput { revoked, restored })
 }
 
