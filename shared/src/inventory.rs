@@ -610,8 +610,8 @@ async fn hash_large_objects(client: &Client, oids: &[u32], inv: &mut Inventory) 
     Ok(())
 }
 
-/// Reads the roles in `names` and their members; RDS-internal and predefined roles and the
-/// masters are left out (`excluded`).
+/// Reads the roles in `names` and their members; RDS-internal (and pgferry's per-run holder) and
+/// predefined roles and the masters are left out (`excluded`).
 async fn read_roles(client: &Client, names: &[String], excluded: &BTreeSet<String>, inv: &mut Inventory) -> Result<()> {
     let rows = client.query(ROLE_CLOSURE_SQL, &[&names]).await.map_err(|e| Error::db("inventory: role closure", e))?;
     let all: Vec<String> = rows

@@ -21,7 +21,11 @@ use crate::context::StepContext;
 use crate::error::{Error, Result};
 use crate::job::{Mode, Side};
 use crate::pg::{quote_ident, quote_literal};
+use crate::schema::apply::MembershipLog;
 use crate::step::{LargeObjectsOutput, StepInput};
+
+/// The artifact key part of the memberships this step holds ([`MembershipLog`]).
+pub const LARGE_OBJECTS: &str = "large-objects";
 
 /// Bytes read and written per round trip.
 pub const PIECE_BYTES: i32 = 1024 * 1024;
@@ -55,47 +59,29 @@ pub async fn copy_all(ctx: &StepContext, input: &StepInput) -> Result<LargeObjec
         source.query_one("SELECT current_user::text", &[]).await.map_err(|e| Error::db("read source user", e))?.get(0);
     let mut out =
         LargeObjectsOutput { objects: objects.len() as u64, bytes: 0, already_present: 0, unchanged: 0, removed: 0 };
+    let mut log = MembershipLog::open(&ctx.store, &input.run_id, LARGE_OBJECTS).await;
     if input.job.mode == Mode::Refresh {
         crate::refresh::ensure_refresh_run(&target, &input.run_id).await?;
         let validated = crate::refresh::validate_foreign_keys(ctx, input, &target).await?;
         if validated > 0 {
             tracing::info!(validated, "foreign keys added by the refresh validated");
         }
-        // Reading and removing objects of other owners needs their rights: borrowed for the
-        // comparison and given back whatever happens.
+        // Reading and removing objects of other owners needs their rights: the master holds
+        // membership in those owners for the rest of the run (released by its release step).
         let on_target = owners(&target).await?;
         let me: String = target
             .query_one("SELECT current_user::text", &[])
             .await
             .map_err(|e| Error::db("read target user", e))?
             .get(0);
-        let roles: BTreeSet<&String> = on_target.values().filter(|o| **o != me).collect();
-        let mut borrowed = Vec::new();
-        let mut result = Ok(());
-        for role in roles {
-            match borrow(&target, role).await {
-                Ok(true) => borrowed.push(role.clone()),
-                Ok(false) => {}
-                Err(e) => {
-                    result = Err(e);
-                    break;
-                }
-            }
+        for role in on_target.values().filter(|o| **o != me).collect::<BTreeSet<_>>() {
+            log.ensure(&target, role).await?;
         }
-        if result.is_ok() {
-            result = refresh_all(&source, &mut target, &objects, &on_target, &source_master, input, &mut out).await;
-        }
-        for role in &borrowed {
-            let sql = format!("REVOKE {} FROM CURRENT_USER", quote_ident(role));
-            let revoked = target.batch_execute(&sql).await.map_err(|e| Error::db(sql.clone(), e));
-            if result.is_ok() {
-                result = revoked;
-            }
-        }
-        result?;
+        let objects = (&objects[..], &on_target);
+        refresh_all(&source, &mut target, objects, &source_master, input, &mut log, &mut out).await?;
     } else {
         for meta in &objects {
-            let (size, present) = copy_one(&source, &mut target, meta, &source_master, &input.run_id).await?;
+            let (size, present) = copy_one(&source, &mut target, meta, &source_master, &input.run_id, &mut log).await?;
             out.bytes += size;
             out.already_present += u64::from(present);
         }
@@ -113,29 +99,15 @@ async fn owners(client: &Client) -> Result<HashMap<u32, String>> {
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
-/// Makes the connecting user a member of `role` unless it is one; true when granted now.
-async fn borrow(target: &Client, role: &str) -> Result<bool> {
-    let member: bool = target
-        .query_one("SELECT pg_has_role(current_user, $1, 'USAGE')", &[&role])
-        .await
-        .map_err(|e| Error::db(format!("check membership in {role}"), e))?
-        .get(0);
-    if !member {
-        let sql = format!("GRANT {} TO CURRENT_USER", quote_ident(role));
-        target.batch_execute(&sql).await.map_err(|e| Error::db(sql.clone(), e))?;
-    }
-    Ok(!member)
-}
-
 /// The refresh of large objects: remove those gone from the source, leave equal ones alone
 /// (their owner, grants and comment converged), rewrite the rest.
 async fn refresh_all(
     source: &Client,
     target: &mut Client,
-    objects: &[Meta],
-    on_target: &HashMap<u32, String>,
+    (objects, on_target): (&[Meta], &HashMap<u32, String>),
     source_master: &str,
     input: &StepInput,
+    log: &mut MembershipLog,
     out: &mut LargeObjectsOutput,
 ) -> Result<()> {
     let on_source: BTreeSet<u32> = objects.iter().map(|m| m.oid).collect();
@@ -150,12 +122,12 @@ async fn refresh_all(
         if on_target.contains_key(&meta.oid) {
             let (s, t) = tokio::try_join!(fingerprint(source, meta.oid), fingerprint(target, meta.oid))?;
             if s.is_some() && s == t {
-                apply_metadata(target, meta, source_master).await?;
+                apply_metadata(target, meta, source_master, log).await?;
                 out.unchanged += 1;
                 continue;
             }
         }
-        let (size, present) = copy_one(source, target, meta, source_master, &input.run_id).await?;
+        let (size, present) = copy_one(source, target, meta, source_master, &input.run_id, log).await?;
         out.bytes += size;
         out.already_present += u64::from(present);
     }
@@ -192,6 +164,7 @@ async fn copy_one(
     meta: &Meta,
     source_master: &str,
     run_id: &str,
+    log: &mut MembershipLog,
 ) -> Result<(u64, bool)> {
     let oid = meta.oid;
     let done = target
@@ -199,7 +172,7 @@ async fn copy_one(
         .await
         .map_err(|e| Error::db("read the large object ledger", e))?;
     if let Some(row) = done {
-        apply_metadata(target, meta, source_master).await?;
+        apply_metadata(target, meta, source_master, log).await?;
         return Ok((u64::try_from(row.get::<_, i64>(0)).unwrap_or(0), true));
     }
     let (size, md5) =
@@ -239,36 +212,20 @@ async fn copy_one(
     .await
     .map_err(|e| Error::db("record large object in ledger", e))?;
     tx.commit().await.map_err(|e| Error::db(format!("commit large object {oid}"), e))?;
-    apply_metadata(target, meta, source_master).await?;
+    apply_metadata(target, meta, source_master, log).await?;
     Ok((u64::try_from(size).unwrap_or(0), false))
 }
 
 /// Owner, grants and comment; each is idempotent. Objects of the source's master user stay with
 /// the target's connecting user, which created them (RDS-CASES T8). Changing an owner, and
 /// granting or commenting on an object of another owner, needs membership in that owner: an RDS
-/// master user (CREATEROLE) takes that membership for the duration and gives it back.
-async fn apply_metadata(target: &Client, meta: &Meta, source_master: &str) -> Result<()> {
+/// master user (CREATEROLE) holds it for the rest of the run (see [`MembershipLog`]).
+async fn apply_metadata(target: &Client, meta: &Meta, source_master: &str, log: &mut MembershipLog) -> Result<()> {
     let foreign_owner = meta.owner != source_master;
-    let borrowed = if foreign_owner {
-        let member: bool = target
-            .query_one("SELECT pg_has_role(current_user, $1, 'USAGE')", &[&meta.owner])
-            .await
-            .map_err(|e| Error::db(format!("check membership in {}", meta.owner), e))?
-            .get(0);
-        if !member {
-            let sql = format!("GRANT {} TO CURRENT_USER", quote_ident(&meta.owner));
-            target.batch_execute(&sql).await.map_err(|e| Error::db(sql.clone(), e))?;
-        }
-        !member
-    } else {
-        false
-    };
-    let result = metadata_statements(target, meta, source_master, foreign_owner).await;
-    if borrowed {
-        let sql = format!("REVOKE {} FROM CURRENT_USER", quote_ident(&meta.owner));
-        target.batch_execute(&sql).await.map_err(|e| Error::db(sql.clone(), e))?;
+    if foreign_owner {
+        log.ensure(target, &meta.owner).await?;
     }
-    result
+    metadata_statements(target, meta, source_master, foreign_owner).await
 }
 
 async fn metadata_statements(target: &Client, meta: &Meta, source_master: &str, foreign_owner: bool) -> Result<()> {

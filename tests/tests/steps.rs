@@ -2,6 +2,7 @@
 //! duplicate or lose anything (RDS-CASES T40, T60).
 
 use pgferry_core::context::StepContext;
+use pgferry_core::schema::apply::{MembershipLog, holder_role};
 use pgferry_core::schema::report::SchemaReport;
 use pgferry_core::schema::sanitize::Verdict;
 use pgferry_core::step::{ChunkInput, SchemaRequest, StepInput, keys};
@@ -111,6 +112,75 @@ async fn globals_applied_while_the_same_role_is_altered_elsewhere_succeed() {
     source_admin.batch_execute(&format!("DROP ROLE {role}")).await.unwrap();
     let target_admin = connect(&testbed().admin_url(Server::Target, "postgres")).await;
     target_admin.batch_execute(&format!("DROP ROLE IF EXISTS {role}")).await.unwrap();
+}
+
+/// Whether `member` is a member of `role` on the target (directly or not), as the server sees it.
+async fn member_of(admin: &tokio_postgres::Client, member: &str, role: &str) -> bool {
+    admin
+        .query_one("SELECT pg_has_role($1::text::name, $2::text::name, 'USAGE')", &[&member, &role])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Two runs into databases of one cluster need the master to act as the same owner role. Each
+/// holds that membership through its own holder role: the first to end drops only its own, so
+/// the other keeps copying; a membership the master had before any run is left alone.
+#[tokio::test]
+async fn concurrent_runs_in_one_cluster_hold_their_own_memberships_and_release_only_those() {
+    let owner = unique_name("shared_owner");
+    let already = unique_name("granted_by_a_dba");
+    let admin = connect(&testbed().admin_url(Server::Target, "postgres")).await;
+    let master: String = connect(&testbed().url(Server::Target, "postgres"))
+        .await
+        .query_one("SELECT current_user::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {owner} NOLOGIN; CREATE ROLE {already} NOLOGIN; GRANT {already} TO {master}"
+        ))
+        .await
+        .unwrap();
+    let source_db = create_db(Server::Source, "holders").await;
+    let (ctx_a, a) = step_setup(&source_db, &unique_name("holders_a"), serde_json::json!({}));
+    let (ctx_b, b) = step_setup(&source_db, &unique_name("holders_b"), serde_json::json!({}));
+    let target = connect(&testbed().url(Server::Target, "postgres")).await;
+    let mut log_a = MembershipLog::open(&ctx_a.store, &a.run_id, schema::PRE_DATA).await;
+    let mut log_b = MembershipLog::open(&ctx_b.store, &b.run_id, schema::PRE_DATA).await;
+
+    assert!(log_a.ensure(&target, &owner).await.unwrap(), "A needs the membership and takes it");
+    assert!(member_of(&admin, &master, &owner).await);
+    assert!(log_b.ensure(&target, &owner).await.unwrap(), "B does not count on A's, which A will drop");
+    assert!(!log_b.ensure(&target, &already).await.unwrap(), "a membership the master had is used as is");
+    let holders: Vec<String> = admin
+        .query(
+            "SELECT m.rolname::text FROM pg_auth_members am JOIN pg_roles g ON g.oid = am.roleid \
+             JOIN pg_roles m ON m.oid = am.member WHERE g.rolname = $1 ORDER BY 1",
+            &[&owner],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut expected = vec![holder_role(&a.run_id), holder_role(&b.run_id)];
+    expected.sort();
+    assert_eq!(holders, expected, "each run through its own holder, the master not directly");
+
+    let out = schema::handle(&ctx_a, SchemaRequest::Release(a.clone())).await.unwrap();
+    assert_eq!(out["revoked"], serde_json::json!([owner]), "{out}");
+    assert!(member_of(&admin, &master, &owner).await, "B still acts as the owner after A ended");
+    schema::handle(&ctx_b, SchemaRequest::Release(b.clone())).await.unwrap();
+    assert!(!member_of(&admin, &master, &owner).await, "the last run to end leaves nothing granted");
+    assert!(member_of(&admin, &master, &already).await, "the DBA's grant stays");
+    let left: i64 =
+        admin.query_one("SELECT count(*) FROM pg_roles WHERE rolname = ANY($1)", &[&expected]).await.unwrap().get(0);
+    assert_eq!(left, 0, "both holder roles dropped");
+    drop(target);
+    drop_db(Server::Source, &source_db).await;
+    admin.batch_execute(&format!("DROP ROLE {owner}; DROP ROLE {already}")).await.unwrap();
 }
 
 #[tokio::test]

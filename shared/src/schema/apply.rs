@@ -10,7 +10,8 @@
 //!
 //! A master that is not a superuser can only give an object to a role it can become, and the new
 //! owner needs CREATE on the object's schema: the master is made a member of the roles it must act
-//! as (logged first in the artifact store, revoked by [`super::release`] at the end of the run),
+//! as, through the run's own holder role ([`holder_role`]; logged first in the artifact store,
+//! dropped by [`super::release`] at the end of the run),
 //! and a missing CREATE is granted for the one `ALTER … OWNER TO` and revoked right after it, so the
 //! privileges end exactly as dumped (T23).
 
@@ -32,11 +33,51 @@ fn classify_refusal(code: &str) -> Option<&'static str> {
     }
 }
 
-/// The roles the master was made a member of for this run, logged before each grant.
+/// Prefix of the roles through which the master holds a run's memberships ([`holder_role`]).
+pub const HOLDER_PREFIX: &str = "pgferry_hold_";
+
+/// The role through which the master is a member of the roles it must act as during one run:
+/// `pgferry_hold_<run id>` (NOLOGIN, created on first need, dropped by the release step with its
+/// memberships). Roles are cluster-wide: two runs into databases of one cluster (nightly
+/// refreshes scheduled together) often need the same owner roles, and a membership granted to
+/// the master directly would be shared — the first run to end would revoke what the other still
+/// copies with. Each run's memberships go through its own holder instead; ending one run drops
+/// only its holder. Names longer than PostgreSQL's 63 bytes keep a hash of the whole run id.
+pub fn holder_role(run: &str) -> String {
+    let name = format!("{HOLDER_PREFIX}{run}");
+    if name.len() <= 63 {
+        return name;
+    }
+    use sha2::Digest;
+    let hash: String = sha2::Sha256::digest(run.as_bytes())[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let mut head = name;
+    let mut cut = 63 - 1 - hash.len();
+    while !head.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    head.truncate(cut);
+    format!("{head}_{hash}")
+}
+
+/// Whether the connecting role is a member of `$1` (directly or not) other than through another
+/// run's holder role (`$2` is this run's, `$3` the holders' prefix): what another run holds for
+/// itself can go at any time.
+const MEMBER_SQL: &str = "WITH RECURSIVE reach(oid) AS ( \
+       SELECT oid FROM pg_roles WHERE rolname = current_user \
+       UNION \
+       SELECT m.roleid FROM pg_auth_members m JOIN reach ON m.member = reach.oid \
+         JOIN pg_roles g ON g.oid = m.roleid \
+        WHERE NOT starts_with(g.rolname::text, $3::text) OR g.rolname = $2::text::name) \
+     SELECT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) \
+         OR EXISTS (SELECT 1 FROM reach JOIN pg_roles r ON r.oid = reach.oid WHERE r.rolname = $1::text::name)";
+
+/// The roles the master was made a member of for this run (through the run's holder role),
+/// logged before each grant.
 #[derive(Debug)]
 pub struct MembershipLog {
     store: ArtifactStore,
     key: String,
+    holder: String,
     pub roles: Vec<String>,
 }
 
@@ -44,36 +85,69 @@ impl MembershipLog {
     pub async fn open(store: &ArtifactStore, run: &str, phase: &str) -> Self {
         let key = keys::schema_memberships(run, phase);
         let roles = store.get_json(&key).await.unwrap_or_default();
-        Self { store: store.clone(), key, roles }
+        Self { store: store.clone(), key, holder: holder_role(run), roles }
     }
 
-    /// Makes the connecting role a member of `role` unless it is one; returns true if it granted.
+    /// Makes the connecting role a member of `role` through the run's holder role unless it is
+    /// one already (not counting other runs' holders); returns true if it granted.
     pub async fn ensure<C: GenericClient>(&mut self, client: &C, role: &str) -> Result<bool> {
-        let row = client
-            .query_one(
-                "SELECT r.rolname = current_user OR pg_has_role(current_user, r.oid, 'MEMBER') OR me.rolsuper \
-                 FROM pg_roles r, pg_roles me WHERE r.rolname = $1::text::name AND me.rolname = current_user",
-                &[&role],
-            )
+        let member: bool = client
+            .query_one(MEMBER_SQL, &[&role, &self.holder, &HOLDER_PREFIX])
             .await
-            .map_err(|e| Error::db(format!("check membership in {role}"), e))?;
-        if row.get::<_, bool>(0) {
+            .map_err(|e| Error::db(format!("check membership in {role}"), e))?
+            .get(0);
+        if member {
             return Ok(false);
         }
         if !self.roles.iter().any(|r| r == role) {
             self.roles.push(role.to_string());
             self.store.put_json(&self.key, &self.roles).await?;
         }
+        let holder = quote_ident(&self.holder);
+        let exists: bool = client
+            .query_one("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1::text::name)", &[&self.holder])
+            .await
+            .map_err(|e| Error::db("look for the run's holder role", e))?
+            .get(0);
+        if !exists {
+            client
+                .batch_execute(&format!(
+                    "CREATE ROLE {holder} NOLOGIN INHERIT; \
+                     COMMENT ON ROLE {holder} IS {}; GRANT {holder} TO CURRENT_USER",
+                    crate::pg::quote_literal(
+                        "pgferry: the memberships the master holds for one run; dropped by the run's release step"
+                    )
+                ))
+                .await
+                .map_err(|e| Error::db(format!("create the run's holder role {}", self.holder), e))?;
+        }
         client
-            .batch_execute(&format!("GRANT {} TO CURRENT_USER", quote_ident(role)))
+            .batch_execute(&format!("GRANT {} TO {holder}", quote_ident(role)))
             .await
             .map_err(|e| Error::db(format!("make the master a member of {role} (to act as the owner)"), e))?;
         Ok(true)
     }
 }
 
+/// Drops a run's holder role, and with it the memberships the run was given; true if it
+/// existed. Retried like a globals statement when another session updates the same catalog rows.
+pub async fn drop_holder(client: &Client, run: &str) -> Result<bool> {
+    let holder = holder_role(run);
+    let exists: bool = client
+        .query_one("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1::text::name)", &[&holder])
+        .await
+        .map_err(|e| Error::db("look for the run's holder role", e))?
+        .get(0);
+    if exists {
+        execute_alone(client, &format!("DROP ROLE IF EXISTS {}", quote_ident(&holder)))
+            .await
+            .map_err(|e| Error::db(format!("drop the run's holder role {holder}"), e))?;
+    }
+    Ok(exists)
+}
+
 /// Revokes the connecting role's direct membership in `role`, if it has one; true if it did.
-/// The undo of [`MembershipLog::ensure`] (and of the source access obtained for a run).
+/// The undo of the source access obtained for a run ([`crate::access`]).
 pub async fn leave<C: GenericClient>(client: &C, role: &str) -> Result<bool> {
     let member: bool = client
         .query_one(

@@ -524,7 +524,7 @@ pub(crate) async fn marker(
 pub async fn release(ctx: &StepContext, input: &StepInput) -> Result<ReleaseOutput> {
     let run = &input.run_id;
     let mut roles: Vec<String> = Vec::new();
-    for step in ["globals", "database", PRE_DATA, POST_DATA] {
+    for step in ["globals", "database", PRE_DATA, POST_DATA, crate::lobs::LARGE_OBJECTS] {
         let logged: Vec<String> = ctx.store.get_json(&keys::schema_memberships(run, step)).await.unwrap_or_default();
         for r in logged {
             if !roles.contains(&r) {
@@ -537,12 +537,8 @@ pub async fn release(ctx: &StepContext, input: &StepInput) -> Result<ReleaseOutp
     restored.extend(crate::access::restore(ctx, input).await?);
     let spec = ctx.conn_spec(&input.job, Side::Target).await?;
     let target = pg::connect(&spec.with_dbname("postgres"), &Session::new("release", run)).await?;
-    let mut revoked = Vec::new();
-    for role in roles {
-        if apply::leave(&target, &role).await? {
-            revoked.push(role);
-        }
-    }
+    // The run's memberships go with its holder role; other runs' stay (see `apply::holder_role`).
+    let revoked = if apply::drop_holder(&target, run).await? { roles } else { Vec::new() };
     // Last, once its memberships are gone: a refresh lets go of the target for the next run.
     if input.job.mode == crate::job::Mode::Refresh {
         match ctx.connect(&input.job, Side::Target, "release", run).await {
