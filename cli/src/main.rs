@@ -17,7 +17,7 @@ use clap::{Parser, Subcommand};
 use pgferry_core::asl::{Event, Execution, Outcome, StateMachine};
 use pgferry_core::context::{Credentials, StepContext};
 use pgferry_core::job::Job;
-use pgferry_core::runner::{self, LocalEnvironment};
+use pgferry_core::runner::{self, Interrupt, LocalEnvironment};
 use pgferry_core::step::{CheckStatus, ChunkInput, StepInput, keys};
 use pgferry_core::store::ArtifactStore;
 use pgferry_core::{Error, plan, preflight, verify};
@@ -285,12 +285,15 @@ async fn run(
     let observer = progress_observer(work_states(runner::DEFINITION), Arc::clone(&phases));
     let store = ctx.store.clone();
     eprintln!("pgferry: run {run_id}");
-    let env = Arc::new(LocalEnvironment::new(ctx).with_task_budget(task_budget));
+    let interrupt = Interrupt::default();
+    let watcher = tokio::spawn(stop_on_ctrl_c(interrupt.clone(), run_id.clone()));
+    let env = Arc::new(LocalEnvironment::new(ctx).with_task_budget(task_budget).with_interrupt(interrupt.clone()));
     let outcome = Execution::new(&machine, env, run_id.clone())
         .with_observer(observer)
         .run(input)
         .await
         .map_err(|e| Error::Internal(format!("state machine: {e}")))?;
+    watcher.abort();
 
     let phases = phases.lock().map(|p| p.clone()).unwrap_or_default();
     let mut report = RunReport::gather(&store, &run_id, phases, &outcome).await;
@@ -345,8 +348,32 @@ async fn run(
         }
         Outcome::Failed { error, cause } => {
             eprintln!("pgferry: {error}: {}", cause.lines().next().unwrap_or(""));
-            Ok(ExitCode::FAILURE)
+            Ok(if interrupt.fired() { ExitCode::from(EXIT_INTERRUPTED) } else { ExitCode::FAILURE })
         }
+    }
+}
+
+/// The exit status of a run stopped by Ctrl-C (128 + SIGINT, as shells report it).
+const EXIT_INTERRUPTED: u8 = 130;
+
+/// On Ctrl-C, stops the run the way a failed run ends: the failure path still releases what the
+/// run holds. A second Ctrl-C exits at once and says what may be left behind.
+async fn stop_on_ctrl_c(interrupt: Interrupt, run_id: String) {
+    if tokio::signal::ctrl_c().await.is_err() {
+        return;
+    }
+    eprintln!(
+        "pgferry: interrupted: stopping run {run_id}; committed slices stay in its ledger, the slice in flight rolls \
+         back, and the failure path releases what the run holds (temporary memberships, source access, a \
+         refresh's hold on the target, a clone). Ctrl-C again exits at once."
+    );
+    interrupt.fire();
+    if tokio::signal::ctrl_c().await.is_ok() {
+        eprintln!(
+            "pgferry: exiting without releasing run {run_id}: the master may keep temporary memberships, and a refresh \
+             of this target needs \"refresh\": {{\"takeOverFrom\": \"{run_id}\"}}"
+        );
+        std::process::exit(i32::from(EXIT_INTERRUPTED));
     }
 }
 

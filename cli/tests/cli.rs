@@ -1,12 +1,16 @@
 //! The `pgferry` command's contract, end to end against the RDS-like test bed: a full run through
-//! the real state machine definition, and malformed jobs that fail with one line and write nothing.
+//! the real state machine definition, malformed jobs that fail with one line and write nothing,
+//! and Ctrl-C, which ends a run the way a failed run ends — the slice in flight rolls back and the
+//! failure path releases what the run holds — so the next run needs no take-over.
 
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use common::{libpq_tool, pgferry, scratch};
-use pgferry_tests::{Server, connect, create_db, drop_db, fingerprint, testbed, unique_name};
+use pgferry_tests::{Server, connect, create_db, drop_db, fingerprint, source_with, testbed, unique_name};
 
 fn write_job(dir: &Path, source_db: &str, target_db: &str) -> PathBuf {
     let job = serde_json::json!({
@@ -182,6 +186,97 @@ async fn run_refuses_a_non_empty_target_and_leaves_it_untouched() {
     let n: i64 = target.query_one("SELECT count(*) FROM precious", &[]).await.unwrap().get(0);
     assert_eq!(n, 1);
     drop(target);
+    drop_db(Server::Target, &target_db).await;
+    drop_db(Server::Source, &source_db).await;
+}
+
+const INTERRUPT_SHOP: &str = "
+    CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL);
+    INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 20000) g;
+    CREATE TABLE notes (id int PRIMARY KEY, body text);
+    INSERT INTO notes SELECT g, repeat('n', g % 40) FROM generate_series(1, 2000) g;
+";
+
+fn write_mode_job(dir: &Path, name: &str, source_db: &str, target_db: &str, mode: &str) -> PathBuf {
+    let job = serde_json::json!({
+        "source": {"url": testbed().url(Server::Source, source_db)},
+        "target": {"url": testbed().url(Server::Target, target_db)},
+        "mode": mode
+    });
+    let path = dir.join(name);
+    std::fs::write(&path, job.to_string()).unwrap();
+    path
+}
+
+/// Waits until `sql` (one boolean) is true on the target, or panics after a minute.
+async fn until(client: &tokio_postgres::Client, sql: &str, run_id: &str) {
+    let started = Instant::now();
+    while !client.query_one(sql, &[&run_id]).await.unwrap().get::<_, bool>(0) {
+        assert!(started.elapsed() < Duration::from_secs(60), "timed out waiting for: {sql}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn ctrl_c_stops_a_refresh_mid_copy_and_its_failure_path_releases_the_target_for_the_next_run() {
+    let (source_db, target_db, source) = source_with("cli_interrupt", INTERRUPT_SHOP).await;
+    let dir = scratch("interrupt");
+    let copy = write_mode_job(&dir, "copy.json", &source_db, &target_db, "snapshot");
+    let out = pgferry(&["run", copy.to_str().unwrap()], &dir);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    source.batch_execute("UPDATE items SET name = 'renamed' WHERE id % 100 = 0").await.unwrap();
+
+    // A session of the test holds `items` in SHARE mode, so the refresh stops mid-copy: its repair
+    // of the renamed rows waits for the lock. (Not ACCESS EXCLUSIVE: that lock takes a transaction
+    // id, which would hold back the marks other tests' runs record meanwhile.)
+    let admin = connect(&testbed().admin_url(Server::Target, &target_db)).await;
+    let blocker = connect(&testbed().admin_url(Server::Target, &target_db)).await;
+    blocker.batch_execute("BEGIN; LOCK TABLE items IN SHARE MODE").await.unwrap();
+    let refresh = write_mode_job(&dir, "refresh.json", &source_db, &target_db, "refresh");
+    let run_id = pgferry_tests::unique_name("run-interrupted");
+    let child = Command::new(env!("CARGO_BIN_EXE_pgferry"))
+        .args(["run", refresh.to_str().unwrap(), "--run-id", &run_id, "--store"])
+        .arg(dir.join("artifacts"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    until(
+        &admin,
+        "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+         AND application_name LIKE '%' || $1 || '%')",
+        &run_id,
+    )
+    .await;
+    let held: bool =
+        admin.query_one("SELECT active FROM pgferry.runs WHERE run_id = $1", &[&run_id]).await.unwrap().get(0);
+    assert!(held, "the refresh holds the target while it copies");
+
+    let kill = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    // The waiting statement is abandoned with its connection; let it through so it can end.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    blocker.batch_execute("ROLLBACK").await.unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains(&format!("interrupted: stopping run {run_id}")), "{stderr}");
+    assert!(stderr.contains("Pgferry.Interrupted"), "{stderr}");
+
+    // The failure path ran: the target is released, and the failure is on record.
+    let held: bool =
+        admin.query_one("SELECT active FROM pgferry.runs WHERE run_id = $1", &[&run_id]).await.unwrap().get(0);
+    assert!(!held, "the interrupted refresh released the target");
+    let failure = dir.join("artifacts").join("runs").join(&run_id).join("failure.json");
+    let failure: serde_json::Value = serde_json::from_slice(&std::fs::read(&failure).unwrap()).unwrap();
+    assert_eq!(failure["error"], "Pgferry.Interrupted", "{failure}");
+
+    // The next refresh needs no take-over and ends equal, the renamed items copied.
+    let out = pgferry(&["run", refresh.to_str().unwrap()], &dir);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let renamed: i64 = admin.query_one("SELECT count(*) FROM items WHERE name = 'renamed'", &[]).await.unwrap().get(0);
+    assert_eq!(renamed, 200);
+    drop((admin, blocker, source));
     drop_db(Server::Target, &target_db).await;
     drop_db(Server::Source, &source_db).await;
 }

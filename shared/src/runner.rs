@@ -113,21 +113,74 @@ pub fn task_failure(err: &Error) -> TaskFailure {
     TaskFailure { error: err.kind().step_error_name().to_string(), cause: err.with_advice() }
 }
 
+/// The error of a Task stopped by an [`Interrupt`]. No `Retry` matches it; every `Catch` does
+/// (`States.ALL`), so the state machine goes down its failure path.
+pub const STEP_ERROR_INTERRUPTED: &str = "Pgferry.Interrupted";
+
+/// The Task actions of the state machine's failure path (and the release step): they undo what
+/// a run holds — the master's temporary memberships, read access obtained on the source, a
+/// refresh's hold on its target, a logical replication set up, a clone — and run to their end
+/// even after an [`Interrupt`].
+const UNDOING_ACTIONS: [&str; 4] = ["diagnose", "cleanupReplication", "release", "deleteClone"];
+
+/// A request to stop a local run (`pgferry run` on Ctrl-C). Unlike a Step Functions
+/// `StopExecution`, which runs no `Catch`, the run still ends the way a failed run does: Tasks in
+/// flight stop (their transactions roll back with their connections, the ledger keeps the slices
+/// already committed) and fail with [`STEP_ERROR_INTERRUPTED`], later work Tasks fail at once,
+/// and the failure path's Tasks ([`UNDOING_ACTIONS`]) run normally.
+#[derive(Debug, Clone)]
+pub struct Interrupt(tokio::sync::watch::Sender<bool>);
+
+impl Default for Interrupt {
+    fn default() -> Self {
+        Self(tokio::sync::watch::Sender::new(false))
+    }
+}
+
+impl Interrupt {
+    pub fn fire(&self) {
+        self.0.send_replace(true);
+    }
+
+    pub fn fired(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    async fn wait(&self) {
+        let mut rx = self.0.subscribe();
+        // The sender lives in `self`: the channel cannot close while this waits.
+        let _ = rx.wait_for(|fired| *fired).await;
+    }
+}
+
+fn interrupted(action: &str) -> TaskFailure {
+    TaskFailure {
+        error: STEP_ERROR_INTERRUPTED.to_string(),
+        cause: format!("the run was interrupted (Ctrl-C) at task {action}; its failure path undoes what it holds"),
+    }
+}
+
 /// Runs Task states in-process and reads ItemReader objects from the artifact store.
 #[derive(Debug)]
 pub struct LocalEnvironment {
     ctx: StepContext,
     task_budget: Option<Duration>,
+    interrupt: Option<Interrupt>,
 }
 
 impl LocalEnvironment {
     pub fn new(ctx: StepContext) -> Self {
-        Self { ctx, task_budget: None }
+        Self { ctx, task_budget: None, interrupt: None }
     }
 
     /// Gives every Task invocation this much time, as Lambda's timeout would (no limit by default).
     pub fn with_task_budget(self, budget: Option<Duration>) -> Self {
         Self { task_budget: budget, ..self }
+    }
+
+    /// Stops work Tasks when `interrupt` fires (see [`Interrupt`]).
+    pub fn with_interrupt(self, interrupt: Interrupt) -> Self {
+        Self { interrupt: Some(interrupt), ..self }
     }
 }
 
@@ -143,7 +196,17 @@ impl Environment for LocalEnvironment {
                 });
             };
             let deadline = self.task_budget.map(|b| Instant::now() + b);
-            invoke(&self.ctx, function, input, deadline).await.map_err(|e| task_failure(&e))
+            let action = input.get("action").and_then(Value::as_str).unwrap_or(function.name()).to_string();
+            let undoing = UNDOING_ACTIONS.contains(&action.as_str());
+            let task = invoke(&self.ctx, function, input, deadline);
+            match self.interrupt.as_ref().filter(|_| !undoing) {
+                Some(interrupt) if interrupt.fired() => Err(interrupted(&action)),
+                Some(interrupt) => tokio::select! {
+                    result = task => result.map_err(|e| task_failure(&e)),
+                    () = interrupt.wait() => Err(interrupted(&action)),
+                },
+                None => task.await.map_err(|e| task_failure(&e)),
+            }
         })
     }
 
