@@ -372,7 +372,9 @@ fn the_template_has_the_four_functions_state_machine_bucket_schedule_and_alert_r
     assert!(job["source"]["rdsInstance"].is_string() && job["target"]["rdsInstance"].is_string(), "{job}");
 
     // Failure alerts: failed, timed-out and aborted executions of this state machine to SNS.
-    let (_, rule) = only(raw, "AWS::Events::Rule");
+    let rules = of_type(raw, "AWS::Events::Rule");
+    assert_eq!(rules.len(), 2, "an alert rule and a stopped-run rule");
+    let rule = resources(raw)["ExecutionFailedRule"].clone();
     let pattern = &rule["Properties"]["EventPattern"];
     assert_eq!(pattern["source"], serde_json::json!(["aws.states"]));
     let statuses: BTreeSet<&str> = strings(&pattern["detail"]["status"]).into_iter().collect();
@@ -387,6 +389,23 @@ fn the_template_has_the_four_functions_state_machine_bucket_schedule_and_alert_r
     );
     let (subscription_id, subscription) = only(raw, "AWS::SNS::Subscription");
     assert!(subscription.get("Condition").is_some(), "{subscription_id} is not optional");
+
+    // Executions stopped by hand or timed out: their whole status-change event starts the state
+    // machine (its StoppedRun branch), through a role that may only start this state machine.
+    let rule = &resources(raw)["ExecutionStoppedRule"];
+    let pattern = &rule["Properties"]["EventPattern"];
+    assert_eq!(pattern["detail-type"], serde_json::json!(["Step Functions Execution Status Change"]));
+    let statuses: BTreeSet<&str> = strings(&pattern["detail"]["status"]).into_iter().collect();
+    assert_eq!(statuses, BTreeSet::from(["TIMED_OUT", "ABORTED"]), "a FAILED execution ran its failure path");
+    assert_eq!(target_of(&pattern["detail"]["stateMachineArn"][0], None).as_ref(), Some(machine_id));
+    let target = &rule["Properties"]["Targets"][0];
+    assert_eq!(target_of(&target["Arn"], None).as_ref(), Some(machine_id));
+    assert!(target.get("Input").is_none() && target.get("InputTransformer").is_none(), "the event as it is");
+    let role = target_of(&target["RoleArn"], Some("Arn")).expect("the rule has its own role");
+    let statements = &resources(raw)[&role]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"];
+    assert_eq!(statements.as_array().unwrap().len(), 1);
+    assert_eq!(statements[0]["Action"], "states:StartExecution");
+    assert_eq!(target_of(&statements[0]["Resource"], None).as_ref(), Some(machine_id));
 
     for output in ["StateMachineArn", "ArtifactBucketName", "AlertTopicArn"] {
         assert!(raw["Outputs"].get(output).is_some(), "no output {output}");

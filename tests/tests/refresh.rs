@@ -282,6 +282,58 @@ async fn one_refresh_at_a_time_holds_the_target_and_a_stopped_one_is_taken_over_
     cleanup(&source_db, &target_db).await;
 }
 
+/// The status-change event EventBridge sends when an execution of the state machine ends
+/// `status` (the template's ExecutionStoppedRule), for the execution named `run` on `input`.
+fn status_change(run: &str, status: &str, input: &serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "version": "0",
+        "id": "6f3c2a4e-0d2b-4c1e-9a51-2f0f6f6c9b11",
+        "detail-type": "Step Functions Execution Status Change",
+        "source": "aws.states",
+        "account": "123456789012",
+        "region": "eu-west-1",
+        "detail": {
+            "executionArn": format!("arn:aws:states:eu-west-1:123456789012:execution:pgferry-replication:{run}"),
+            "stateMachineArn": "arn:aws:states:eu-west-1:123456789012:stateMachine:pgferry-replication",
+            "name": run,
+            "status": status,
+            "input": input.to_string(),
+        }
+    })
+}
+
+#[tokio::test]
+async fn an_execution_stopped_by_hand_gets_its_failure_path_from_its_status_change_event() {
+    let (source_db, target_db) = copied("rf_stopped", SHOP).await;
+    let target = connect(&testbed().url(Server::Target, &target_db)).await;
+    // A refresh stopped by hand during its copy phase: Step Functions runs no Catch, so no
+    // release step; the target stays held.
+    let RefreshRun { ctx, input, .. } = refresh_copy(&source_db, &target_db, serde_json::json!({})).await.unwrap();
+    assert_eq!(holders(&target).await.last(), Some(&(input.run_id.clone(), Some(true))));
+
+    // The stopped execution's status-change event starts the state machine, which runs the
+    // stopped run's failure path under its run id and ends failed, saying why.
+    let machine = StateMachine::parse(runner::DEFINITION, &runner::local_substitutions()).unwrap();
+    let job = serde_json::to_value(&input.job).unwrap();
+    for stopped_input in [job.clone(), serde_json::json!({"action": "cutover", "job": job})] {
+        let event = status_change(&input.run_id, "ABORTED", &stopped_input);
+        let env = Arc::new(LocalEnvironment::new(ctx.clone()));
+        let outcome = Execution::new(&machine, env, "5e0d9a0c-cleanup".to_string()).run(event).await.unwrap();
+        let Outcome::Failed { error, cause } = outcome else { panic!("{outcome:?}") };
+        assert_eq!(error, "Pgferry.Stopped");
+        assert!(cause.contains(&format!("execution {} ended ABORTED", input.run_id)), "{cause}");
+        assert_eq!(holders(&target).await.last(), Some(&(input.run_id.clone(), Some(false))), "released");
+    }
+    let failure: serde_json::Value = ctx.store.get_json(&keys::failure(&input.run_id)).await.unwrap();
+    assert_eq!(failure["error"], "Pgferry.Stopped", "{failure}");
+
+    // The next refresh needs no take-over.
+    let report = refresh_steps(&source_db, &target_db, serde_json::json!({})).await.unwrap();
+    assert!(report.equal);
+    drop(target);
+    cleanup(&source_db, &target_db).await;
+}
+
 /// The refresh steps one by one, as the state machine runs them, with small slices so that
 /// tables are cut into key and page ranges.
 async fn refresh_steps(
