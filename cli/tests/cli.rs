@@ -257,7 +257,17 @@ async fn ctrl_c_stops_a_refresh_mid_copy_and_its_failure_path_releases_the_targe
     // The waiting statement is abandoned with its connection; let it through so it can end.
     tokio::time::sleep(Duration::from_millis(300)).await;
     blocker.batch_execute("ROLLBACK").await.unwrap();
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
+    let pid = child.id().to_string();
+    let waited = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()),
+    )
+    .await;
+    let Ok(out) = waited else {
+        let _ = Command::new("kill").args(["-KILL", &pid]).status();
+        panic!("pgferry did not end within two minutes of Ctrl-C");
+    };
+    let out = out.unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(130), "{stderr}");
     assert!(stderr.contains(&format!("interrupted: stopping run {run_id}")), "{stderr}");
