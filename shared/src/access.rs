@@ -4,10 +4,14 @@
 //! A copy must never return a silent subset: a table the source user cannot read stops `pg_dump`
 //! and the copy half-way, and row-level security silently hides rows from `COPY … TO`. With
 //! consent, before the schema is dumped, the source user is made a member of the owners of such
-//! tables (an owner reads its tables and bypasses their policies) and `FORCE ROW LEVEL SECURITY`,
-//! which subjects even the owner to the policies, is turned off. Every change is logged in the
-//! artifact store *before* it is made; the release step (on success and on the failure path)
-//! restores `FORCE` and revokes the memberships, so the source ends as it began.
+//! tables (an owner reads its tables and bypasses their policies), through the run's own holder
+//! role as on the target ([`crate::schema::apply::holder_role`]: two consenting runs from one
+//! source do not take each other's access away), and `FORCE ROW LEVEL SECURITY`, which subjects
+//! even the owner to the policies, is turned off. Every change is logged in the artifact store
+//! *before* it is made; the release step (on success and on the failure path) restores `FORCE`
+//! and drops the holder role, so the source ends as it began. `FORCE` is a table's flag, not a
+//! run's: two consenting runs over a forced table should not overlap (the second would fail,
+//! never read a subset: sessions run with `row_security = off`).
 //!
 //! The target has the mirror problem, without any consent needed since pgferry made those tables:
 //! `FORCE ROW LEVEL SECURITY` comes with the schema's pre-data and `ENABLE ROW LEVEL SECURITY`
@@ -20,8 +24,9 @@ use tokio_postgres::{Client, GenericClient};
 use crate::context::StepContext;
 use crate::error::{Error, Result};
 use crate::job::Side;
-use crate::pg::{QualifiedName, quote_ident};
+use crate::pg::QualifiedName;
 use crate::preflight::{fail, pass, warn};
+use crate::schema::apply::{HOLDER_PREFIX, REACH_CTE, drop_holder, hold, holder_role};
 use crate::step::Check;
 use crate::step::{StepInput, keys};
 use crate::store::ArtifactStore;
@@ -48,22 +53,27 @@ impl AccessLog {
 
 /// Owners of relations the current user cannot read or whose policies apply to it, that it is not
 /// already a member of; and the tables with `FORCE ROW LEVEL SECURITY` that hide rows from it.
-async fn needs(client: &Client) -> Result<(Vec<(String, bool)>, Vec<QualifiedName>)> {
+/// A membership held only through another run's holder role does not count (that run may end
+/// first, see [`crate::schema::apply::holder_role`]): the owner is listed when the user reads
+/// the table as its member at all, so that this run holds the membership itself. `run` names this
+/// run (empty for preflight, which has none yet).
+async fn needs(client: &Client, run: &str) -> Result<(Vec<(String, bool)>, Vec<QualifiedName>)> {
     let hidden = "c.relkind IN ('r', 'p') AND c.relrowsecurity \
          AND NOT (SELECT rolbypassrls OR rolsuper FROM pg_roles WHERE rolname = current_user)";
     let owners = client
         .query(
             &format!(
-                "SELECT DISTINCT pg_get_userbyid(c.relowner)::text, r.rolsuper \
+                "WITH RECURSIVE {REACH_CTE} \
+                 SELECT DISTINCT pg_get_userbyid(c.relowner)::text, r.rolsuper \
                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_roles r ON r.oid = c.relowner \
                  WHERE c.relkind IN ('r', 'p', 'm', 'S') AND {USER_RELATION} \
-                   AND NOT pg_has_role(c.relowner, 'USAGE') \
+                   AND NOT (pg_has_role(c.relowner, 'USAGE') AND c.relowner IN (SELECT oid FROM reach)) \
                    AND (NOT (has_schema_privilege(n.oid, 'USAGE') AND CASE WHEN c.relkind = 'S' \
                              THEN has_sequence_privilege(c.oid, 'SELECT') ELSE has_table_privilege(c.oid, 'SELECT') END) \
-                        OR ({hidden})) \
+                        OR ({hidden}) OR pg_has_role(c.relowner, 'USAGE')) \
                  ORDER BY 1"
             ),
-            &[],
+            &[&holder_role(run), &HOLDER_PREFIX],
         )
         .await
         .map_err(|e| Error::db("list the owners of tables the source user cannot read", e))?;
@@ -85,8 +95,8 @@ async fn needs(client: &Client) -> Result<(Vec<(String, bool)>, Vec<QualifiedNam
 
 /// What obtaining access would change, for preflight: `(roles to join, tables to unforce)`, and
 /// the owners that cannot be joined (superusers).
-pub async fn would_obtain(client: &Client) -> Result<(Vec<String>, Vec<QualifiedName>, Vec<String>)> {
-    let (owners, forced) = needs(client).await?;
+pub async fn would_obtain(client: &Client, run: &str) -> Result<(Vec<String>, Vec<QualifiedName>, Vec<String>)> {
+    let (owners, forced) = needs(client, run).await?;
     let (superusers, roles): (Vec<_>, Vec<_>) = owners.into_iter().partition(|(_, sup)| *sup);
     Ok((roles.into_iter().map(|(r, _)| r).collect(), forced, superusers.into_iter().map(|(r, _)| r).collect()))
 }
@@ -94,7 +104,7 @@ pub async fn would_obtain(client: &Client) -> Result<(Vec<String>, Vec<Qualified
 /// The preflight check of a job that consents: what the run will change, or why it cannot.
 pub async fn preflight_check(client: &Client) -> Result<Check> {
     let name = "source-access";
-    let (roles, forced, superusers) = would_obtain(client).await?;
+    let (roles, forced, superusers) = would_obtain(client, "").await?;
     if !superusers.is_empty() {
         return Ok(fail(
             name,
@@ -132,7 +142,7 @@ pub async fn obtain(ctx: &StepContext, input: &StepInput, what: Obtain) -> Resul
         return Ok(log);
     }
     let source = ctx.connect(&input.job, Side::Source, "access", &input.run_id).await?;
-    let (roles, forced, superusers) = would_obtain(&source).await?;
+    let (roles, forced, superusers) = would_obtain(&source, &input.run_id).await?;
     if let Some(owner) = superusers.first() {
         return Err(Error::PreflightFailed {
             failures: vec![format!(
@@ -147,9 +157,7 @@ pub async fn obtain(ctx: &StepContext, input: &StepInput, what: Obtain) -> Resul
                 log.memberships.push(role.clone());
                 ctx.store.put_json(&key, &log).await?;
             }
-            source.batch_execute(&format!("GRANT {} TO CURRENT_USER", quote_ident(&role))).await.map_err(|e| {
-                Error::db(format!("make the source user a member of {role} (consented: obtainSourceAccess)"), e)
-            })?;
+            hold(&source, &holder_role(&input.run_id), &role).await?;
             tracing::info!(role = %role, "source access: joined the owner role for the run");
         }
         return Ok(log);
@@ -183,10 +191,9 @@ pub async fn restore(ctx: &StepContext, input: &StepInput) -> Result<Vec<String>
             restored.push(format!("FORCE ROW LEVEL SECURITY on {table}"));
         }
     }
-    for role in &log.memberships {
-        if crate::schema::apply::leave(&source, role).await? {
-            restored.push(format!("source membership in {role} revoked"));
-        }
+    // The memberships go with the run's holder role; other runs' stay.
+    if drop_holder(&source, &input.run_id).await? {
+        restored.extend(log.memberships.iter().map(|role| format!("source membership in {role} revoked")));
     }
     Ok(restored)
 }

@@ -1,6 +1,7 @@
 //! Steps called directly, as a retrying state machine would call them: a retried step must never
 //! duplicate or lose anything (RDS-CASES T40, T60).
 
+use pgferry_core::access::{self, Obtain};
 use pgferry_core::context::StepContext;
 use pgferry_core::schema::apply::{MembershipLog, holder_role};
 use pgferry_core::schema::report::SchemaReport;
@@ -181,6 +182,52 @@ async fn concurrent_runs_in_one_cluster_hold_their_own_memberships_and_release_o
     drop(target);
     drop_db(Server::Source, &source_db).await;
     admin.batch_execute(&format!("DROP ROLE {owner}; DROP ROLE {already}")).await.unwrap();
+}
+
+/// Two runs from one source with `obtainSourceAccess`, a table the source master cannot read:
+/// each reads through its own holder role on the source, so the first to end does not take the
+/// other's access away.
+#[tokio::test]
+async fn consenting_runs_from_one_source_read_through_their_own_memberships() {
+    let owner = unique_name("secret_keeper");
+    let source_db = create_db(Server::Source, "access_holders").await;
+    let admin = connect(&testbed().admin_url(Server::Source, &source_db)).await;
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {owner} NOLOGIN; CREATE TABLE vault (id int PRIMARY KEY); \
+             INSERT INTO vault SELECT generate_series(1, 10); ALTER TABLE vault OWNER TO {owner}"
+        ))
+        .await
+        .unwrap();
+    let master = connect(&testbed().url(Server::Source, &source_db)).await;
+    let readable = || async {
+        // Err: the SQLSTATE (42501: permission denied).
+        master
+            .query_one("SELECT count(*) FROM vault", &[])
+            .await
+            .map(|r| r.get::<_, i64>(0))
+            .map_err(|e| e.code().map(|c| c.code().to_string()).unwrap_or_default())
+    };
+    assert_eq!(readable().await, Err("42501".to_string()));
+    let consent = serde_json::json!({"obtainSourceAccess": true});
+    let (ctx_a, a) = step_setup(&source_db, &unique_name("access_a"), consent.clone());
+    let (ctx_b, b) = step_setup(&source_db, &unique_name("access_b"), consent);
+
+    let log = access::obtain(&ctx_a, &a, Obtain::Memberships).await.unwrap();
+    assert_eq!(log.memberships, vec![owner.clone()]);
+    assert_eq!(readable().await, Ok(10));
+    let log = access::obtain(&ctx_b, &b, Obtain::Memberships).await.unwrap();
+    assert_eq!(log.memberships, vec![owner.clone()], "B does not count on A's membership, which A will drop");
+
+    let restored = access::restore(&ctx_a, &a).await.unwrap();
+    assert_eq!(restored, vec![format!("source membership in {owner} revoked")]);
+    assert_eq!(readable().await, Ok(10), "B still reads after A ended");
+    access::restore(&ctx_b, &b).await.unwrap();
+    assert_eq!(readable().await, Err("42501".to_string()), "the source ends as it began");
+    drop((admin, master));
+    drop_db(Server::Source, &source_db).await;
+    let admin = connect(&testbed().admin_url(Server::Source, "postgres")).await;
+    admin.batch_execute(&format!("DROP ROLE {owner}")).await.unwrap();
 }
 
 #[tokio::test]

@@ -59,17 +59,23 @@ pub fn holder_role(run: &str) -> String {
     format!("{head}_{hash}")
 }
 
-/// Whether the connecting role is a member of `$1` (directly or not) other than through another
-/// run's holder role (`$2` is this run's, `$3` the holders' prefix): what another run holds for
-/// itself can go at any time.
-const MEMBER_SQL: &str = "WITH RECURSIVE reach(oid) AS ( \
+/// `reach(oid)`: the connecting role and the roles it is a member of (directly or not) other than
+/// through another run's holder role (`$1` is this run's, `$2` the holders' prefix) — what another
+/// run holds for itself can go at any time. A `WITH RECURSIVE` item.
+pub(crate) const REACH_CTE: &str = "reach(oid) AS ( \
        SELECT oid FROM pg_roles WHERE rolname = current_user \
        UNION \
        SELECT m.roleid FROM pg_auth_members m JOIN reach ON m.member = reach.oid \
          JOIN pg_roles g ON g.oid = m.roleid \
-        WHERE NOT starts_with(g.rolname::text, $3::text) OR g.rolname = $2::text::name) \
-     SELECT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) \
-         OR EXISTS (SELECT 1 FROM reach JOIN pg_roles r ON r.oid = reach.oid WHERE r.rolname = $1::text::name)";
+        WHERE NOT starts_with(g.rolname::text, $2::text) OR g.rolname = $1::text::name)";
+
+/// Whether the connecting role is a superuser or a member of `$3` within [`REACH_CTE`].
+fn member_sql() -> String {
+    format!(
+        "WITH RECURSIVE {REACH_CTE} SELECT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) \
+             OR EXISTS (SELECT 1 FROM reach JOIN pg_roles r ON r.oid = reach.oid WHERE r.rolname = $3::text::name)"
+    )
+}
 
 /// The roles the master was made a member of for this run (through the run's holder role),
 /// logged before each grant.
@@ -92,7 +98,7 @@ impl MembershipLog {
     /// one already (not counting other runs' holders); returns true if it granted.
     pub async fn ensure<C: GenericClient>(&mut self, client: &C, role: &str) -> Result<bool> {
         let member: bool = client
-            .query_one(MEMBER_SQL, &[&role, &self.holder, &HOLDER_PREFIX])
+            .query_one(&member_sql(), &[&self.holder, &HOLDER_PREFIX, &role])
             .await
             .map_err(|e| Error::db(format!("check membership in {role}"), e))?
             .get(0);
@@ -103,30 +109,35 @@ impl MembershipLog {
             self.roles.push(role.to_string());
             self.store.put_json(&self.key, &self.roles).await?;
         }
-        let holder = quote_ident(&self.holder);
-        let exists: bool = client
-            .query_one("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1::text::name)", &[&self.holder])
-            .await
-            .map_err(|e| Error::db("look for the run's holder role", e))?
-            .get(0);
-        if !exists {
-            client
-                .batch_execute(&format!(
-                    "CREATE ROLE {holder} NOLOGIN INHERIT; \
-                     COMMENT ON ROLE {holder} IS {}; GRANT {holder} TO CURRENT_USER",
-                    crate::pg::quote_literal(
-                        "pgferry: the memberships the master holds for one run; dropped by the run's release step"
-                    )
-                ))
-                .await
-                .map_err(|e| Error::db(format!("create the run's holder role {}", self.holder), e))?;
-        }
-        client
-            .batch_execute(&format!("GRANT {} TO {holder}", quote_ident(role)))
-            .await
-            .map_err(|e| Error::db(format!("make the master a member of {role} (to act as the owner)"), e))?;
+        hold(client, &self.holder, role).await?;
         Ok(true)
     }
+}
+
+/// Makes the connecting role a member of `role` through the holder role `holder`, created
+/// (NOLOGIN, the connecting role its member) on first need.
+pub(crate) async fn hold<C: GenericClient>(client: &C, holder: &str, role: &str) -> Result<()> {
+    let exists: bool = client
+        .query_one("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1::text::name)", &[&holder])
+        .await
+        .map_err(|e| Error::db("look for the run's holder role", e))?
+        .get(0);
+    let quoted = quote_ident(holder);
+    if !exists {
+        client
+            .batch_execute(&format!(
+                "CREATE ROLE {quoted} NOLOGIN INHERIT; COMMENT ON ROLE {quoted} IS {}; GRANT {quoted} TO CURRENT_USER",
+                crate::pg::quote_literal(
+                    "pgferry: the memberships the master holds for one run; dropped by the run's release step"
+                )
+            ))
+            .await
+            .map_err(|e| Error::db(format!("create the run's holder role {holder}"), e))?;
+    }
+    client
+        .batch_execute(&format!("GRANT {} TO {quoted}", quote_ident(role)))
+        .await
+        .map_err(|e| Error::db(format!("make the connecting user a member of {role}"), e))
 }
 
 /// Drops a run's holder role, and with it the memberships the run was given; true if it
@@ -144,27 +155,6 @@ pub async fn drop_holder(client: &Client, run: &str) -> Result<bool> {
             .map_err(|e| Error::db(format!("drop the run's holder role {holder}"), e))?;
     }
     Ok(exists)
-}
-
-/// Revokes the connecting role's direct membership in `role`, if it has one; true if it did.
-/// The undo of the source access obtained for a run ([`crate::access`]).
-pub async fn leave<C: GenericClient>(client: &C, role: &str) -> Result<bool> {
-    let member: bool = client
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid \
-             JOIN pg_roles me ON me.oid = m.member WHERE r.rolname = $1::text::name AND me.rolname = current_user)",
-            &[&role],
-        )
-        .await
-        .map_err(|e| Error::db(format!("check membership in {role}"), e))?
-        .get(0);
-    if member {
-        client
-            .batch_execute(&format!("REVOKE {} FROM CURRENT_USER", quote_ident(role)))
-            .await
-            .map_err(|e| Error::db(format!("revoke the connecting user's membership in {role}"), e))?;
-    }
-    Ok(member)
 }
 
 fn apply_error(phase: Phase, index: usize, line: usize, sql: &str, source: tokio_postgres::Error) -> Error {
