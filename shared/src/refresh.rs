@@ -166,6 +166,15 @@ async fn runs_table(target: &Client) -> Result<bool> {
         .get(0))
 }
 
+/// The name of the database a client is connected to.
+async fn current_database(client: &Client) -> Result<String> {
+    Ok(client
+        .query_one("SELECT current_database()::text", &[])
+        .await
+        .map_err(|e| Error::db("read target database", e))?
+        .get(0))
+}
+
 /// The latest finished pgferry run from `source` into the target, or why there is none.
 pub async fn earlier_copy(
     target: &Client,
@@ -234,19 +243,12 @@ pub async fn ensure_earlier_copy(ctx: &StepContext, input: &StepInput) -> Result
         }
         Err(e) => return Err(e),
     };
-    let database: String = target
-        .query_one("SELECT current_database()::text", &[])
-        .await
-        .map_err(|e| Error::db("read target database", e))?
-        .get(0);
+    let database = current_database(&target).await?;
     let earlier = match earlier_copy(&target, &identity).await? {
         Ok(earlier) => earlier,
         Err(reason) => return Err(refusal(&target, &database, &identity, &reason).await),
     };
-    match free_or_taken_over(&target, &database, job, &input.run_id).await? {
-        Ok(_) => Ok(earlier),
-        Err(busy) => Err(busy),
-    }
+    free_or_taken_over(&target, &database, job, &input.run_id).await?.map(|_| earlier)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -331,11 +333,7 @@ pub async fn end_run(target: &Client, run_id: &str) -> Result<bool> {
 pub async fn target_check(source: &Client, target: &Client, job: &Job) -> Result<crate::step::Check> {
     use crate::step::{Check, CheckStatus};
     let identity = source_identity(source, job).await?;
-    let database: String = target
-        .query_one("SELECT current_database()::text", &[])
-        .await
-        .map_err(|e| Error::db("read target database", e))?
-        .get(0);
+    let database = current_database(target).await?;
     Ok(match earlier_copy(target, &identity).await? {
         Ok(earlier) => {
             let copy = format!(
@@ -523,11 +521,7 @@ pub async fn ensure_refresh_run(target: &Client, run_id: &str) -> Result<()> {
     if holds == Some(true) {
         return Ok(());
     }
-    let database: String = target
-        .query_one("SELECT current_database()::text", &[])
-        .await
-        .map_err(|e| Error::db("read target database", e))?
-        .get(0);
+    let database = current_database(target).await?;
     if holds == Some(false) {
         // Taken over by another run (this one was presumed stopped), or this run already ended.
         return Err(match holders(target, run_id).await?.into_iter().next() {
@@ -900,11 +894,7 @@ pub async fn pre_data(ctx: &StepContext, input: &StepInput) -> Result<SchemaOutp
     let earlier = match earlier_copy(&target, &identity).await? {
         Ok(earlier) => earlier,
         Err(reason) => {
-            let database: String = target
-                .query_one("SELECT current_database()::text", &[])
-                .await
-                .map_err(|e| Error::db("read target database", e))?
-                .get(0);
+            let database = current_database(&target).await?;
             return Err(refusal(&target, &database, &identity, &reason).await);
         }
     };

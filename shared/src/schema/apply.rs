@@ -114,16 +114,19 @@ impl MembershipLog {
     }
 }
 
-/// Makes the connecting role a member of `role` through the holder role `holder`, created
-/// (NOLOGIN, the connecting role its member) on first need.
-pub(crate) async fn hold<C: GenericClient>(client: &C, holder: &str, role: &str) -> Result<()> {
-    let exists: bool = client
+async fn holder_exists<C: GenericClient>(client: &C, holder: &str) -> Result<bool> {
+    Ok(client
         .query_one("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1::text::name)", &[&holder])
         .await
         .map_err(|e| Error::db("look for the run's holder role", e))?
-        .get(0);
+        .get(0))
+}
+
+/// Makes the connecting role a member of `role` through the holder role `holder`, created
+/// (NOLOGIN, the connecting role its member) on first need.
+pub(crate) async fn hold<C: GenericClient>(client: &C, holder: &str, role: &str) -> Result<()> {
     let quoted = quote_ident(holder);
-    if !exists {
+    if !holder_exists(client, holder).await? {
         client
             .batch_execute(&format!(
                 "CREATE ROLE {quoted} NOLOGIN INHERIT; COMMENT ON ROLE {quoted} IS {}; GRANT {quoted} TO CURRENT_USER",
@@ -144,11 +147,7 @@ pub(crate) async fn hold<C: GenericClient>(client: &C, holder: &str, role: &str)
 /// existed. Retried like a globals statement when another session updates the same catalog rows.
 pub async fn drop_holder(client: &Client, run: &str) -> Result<bool> {
     let holder = holder_role(run);
-    let exists: bool = client
-        .query_one("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1::text::name)", &[&holder])
-        .await
-        .map_err(|e| Error::db("look for the run's holder role", e))?
-        .get(0);
+    let exists = holder_exists(client, &holder).await?;
     if exists {
         execute_alone(client, &format!("DROP ROLE IF EXISTS {}", quote_ident(&holder)))
             .await
