@@ -1,5 +1,5 @@
 /*
- * rds_shim — makes a vanilla PostgreSQL 15 test bed grant two privileges the way Amazon RDS
+ * rds_shim — makes a vanilla PostgreSQL (14 to 18) test bed grant two privileges the way Amazon RDS
  * does, so that pgferry's continuous mode can be tested against the RDS role model.
  *
  * TEST BED ONLY: scripts/testbed loads it with shared_preload_libraries. Never load it into a
@@ -96,10 +96,18 @@ set_replication_attribute(GrantRoleStmt *stmt)
 		AlterRoleStmt *alter = makeNode(AlterRoleStmt);
 
 		alter->role = lfirst_node(RoleSpec, lc);
+#if PG_VERSION_NUM >= 150000
 		alter->options = list_make1(makeDefElem("isreplication",
 												(Node *) makeBoolean(stmt->is_grant), -1));
 		alter->action = 1;
 		AlterRole(make_parsestate(NULL), alter);
+#else
+		/* PostgreSQL 14: booleans in role options are integers, AlterRole takes no ParseState. */
+		alter->options = list_make1(makeDefElem("isreplication",
+												(Node *) makeInteger(stmt->is_grant ? 1 : 0), -1));
+		alter->action = 1;
+		AlterRole(alter);
+#endif
 	}
 }
 
@@ -185,7 +193,11 @@ _PG_init(void)
 							 "GRANT rds_replication also sets REPLICATION (test bed only).",
 							 NULL, &replication_attribute, false, PGC_SIGHUP, 0,
 							 NULL, NULL, NULL);
+#if PG_VERSION_NUM >= 150000
 	MarkGUCPrefixReserved("rds_shim");
+#else
+	EmitWarningsOnPlaceholders("rds_shim");
+#endif
 	prev_process_utility = ProcessUtility_hook;
 	ProcessUtility_hook = rds_shim_process_utility;
 }

@@ -24,9 +24,9 @@ use tokio_postgres::{Client, GenericClient};
 use crate::context::StepContext;
 use crate::error::{Error, Result};
 use crate::job::Side;
-use crate::pg::QualifiedName;
+use crate::pg::{QualifiedName, quote_ident};
 use crate::preflight::{fail, pass, warn};
-use crate::schema::apply::{HOLDER_PREFIX, REACH_CTE, drop_holder, hold, holder_role};
+use crate::schema::apply::{HOLDER_PREFIX, REACH_CTE, drop_holder, hold, holder_role, privileges_holder_sql};
 use crate::step::Check;
 use crate::step::{StepInput, keys};
 use crate::store::ArtifactStore;
@@ -57,21 +57,30 @@ impl AccessLog {
 /// first, see [`crate::schema::apply::holder_role`]): the owner is listed when the user reads
 /// the table as its member at all, so that this run holds the membership itself. `run` names this
 /// run (empty for preflight, which has none yet).
-async fn needs(client: &Client, run: &str) -> Result<(Vec<(String, bool)>, Vec<QualifiedName>)> {
+async fn needs(client: &Client, run: &str) -> Result<(Vec<(String, Option<&'static str>)>, Vec<QualifiedName>)> {
     let hidden = "c.relkind IN ('r', 'p') AND c.relrowsecurity \
          AND NOT (SELECT rolbypassrls OR rolsuper FROM pg_roles WHERE rolname = current_user)";
+    // An owner that cannot have members (pg_database_owner, T65) is read through the role it
+    // stands for: the database's owner. The user may join an owner that is no superuser when it
+    // holds ADMIN on it, or (before PostgreSQL 16) has CREATEROLE.
+    let grantable = "(SELECT rolsuper FROM pg_roles WHERE rolname = current_user) \
+         OR pg_has_role(current_user, r.oid, 'MEMBER WITH ADMIN OPTION') \
+         OR (current_setting('server_version_num')::int < 160000 \
+             AND (SELECT rolcreaterole FROM pg_roles WHERE rolname = current_user))";
     let owners = client
         .query(
             &format!(
                 "WITH RECURSIVE {REACH_CTE} \
-                 SELECT DISTINCT pg_get_userbyid(c.relowner)::text, r.rolsuper \
-                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_roles r ON r.oid = c.relowner \
+                 SELECT DISTINCT r.rolname::text, r.rolsuper, {grantable} \
+                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 JOIN pg_roles r ON r.rolname = ({holder}) \
                  WHERE c.relkind IN ('r', 'p', 'm', 'S') AND {USER_RELATION} \
-                   AND NOT (pg_has_role(c.relowner, 'USAGE') AND c.relowner IN (SELECT oid FROM reach)) \
+                   AND NOT (pg_has_role(r.oid, 'USAGE') AND r.oid IN (SELECT oid FROM reach)) \
                    AND (NOT (has_schema_privilege(n.oid, 'USAGE') AND CASE WHEN c.relkind = 'S' \
                              THEN has_sequence_privilege(c.oid, 'SELECT') ELSE has_table_privilege(c.oid, 'SELECT') END) \
-                        OR ({hidden}) OR pg_has_role(c.relowner, 'USAGE')) \
-                 ORDER BY 1"
+                        OR ({hidden}) OR pg_has_role(r.oid, 'USAGE')) \
+                 ORDER BY 1",
+                holder = privileges_holder_sql("pg_get_userbyid(c.relowner)::text")
             ),
             &[&holder_role(run), &HOLDER_PREFIX],
         )
@@ -87,31 +96,85 @@ async fn needs(client: &Client, run: &str) -> Result<(Vec<(String, bool)>, Vec<Q
         )
         .await
         .map_err(|e| Error::db("list tables with FORCE ROW LEVEL SECURITY", e))?;
+    let why = |superuser: bool, grantable: bool| match (superuser, grantable) {
+        (true, _) => Some(UNOBTAINABLE_SUPERUSER),
+        (false, false) => Some(UNOBTAINABLE_ADMIN),
+        (false, true) => None,
+    };
     Ok((
-        owners.iter().map(|r| (r.get(0), r.get(1))).collect(),
+        owners.iter().map(|r| (r.get(0), why(r.get(1), r.get(2)))).collect(),
         forced.iter().map(|r| QualifiedName::new(r.get::<_, String>(0), r.get::<_, String>(1))).collect(),
     ))
 }
 
-/// What obtaining access would change, for preflight: `(roles to join, tables to unforce)`, and
-/// the owners that cannot be joined (superusers).
-pub async fn would_obtain(client: &Client, run: &str) -> Result<(Vec<String>, Vec<QualifiedName>, Vec<String>)> {
+/// Why an owner cannot be joined: a superuser.
+const UNOBTAINABLE_SUPERUSER: &str = "superuser";
+/// Why an owner cannot be joined: PostgreSQL 16+ lets a CREATEROLE role grant only the roles it
+/// holds ADMIN on (those it created, or was given WITH ADMIN OPTION).
+const UNOBTAINABLE_ADMIN: &str = "no ADMIN";
+
+/// What obtaining access would change: `(roles to join, tables to unforce)`, and the owners that
+/// cannot be joined with the reason (superusers; on PostgreSQL 16+ roles the user holds no ADMIN
+/// on).
+pub async fn would_obtain(
+    client: &Client,
+    run: &str,
+) -> Result<(Vec<String>, Vec<QualifiedName>, Vec<(String, &'static str)>)> {
     let (owners, forced) = needs(client, run).await?;
-    let (superusers, roles): (Vec<_>, Vec<_>) = owners.into_iter().partition(|(_, sup)| *sup);
-    Ok((roles.into_iter().map(|(r, _)| r).collect(), forced, superusers.into_iter().map(|(r, _)| r).collect()))
+    let (blocked, roles): (Vec<_>, Vec<_>) = owners.into_iter().partition(|(_, why)| why.is_some());
+    Ok((
+        roles.into_iter().map(|(r, _)| r).collect(),
+        forced,
+        blocked.into_iter().map(|(r, why)| (r, why.unwrap_or_default())).collect(),
+    ))
+}
+
+/// Why the owners in `blocked` cannot be joined, and what to do.
+async fn blocked_advice(client: &Client, blocked: &[(String, &'static str)]) -> Result<(String, String)> {
+    let user: String = client
+        .query_one("SELECT current_user::text", &[])
+        .await
+        .map_err(|e| Error::db("read the current user", e))?
+        .get(0);
+    let of =
+        |kind: &str| -> Vec<&str> { blocked.iter().filter(|(_, w)| *w == kind).map(|(r, _)| r.as_str()).collect() };
+    let (superusers, no_admin) = (of(UNOBTAINABLE_SUPERUSER), of(UNOBTAINABLE_ADMIN));
+    let mut detail = Vec::new();
+    let mut advice = Vec::new();
+    if !superusers.is_empty() {
+        detail
+            .push(format!("tables owned by superuser(s) {} cannot be read by the source user", superusers.join(", ")));
+        advice.push(
+            "grant SELECT on them to the source user as their owner, or change their owner: a member of rds_superuser \
+             cannot become a superuser"
+                .to_string(),
+        );
+    }
+    if !no_admin.is_empty() {
+        detail.push(format!(
+            "the source user may not join owner role(s) {}: PostgreSQL 16+ lets a CREATEROLE role grant only roles \
+             it holds ADMIN on",
+            no_admin.join(", ")
+        ));
+        advice.push(format!(
+            "as the role that created them (or a superuser), run {}",
+            no_admin
+                .iter()
+                .map(|r| format!("GRANT {} TO {} WITH ADMIN OPTION", quote_ident(r), quote_ident(&user)))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ));
+    }
+    Ok((detail.join("; "), advice.join("; ")))
 }
 
 /// The preflight check of a job that consents: what the run will change, or why it cannot.
 pub async fn preflight_check(client: &Client) -> Result<Check> {
     let name = "source-access";
-    let (roles, forced, superusers) = would_obtain(client, "").await?;
-    if !superusers.is_empty() {
-        return Ok(fail(
-            name,
-            format!("tables owned by superuser(s) {} cannot be read by the source user", superusers.join(", ")),
-            "grant SELECT on them to the source user as their owner, or change their owner: a member of \
-             rds_superuser cannot become a superuser",
-        ));
+    let (roles, forced, blocked) = would_obtain(client, "").await?;
+    if !blocked.is_empty() {
+        let (detail, advice) = blocked_advice(client, &blocked).await?;
+        return Ok(fail(name, detail, &advice));
     }
     if roles.is_empty() && forced.is_empty() {
         return Ok(pass(name, "the source user can read every row of every table; nothing to obtain".to_string()));
@@ -142,14 +205,10 @@ pub async fn obtain(ctx: &StepContext, input: &StepInput, what: Obtain) -> Resul
         return Ok(log);
     }
     let source = ctx.connect(&input.job, Side::Source, "access", &input.run_id).await?;
-    let (roles, forced, superusers) = would_obtain(&source, &input.run_id).await?;
-    if let Some(owner) = superusers.first() {
-        return Err(Error::PreflightFailed {
-            failures: vec![format!(
-                "tables owned by the superuser {owner} cannot be read by the source user: grant SELECT on them \
-                 as {owner}, or change their owner (a member of rds_superuser cannot become a superuser)"
-            )],
-        });
+    let (roles, forced, blocked) = would_obtain(&source, &input.run_id).await?;
+    if !blocked.is_empty() {
+        let (detail, advice) = blocked_advice(&source, &blocked).await?;
+        return Err(Error::PreflightFailed { failures: vec![format!("{detail}: {advice}")] });
     }
     if what == Obtain::Memberships {
         for role in roles {

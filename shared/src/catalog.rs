@@ -40,6 +40,9 @@ pub struct Relation {
     /// the column's type, its element type, its domain base type and the base's element type are
     /// all built in (RDS-CASES T32).
     pub binary_safe: bool,
+    /// A materialized view created (or last refreshed) `WITH NO DATA` (RDS-CASES T66).
+    #[serde(default)]
+    pub unpopulated: bool,
 }
 
 /// First OID of objects created after initdb: types below it are built in and have the same OID
@@ -62,7 +65,8 @@ pub async fn relations(client: &Client) -> Result<Vec<Relation>> {
                    LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typelem <> 0 \
                    LEFT JOIN pg_type b ON b.oid = t.typbasetype AND t.typbasetype <> 0 \
                    LEFT JOIN pg_type be ON be.oid = b.typelem AND b.typelem <> 0 \
-                  WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '') \
+                  WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''), \
+                c.relkind = 'm' AND NOT c.relispopulated \
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
          WHERE c.relkind IN ('r', 'p', 'm', 'f') AND {USER_RELATION} \
          ORDER BY c.oid"
@@ -81,6 +85,7 @@ pub async fn relations(client: &Client) -> Result<Vec<Relation>> {
             pages: size(r.get(7)),
             columns: r.get(8),
             binary_safe: r.get(9),
+            unpopulated: r.get(10),
         })
         .collect())
 }

@@ -41,6 +41,11 @@ pub struct Job {
     /// by the release step, on success and on failure. Without it, preflight fails listing them.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub obtain_source_access: bool,
+    /// Consent to copy into an older PostgreSQL major than the source's: what
+    /// the older target refuses is skipped and reported statement by statement. Without it,
+    /// preflight refuses such a pair.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_older_target: bool,
     /// Where the functions run, for the network-path checks of local runs and tests; in AWS the
     /// deployment says it (see [`Network::from_env`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]

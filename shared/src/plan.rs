@@ -62,7 +62,7 @@ pub struct Plan {
     pub verify_items: Vec<Chunk>,
     /// Unlogged tables: copied, but their contents are not crash-safe on the target either.
     pub unlogged: Vec<QualifiedName>,
-    /// Refreshed in post-data instead of copied.
+    /// Refreshed in post-data instead of copied (only those populated on the source: T66).
     pub materialized_views: Vec<QualifiedName>,
     /// Relations with no data of their own, with the reason.
     pub skipped: Vec<(QualifiedName, String)>,
@@ -123,6 +123,10 @@ pub async fn build(ctx: &StepContext, input: &StepInput, options: PlanOptions) -
                 tables.push(rel);
             }
             "p" => plan.skipped.push((rel.name, "partitioned table: rows are copied per partition".to_string())),
+            "m" if rel.unpopulated => plan.skipped.push((
+                rel.name,
+                "materialized view WITH NO DATA on the source: left unpopulated, as there (T66)".to_string(),
+            )),
             "m" => plan.materialized_views.push(rel.name),
             "f" => plan.skipped.push((rel.name, "foreign table: its data lives on another server".to_string())),
             _ => {}

@@ -79,7 +79,7 @@ impl StandIn {
             admin.user,
             bed.ca()
         );
-        let mut backup = as_postgres(&bed.pg_bin("pg_basebackup"));
+        let mut backup = as_postgres(&bed.source_pg_bin("pg_basebackup"));
         backup
             .arg("-d")
             .arg(&conninfo)
@@ -95,7 +95,7 @@ impl StandIn {
              -c max_replication_slots=0 -c wal_level=replica",
             standin.dir.display()
         );
-        let mut start = as_postgres(&bed.pg_bin("pg_ctl"));
+        let mut start = as_postgres(&bed.source_pg_bin("pg_ctl"));
         start
             .args(["start", "-w", "-t", "60", "-D"])
             .arg(&data)
@@ -116,7 +116,7 @@ impl StandIn {
 
 impl Drop for StandIn {
     fn drop(&mut self) {
-        let mut stop = as_postgres(&testbed().pg_bin("pg_ctl"));
+        let mut stop = as_postgres(&testbed().source_pg_bin("pg_ctl"));
         stop.args(["stop", "-m", "immediate", "-w", "-t", "30", "-D"]).arg(self.dir.join("data"));
         let _ = stop.output();
         let _ = std::fs::remove_dir_all(&self.dir);

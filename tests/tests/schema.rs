@@ -104,7 +104,7 @@ async fn create_shapes() -> Shapes {
              ALTER ROLE {app} SET search_path = app, public; \
              ALTER ROLE {app} SET temp_tablespaces = 'rds_temp_tablespace'; \
              ALTER ROLE {auditor} SET log_statement = 'all'; \
-             GRANT pg_read_all_data TO {analyst}; GRANT pg_monitor TO {mon}; GRANT pg_checkpoint TO {ops}; \
+             GRANT pg_monitor TO {mon}; GRANT pg_checkpoint TO {ops}; \
              GRANT {reader} TO {app}; GRANT {app_owner} TO postgres;",
             app = s.q("app"),
             asset_reader = s.q("asset_reader"),
@@ -122,17 +122,24 @@ async fn create_shapes() -> Shapes {
         ))
         .await
         .unwrap();
-    // T14: an ICU locale (C.UTF-8 as the libc locale exists on every Debian machine).
+    // T14: an ICU locale (C.UTF-8 as the libc locale exists on every Debian machine), or a libc
+    // one on servers built without ICU.
+    let locale = if pgferry_tests::icu_available().await {
+        "LOCALE_PROVIDER icu ICU_LOCALE 'de-DE' LC_COLLATE 'C.UTF-8' LC_CTYPE 'C.UTF-8'"
+    } else {
+        "LOCALE_PROVIDER libc LC_COLLATE 'de_DE.UTF-8' LC_CTYPE 'de_DE.UTF-8'"
+    };
     boot.batch_execute(&format!(
-        "CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8' LOCALE_PROVIDER icu ICU_LOCALE 'de-DE' \
-         LC_COLLATE 'C.UTF-8' LC_CTYPE 'C.UTF-8' OWNER {}",
+        "CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8' {locale} OWNER {}",
         quote_ident(&s.db),
         s.q("app_owner")
     ))
     .await
     .unwrap();
+    // pg_read_all_data is not RDS's to pass on: from PostgreSQL 16 only a superuser grants it (T5).
     boot.batch_execute(&format!(
-        "GRANT {grp} TO {u} WITH ADMIN OPTION GRANTED BY {app_owner}; \
+        "GRANT pg_read_all_data TO {analyst}; \
+         GRANT {grp} TO {u} WITH ADMIN OPTION GRANTED BY {app_owner}; \
          ALTER DATABASE {db} SET timezone = 'Europe/Berlin'; \
          ALTER DATABASE {db} SET log_statement = 'ddl'; \
          COMMENT ON DATABASE {db} IS 'the shop'; \
@@ -140,6 +147,7 @@ async fn create_shapes() -> Shapes {
          GRANT CONNECT ON DATABASE {db} TO {app}; GRANT CONNECT ON DATABASE {db} TO postgres; \
          ALTER ROLE {app} IN DATABASE {db} SET statement_timeout = '5s'; \
          ALTER ROLE rdsadmin IN DATABASE {db} SET work_mem = '8MB';",
+        analyst = s.q("analyst"),
         grp = s.q("grp"),
         u = s.q("u"),
         app_owner = s.q("app_owner"),
@@ -469,8 +477,10 @@ async fn rds_shapes_arrive_with_zero_failed_statements_and_match_the_source_exce
     let source = admin(Server::Source, &s.db).await;
     let target = admin(Server::Target, &target_db).await;
     // T14: encoding and locale.
-    let locale = "SELECT pg_encoding_to_char(encoding)::text, datlocprovider::text, coalesce(daticulocale, ''), \
-                  datcollate::text FROM pg_database WHERE datname = current_database()";
+    // daticulocale is datlocale from PostgreSQL 17 on (T64).
+    let locale = "SELECT pg_encoding_to_char(encoding)::text, datlocprovider::text, \
+                  coalesce(to_jsonb(d) ->> 'daticulocale', to_jsonb(d) ->> 'datlocale', ''), \
+                  datcollate::text FROM pg_database d WHERE datname = current_database()";
     let (a, b) = (source.query_one(locale, &[]).await.unwrap(), target.query_one(locale, &[]).await.unwrap());
     for i in 0..4 {
         assert_eq!(a.get::<_, String>(i), b.get::<_, String>(i), "T14 column {i}");

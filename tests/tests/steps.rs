@@ -191,10 +191,13 @@ async fn concurrent_runs_in_one_cluster_hold_their_own_memberships_and_release_o
 async fn consenting_runs_from_one_source_read_through_their_own_memberships() {
     let owner = unique_name("secret_keeper");
     let source_db = create_db(Server::Source, "access_holders").await;
+    // Made by the master, as roles are on RDS (it may grant it: CREATEROLE, or ADMIN from 16 on).
+    let master = connect(&testbed().url(Server::Source, &source_db)).await;
+    master.batch_execute(&format!("CREATE ROLE {owner} NOLOGIN")).await.unwrap();
     let admin = connect(&testbed().admin_url(Server::Source, &source_db)).await;
     admin
         .batch_execute(&format!(
-            "CREATE ROLE {owner} NOLOGIN; CREATE TABLE vault (id int PRIMARY KEY); \
+            "CREATE TABLE vault (id int PRIMARY KEY); \
              INSERT INTO vault SELECT generate_series(1, 10); ALTER TABLE vault OWNER TO {owner}"
         ))
         .await

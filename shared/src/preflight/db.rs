@@ -136,7 +136,6 @@ pub(crate) async fn run(
                 "pgferry supports PostgreSQL 12 and newer sources",
             )
         });
-        checks.push(pg_dump_check(ctx, v / 10000).await);
         if let Some(spec) = &source_side.spec {
             checks.push(source_database_check(client, spec, &session).await?);
         }
@@ -234,7 +233,7 @@ pub(crate) async fn run(
             checks.push(rls_check(client).await?);
         }
         checks.push(keyless_tables_check(client).await?);
-        checks.push(large_objects_check(client).await?);
+        checks.push(large_objects_check(client, req.logical_replication).await?);
         checks.push(unlogged_tables_check(client, req).await?);
         checks.push(source_activity_check(client, LONG_TRANSACTION).await?);
         if req.logical_replication {
@@ -261,15 +260,30 @@ pub(crate) async fn run(
         }
     }
 
+    if let Some(si) = &source_info {
+        checks.push(
+            pg_dump_check(ctx, si.version_num / 10000, target_info.as_ref().map(|t| t.version_num / 10000)).await,
+        );
+    }
     if let (Some(s), Some(t), Some(si), Some(ti)) = (&source, &target, &source_info, &target_info) {
         let (sm, tm) = (si.version_num / 10000, ti.version_num / 10000);
         checks.push(if tm >= sm {
             pass("target-version", format!("server_version_num {}", ti.version_num))
-        } else {
+        } else if job.allow_older_target {
             warn(
                 "target-version",
+                format!("target major {tm} is older than source major {sm} (allowOlderTarget)"),
+                &format!(
+                    "what PostgreSQL {tm} refuses is skipped and listed in the schema report; upgrading the target \
+                     instance first keeps everything"
+                ),
+            )
+        } else {
+            fail(
+                "target-version",
                 format!("target major {tm} is older than source major {sm}"),
-                "schema features of the newer source may be refused; upgrade the target instance first",
+                "upgrade the target instance to the source's major first, or set \"allowOlderTarget\": true to \
+                 copy down (what the older target refuses is then skipped and listed in the schema report)",
             )
         });
         checks.push(encoding_check(s, t, target_db_exists).await?);
@@ -310,8 +324,9 @@ fn connect_failure(name: &str, err: &Error, state: &SideState) -> Check {
     check
 }
 
-/// pg_dump refuses servers of a newer major version than itself.
-async fn pg_dump_check(ctx: &StepContext, source_major: i32) -> Check {
+/// pg_dump refuses servers of a newer major version than itself, and writes its dump for its own
+/// major: an upgrade copy wants the pg_dump of the target's (newer) major, as pg_upgrade does.
+async fn pg_dump_check(ctx: &StepContext, source_major: i32, target_major: Option<i32>) -> Check {
     let tool = ctx.pg_tool("pg_dump");
     match tokio::process::Command::new(&tool).arg("--version").output().await {
         Ok(out) if out.status.success() => {
@@ -320,14 +335,21 @@ async fn pg_dump_check(ctx: &StepContext, source_major: i32) -> Check {
                 .split_whitespace()
                 .find_map(|w| w.split('.').next().and_then(|m| m.parse::<i32>().ok()))
                 .unwrap_or(0);
-            if major >= source_major {
-                pass("pg-dump-version", text)
-            } else {
+            if major < source_major {
                 fail(
                     "pg-dump-version",
                     format!("{text} is older than the source's major version {source_major}"),
                     "install a pg_dump at least as new as the source (set PGFERRY_PG_BIN to its directory)",
                 )
+            } else if let Some(target_major) = target_major.filter(|t| major < *t) {
+                warn(
+                    "pg-dump-version",
+                    format!("{text} is older than the target's major version {target_major}"),
+                    "the dump of an upgrade copy is best taken by the target's pg_dump (set PGFERRY_PG_BIN to its \
+                     directory)",
+                )
+            } else {
+                pass("pg-dump-version", text)
             }
         }
         Ok(out) => fail(
@@ -415,14 +437,14 @@ pub async fn readable_tables_check(client: &Client) -> Result<Check> {
     let user: String =
         client.query_one("SELECT current_user::text", &[]).await.map_err(|e| Error::db("read current user", e))?.get(0);
     let grants: Vec<String> =
-        owners.iter().map(|o| format!("GRANT {} TO {};", quote_ident(o), quote_ident(&user))).collect();
+        owners.iter().map(|o| format!("GRANT {} TO {}", quote_ident(o), quote_ident(&user))).collect();
     Ok(fail(
         "source-privileges",
         format!("{user} cannot read {} relation(s): {}", tables.len(), listed(&tables)),
         &format!(
-            "make the source user a member of the owners (as the RDS master): {}; or consent in the job with \
+            "make the source user a member of the owners (as the RDS master): {}, or consent in the job with \
              \"obtainSourceAccess\": true and pgferry does it for the run and undoes it afterwards",
-            grants.join(" ")
+            grants.join("; ")
         ),
     ))
 }
@@ -475,8 +497,9 @@ pub async fn keyless_tables_check(client: &Client) -> Result<Check> {
     ))
 }
 
-/// Large objects are not carried by the copy.
-pub async fn large_objects_check(client: &Client) -> Result<Check> {
+/// Large objects are copied by their own step (RDS-CASES T34), once: logical replication does not
+/// carry them, so in mode continuous later changes to them do not arrive.
+pub async fn large_objects_check(client: &Client, continuous: bool) -> Result<Check> {
     let n: i64 = client
         .query_one("SELECT count(*) FROM pg_largeobject_metadata", &[])
         .await
@@ -484,11 +507,24 @@ pub async fn large_objects_check(client: &Client) -> Result<Check> {
         .get(0);
     Ok(if n == 0 {
         pass("large-objects", "no large objects".to_string())
+    } else if continuous {
+        warn(
+            "large-objects",
+            format!(
+                "the source holds {n} large object(s) (pg_largeobject): copied once with their OIDs, owners and \
+                 grants, but logical replication does not carry later changes to them"
+            ),
+            "stop writing large objects before the cutover, or copy them again with a refresh after it; bytea \
+             columns replicate",
+        )
     } else {
         warn(
             "large-objects",
-            format!("the source holds {n} large object(s) (pg_largeobject), which pgferry does not copy"),
-            "copy them separately (pg_dump --large-objects … | pg_restore) or move the data into bytea columns",
+            format!(
+                "the source holds {n} large object(s) (pg_largeobject): copied with their OIDs, owners, grants and \
+                 comments by the CopyLargeObjects step, one transaction each"
+            ),
+            "nothing to do; many large objects make that step long (each is a transaction)",
         )
     })
 }

@@ -59,21 +59,41 @@ pub fn holder_role(run: &str) -> String {
     format!("{head}_{hash}")
 }
 
-/// `reach(oid)`: the connecting role and the roles it is a member of (directly or not) other than
-/// through another run's holder role (`$1` is this run's, `$2` the holders' prefix) — what another
-/// run holds for itself can go at any time. A `WITH RECURSIVE` item.
+/// `reach(oid)`: the connecting role and the roles it may act as (`SET ROLE`, which owning an
+/// object needs), through memberships direct or not, other than through another run's holder role
+/// (`$1` is this run's, `$2` the holders' prefix) — what another run holds for itself can go at any
+/// time. From PostgreSQL 16 a membership may withhold SET: the ADMIN-only membership a CREATEROLE
+/// role receives in each role it creates (RDS-CASES T62) lets it grant the role, not act as it.
+/// A `WITH RECURSIVE` item.
 pub(crate) const REACH_CTE: &str = "reach(oid) AS ( \
        SELECT oid FROM pg_roles WHERE rolname = current_user \
        UNION \
        SELECT m.roleid FROM pg_auth_members m JOIN reach ON m.member = reach.oid \
          JOIN pg_roles g ON g.oid = m.roleid \
-        WHERE NOT starts_with(g.rolname::text, $2::text) OR g.rolname = $1::text::name)";
+        WHERE coalesce((to_jsonb(m) ->> 'set_option')::boolean, true) \
+          AND (NOT starts_with(g.rolname::text, $2::text) OR g.rolname = $1::text::name))";
 
-/// Whether the connecting role is a superuser or a member of `$3` within [`REACH_CTE`].
+/// SQL: the role whose membership gives the privileges of role `role_sql` in the current
+/// database. `pg_database_owner` cannot have explicit members (RDS-CASES T65): its members are,
+/// implicitly, whoever owns the current database.
+pub(crate) fn privileges_holder_sql(role_sql: &str) -> String {
+    format!(
+        "CASE WHEN {role_sql} = 'pg_database_owner' \
+              THEN (SELECT pg_get_userbyid(datdba)::text FROM pg_database WHERE datname = current_database()) \
+              ELSE {role_sql} END"
+    )
+}
+
+/// `(whether the connecting role is a superuser or a member of role $3 within [`REACH_CTE`],
+/// the role to join for it)`.
 fn member_sql() -> String {
     format!(
-        "WITH RECURSIVE {REACH_CTE} SELECT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) \
-             OR EXISTS (SELECT 1 FROM reach JOIN pg_roles r ON r.oid = reach.oid WHERE r.rolname = $3::text::name)"
+        "WITH RECURSIVE {REACH_CTE}, holder(name) AS (SELECT {}) \
+         SELECT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) \
+             OR EXISTS (SELECT 1 FROM reach JOIN pg_roles r ON r.oid = reach.oid, holder \
+                        WHERE r.rolname = holder.name::name), \
+             (SELECT name FROM holder)",
+        privileges_holder_sql("$3::text")
     )
 }
 
@@ -96,15 +116,18 @@ impl MembershipLog {
 
     /// Makes the connecting role a member of `role` through the run's holder role unless it is
     /// one already (not counting other runs' holders); returns true if it granted.
+    /// A role that cannot have members (`pg_database_owner`) is held through the role it stands
+    /// for.
     pub async fn ensure<C: GenericClient>(&mut self, client: &C, role: &str) -> Result<bool> {
-        let member: bool = client
+        let row = client
             .query_one(&member_sql(), &[&self.holder, &HOLDER_PREFIX, &role])
             .await
-            .map_err(|e| Error::db(format!("check membership in {role}"), e))?
-            .get(0);
+            .map_err(|e| Error::db(format!("check membership in {role}"), e))?;
+        let (member, holds): (bool, String) = (row.get(0), row.get(1));
         if member {
             return Ok(false);
         }
+        let role = holds.as_str();
         if !self.roles.iter().any(|r| r == role) {
             self.roles.push(role.to_string());
             self.store.put_json(&self.key, &self.roles).await?;

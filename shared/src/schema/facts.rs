@@ -27,7 +27,8 @@ pub struct TargetRole {
     /// The role is (directly or indirectly) a member of the connecting role: making the
     /// connecting role a member of it would be circular.
     pub member_of_master: bool,
-    /// The connecting role is already a member of this role.
+    /// The connecting role already has this role's privileges (a member with INHERIT: from
+    /// PostgreSQL 16 the ADMIN-only membership of a role's creator does not count).
     pub master_is_member: bool,
 }
 
@@ -175,7 +176,7 @@ impl TargetFacts {
                 &format!(
                     "SELECT r.rolname::text, r.rolsuper, r.rolreplication, r.rolbypassrls, r.rolcreatedb, {alterable}, \
                             r.rolname <> current_user AND pg_has_role(r.oid, me.oid, 'MEMBER'), \
-                            pg_has_role(me.oid, r.oid, 'MEMBER') \
+                            pg_has_role(me.oid, r.oid, 'USAGE') \
                      FROM pg_roles r, pg_roles me WHERE me.rolname = current_user"
                 ),
                 &[],

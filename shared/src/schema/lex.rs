@@ -128,6 +128,9 @@ pub fn split(input: &str) -> Vec<Item<'_>> {
     let mut significant: Option<usize> = None; // first significant byte of the current statement
     let mut words: Vec<String> = Vec::new(); // leading keywords, to detect CREATE FUNCTION bodies
     let mut atomic_depth = 0usize;
+    // As psql does, BEGIN/CASE/END count only outside parentheses: `sum(t.begin)` in a body
+    // reads a column named `begin` (RDS-CASES T68).
+    let mut paren_depth = 0usize;
     // Lines are asked for at increasing positions: count newlines once, incrementally.
     let (mut counted_to, mut line) = (0usize, 1usize);
     let mut line_of = |pos: usize| {
@@ -175,6 +178,17 @@ pub fn split(input: &str) -> Vec<Item<'_>> {
                 i = end;
                 significant = None;
                 words.clear();
+                paren_depth = 0;
+                continue;
+            }
+            b'(' => {
+                paren_depth += 1;
+                i += 1;
+                continue;
+            }
+            b')' => {
+                paren_depth = paren_depth.saturating_sub(1);
+                i += 1;
                 continue;
             }
             b'\'' => {
@@ -205,7 +219,7 @@ pub fn split(input: &str) -> Vec<Item<'_>> {
                 if words.len() < 4 {
                     words.push(word.clone());
                 }
-                if defines_routine(&words) {
+                if defines_routine(&words) && paren_depth == 0 {
                     match word.as_str() {
                         // `BEGIN ATOMIC … END` bodies hold `;`; CASE … END nests inside them.
                         "BEGIN" | "CASE" if atomic_depth > 0 || next_word_is(b, i, b"ATOMIC") => atomic_depth += 1,
@@ -455,6 +469,18 @@ mod tests {
     fn begin_atomic_bodies_hold_semicolons() {
         let f = "CREATE FUNCTION f(a int) RETURNS int LANGUAGE sql\n    BEGIN ATOMIC\n SELECT CASE WHEN a > 0 THEN 1 ELSE 0 END;\n SELECT 2;\nEND";
         assert_eq!(sqls(&format!("{f};\nSELECT 3;")), vec![f, "SELECT 3"]);
+    }
+
+    #[test]
+    fn t68_keywords_inside_parentheses_of_an_atomic_body_do_not_nest() {
+        // pg_dump prints unreserved keywords used as column names unquoted.
+        let f = "CREATE FUNCTION public.total() RETURNS bigint\n    LANGUAGE sql\n    BEGIN ATOMIC\n SELECT sum(t.begin) AS sum\n    FROM public.t;\nEND";
+        let g = "CREATE PROCEDURE public.p() LANGUAGE sql BEGIN ATOMIC SELECT (CASE WHEN t.end > 0 THEN t.begin END) FROM t; END";
+        let input = format!("{f};\n{g};\nCREATE TABLE public.after (id integer);\nCREATE TABLE public.more (x int);");
+        assert_eq!(
+            sqls(&input),
+            vec![f, g, "CREATE TABLE public.after (id integer)", "CREATE TABLE public.more (x int)"]
+        );
     }
 
     #[test]

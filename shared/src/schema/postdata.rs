@@ -18,11 +18,14 @@
 //! shape is not recognized with certainty.
 //!
 //! An item is idempotent and survives Lambda's time limit: it first looks for its result in the
-//! catalog (an index that exists and is valid, constraints already validated), then for its own
-//! statement still running on the server (tagged with the run and item id, found in
-//! `pg_stat_activity`); otherwise it runs the statement. When the invocation's deadline comes
-//! first it returns `done: false` and leaves the statement running: PostgreSQL finishes and
-//! commits a statement whose client went away, and the next invocation waits for it.
+//! catalog (an index that exists and is valid, constraints already validated), then claims the
+//! item with a session advisory lock keyed by the run and the item, held by the session that runs
+//! its statement until the session ends. Two workers never build one index at once (the chunk
+//! that completes a table and the Map, or a retried invocation): the one without the claim waits
+//! for the other's result. When the invocation's deadline comes first it returns `done: false`
+//! and leaves the statement running: PostgreSQL finishes and commits a statement whose client went
+//! away (keeping the claim until then), and the next invocation waits for it. The statement is
+//! also tagged with the run and item id, to be recognized in `pg_stat_activity`.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -320,10 +323,6 @@ fn tagged(run: &str, item: &PostDataItem) -> String {
     format!("/* pgferry {} {} */ {}", safe_tag(run), safe_tag(&item.id), item.sql)
 }
 
-fn tag_prefix(run: &str, item: &PostDataItem) -> String {
-    format!("/* pgferry {} {} */", safe_tag(run), safe_tag(&item.id))
-}
-
 /// Run ids come from execution names; anything outside `[A-Za-z0-9_-]` is dropped so a tag can
 /// never close its comment.
 fn safe_tag(s: &str) -> String {
@@ -368,17 +367,25 @@ async fn is_done(client: &Client, item: &PostDataItem) -> Result<bool> {
     }
 }
 
-/// True while the item's tagged statement runs in another session.
-async fn is_running(client: &Client, run: &str, item: &PostDataItem) -> Result<bool> {
+/// The advisory lock keys of an item: a namespace of pgferry's post-data per run, and the item.
+const CLAIM_KEYS: &str = "hashtext('pgferry post-data ' || $1::text), hashtext($2::text)";
+
+/// Claims the item for this session; false while another session holds it (runs its statement).
+async fn claim(client: &Client, run: &str, item: &PostDataItem) -> Result<bool> {
     client
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid <> pg_backend_pid() \
-             AND state <> 'idle' AND starts_with(query, $1))",
-            &[&tag_prefix(run, item)],
-        )
+        .query_one(&format!("SELECT pg_try_advisory_lock({CLAIM_KEYS})"), &[&run, &item.id])
         .await
         .map(|r| r.get(0))
-        .map_err(|e| Error::db("look for a running post-data item", e))
+        .map_err(|e| Error::db("claim a post-data item", e))
+}
+
+/// Gives the claim back (the session may serve other items).
+async fn release(client: &Client, run: &str, item: &PostDataItem) -> Result<()> {
+    client
+        .query_one(&format!("SELECT pg_advisory_unlock({CLAIM_KEYS})"), &[&run, &item.id])
+        .await
+        .map(|_| ())
+        .map_err(|e| Error::db("release a post-data item", e))
 }
 
 /// Runs one item: see the module documentation for how it stays idempotent across invocations.
@@ -401,7 +408,12 @@ pub async fn run_item(
         if is_done(client, item).await? {
             return Ok(output(true, if waited { "finished by an earlier invocation" } else { "already done" }));
         }
-        if !is_running(client, run, item).await? {
+        if claim(client, run, item).await? {
+            // Another session may have finished it between the look and the claim.
+            if is_done(client, item).await? {
+                release(client, run, item).await?;
+                return Ok(output(true, "finished by another invocation"));
+            }
             break;
         }
         waited = true;
@@ -428,6 +440,9 @@ pub async fn run_item(
         Some(stop) => tokio::time::timeout_at(stop.into(), statement).await.ok(),
         None => Some(statement.await),
     };
+    if finished.is_some() {
+        release(client, run, item).await?;
+    }
     match finished {
         Some(Ok(())) => Ok(output(
             true,

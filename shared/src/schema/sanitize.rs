@@ -77,6 +77,8 @@ rules! {
         "memberships the source user was given for the run to read the source (obtainSourceAccess, T39) are not the source's own and are not carried", "run's source access log";
     MEMBERSHIP_MASTER = "membership.master",
         "the source master's memberships go to the target master (T8)", "connecting users";
+    MEMBERSHIP_MASTER_ADMIN = "membership.master-admin",
+        "ADMIN on a role for the master is the platform's, not data: PostgreSQL 16+ gives a CREATEROLE role ADMIN on each role it creates (the target master gets its own by creating the role, and cannot grant it to itself), and before 16 CREATEROLE administers every non-superuser role (T62)", "server version, connecting role";
     MEMBERSHIP_GRANTED_BY = "membership.granted-by",
         "only a superuser may name another grantor: GRANTED BY is dropped or mapped to the master (T4, T6)", "connecting role";
     MEMBERSHIP_OPTIONS = "membership.options",
@@ -1156,6 +1158,12 @@ impl<'f> Sanitizer<'f> {
                         format!("the target master's RDS memberships are RDS's ({name} → {})", t.master),
                     );
                 }
+                if !t.superuser
+                    && !revoke
+                    && let Some(why) = self.master_admin(roles, with_options, with_span, &mut rw, sql)
+                {
+                    return Decision::skip(&MEMBERSHIP_MASTER_ADMIN, why);
+                }
                 rw.edits.rename_role(g, &t.master);
                 rw.add(&MEMBERSHIP_MASTER, format!("{name} (source master) → {}", t.master));
                 continue;
@@ -1209,6 +1217,57 @@ impl<'f> Sanitizer<'f> {
             d.apply = ApplyAs::Try;
         }
         d
+    }
+
+    /// The ADMIN part of a membership granted to the source master, which maps to a non-superuser
+    /// target master. An ADMIN-only grant (`INHERIT FALSE, SET FALSE`: PostgreSQL 16+ writes one
+    /// for every role a CREATEROLE master created) is not carried at all; on a 16+ target the ADMIN
+    /// option of a real membership is dropped from it, since the master cannot grant ADMIN to
+    /// itself (0LP01) and holds it on the roles it creates. Returns why the grant is skipped, if it is.
+    fn master_admin(
+        &self,
+        roles: &[RoleRef],
+        with_options: &[(String, String, (usize, usize))],
+        with_span: Option<(usize, usize)>,
+        rw: &mut Rewrites,
+        sql: &str,
+    ) -> Option<String> {
+        let t = &self.facts.target;
+        let value = |o: &str| with_options.iter().find(|(k, _, _)| k == o).map(|(_, v, _)| v.as_str());
+        if !matches!(value("ADMIN"), Some("OPTION" | "TRUE")) {
+            return None;
+        }
+        let role = roles.iter().filter_map(|r| r.name.as_deref()).collect::<Vec<_>>().join(", ");
+        if value("INHERIT") == Some("FALSE") && value("SET") == Some("FALSE") {
+            let why = if t.server_version_num >= 160000 {
+                format!(
+                    "ADMIN only on {role} for the source master: {} receives ADMIN on the roles it creates",
+                    t.master
+                )
+            } else {
+                format!(
+                    "ADMIN only on {role} for the source master: {} (CREATEROLE) administers every non-superuser role before PostgreSQL 16",
+                    t.master
+                )
+            };
+            return Some(why);
+        }
+        if t.server_version_num < 160000 {
+            return None;
+        }
+        let span = with_span?;
+        let rest: Vec<String> =
+            with_options.iter().filter(|(o, _, _)| o != "ADMIN").map(|(o, v, _)| format!("{o} {v}")).collect();
+        if rest.is_empty() {
+            rw.remove(sql, span);
+        } else {
+            rw.edits.replace(span, format!("WITH {}", rest.join(", ")));
+        }
+        rw.add(
+            &MEMBERSHIP_MASTER_ADMIN,
+            format!("ADMIN OPTION on {role} dropped: {} holds ADMIN on the roles it creates", t.master),
+        );
+        None
     }
 
     fn comment(&self, sql: &str, kind: &str, name: Option<&Name>) -> Decision {
@@ -1574,6 +1633,39 @@ mod tests {
         let plan = globals_plan(&pg16);
         let grant = find(&plan, "GRANT grp TO u WITH ADMIN OPTION, INHERIT FALSE");
         assert_eq!(applied(grant), "GRANT grp TO u WITH ADMIN OPTION, INHERIT FALSE, SET TRUE");
+    }
+
+    /// What `pg_dumpall` of a PostgreSQL 16+ source writes for roles its CREATEROLE master made:
+    /// the implicit ADMIN-only self-grant (by the bootstrap superuser), and a real membership.
+    const PG16_MASTER_GRANTS: &str = "\
+GRANT app_owner TO postgres WITH ADMIN OPTION, INHERIT FALSE, SET FALSE GRANTED BY rdsadmin;
+GRANT app_owner TO postgres WITH INHERIT TRUE GRANTED BY postgres;
+GRANT reader TO postgres WITH ADMIN OPTION, INHERIT TRUE GRANTED BY rdsadmin;
+GRANT reader TO app WITH INHERIT TRUE GRANTED BY postgres;
+";
+
+    #[test]
+    fn t62_createrole_self_grants_are_the_platforms_and_never_granted_back() {
+        for target_version in [150004, 170002] {
+            let pg16 = target_version >= 160000;
+            let mut facts = with_roles(rds_facts(), APP_ROLES);
+            facts.source.server_version_num = 170002;
+            facts.target.server_version_num = target_version;
+            let plan = Sanitizer::new(&facts).plan(Phase::Globals, &split(PG16_MASTER_GRANTS));
+            let self_grant = find(&plan, "GRANT app_owner TO postgres WITH ADMIN OPTION, INHERIT FALSE");
+            assert_eq!(self_grant.verdict, Verdict::Skip, "{self_grant:?}");
+            assert_eq!(self_grant.rule.as_deref(), Some("membership.master-admin"));
+            // Before 16 INHERIT is the member's attribute, not the membership's.
+            let inherit = if pg16 { " WITH INHERIT TRUE" } else { "" };
+            let member = find(&plan, "GRANT app_owner TO postgres WITH INHERIT TRUE");
+            assert_eq!(applied(member), format!("GRANT app_owner TO \"dbadmin\"{inherit} GRANTED BY \"dbadmin\""));
+            let with_admin = find(&plan, "GRANT reader TO postgres");
+            // On 16+ the master cannot grant ADMIN to itself (0LP01); it holds it by creating the role.
+            let options = if pg16 { " WITH INHERIT TRUE" } else { " WITH ADMIN OPTION" };
+            assert_eq!(applied(with_admin), format!("GRANT reader TO \"dbadmin\"{options}"), "{with_admin:?}");
+            let other = find(&plan, "GRANT reader TO app");
+            assert_eq!(applied(other), format!("GRANT reader TO app{inherit} GRANTED BY \"dbadmin\""), "{other:?}");
+        }
     }
 
     #[test]
