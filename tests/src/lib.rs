@@ -167,11 +167,19 @@ pub async fn icu_available() -> bool {
     let mut both = true;
     for server in [Server::Source, Server::Target] {
         let client = connect(&testbed().admin_url(server, "postgres")).await;
-        let row = client
-            .query_one("SELECT EXISTS (SELECT 1 FROM pg_collation WHERE collprovider = 'i')", &[])
+        let version: i32 = client
+            .query_one("SELECT current_setting('server_version_num')::int", &[])
             .await
-            .expect("look for ICU collations");
-        both &= row.get::<_, bool>(0);
+            .expect("server version")
+            .get(0);
+        // icu_unicode_version() (16+) is NULL without ICU; older builds list ICU collations only
+        // with it.
+        let probe = if version >= 160000 {
+            "SELECT icu_unicode_version() IS NOT NULL"
+        } else {
+            "SELECT EXISTS (SELECT 1 FROM pg_collation WHERE collprovider = 'i')"
+        };
+        both &= client.query_one(probe, &[]).await.expect("look for ICU").get::<_, bool>(0);
     }
     both
 }

@@ -105,7 +105,7 @@ async fn create_shapes() -> Shapes {
              ALTER ROLE {app} SET temp_tablespaces = 'rds_temp_tablespace'; \
              ALTER ROLE {auditor} SET log_statement = 'all'; \
              GRANT pg_monitor TO {mon}; GRANT pg_checkpoint TO {ops}; \
-             GRANT {reader} TO {app}; GRANT {app_owner} TO postgres;",
+             GRANT {reader} TO {app};",
             app = s.q("app"),
             asset_reader = s.q("asset_reader"),
             reset_job = s.q("reset_job"),
@@ -118,7 +118,6 @@ async fn create_shapes() -> Shapes {
             grp = s.q("grp"),
             u = s.q("u"),
             auditor = s.q("auditor"),
-            app_owner = s.q("app_owner"),
         ))
         .await
         .unwrap();
@@ -136,9 +135,21 @@ async fn create_shapes() -> Shapes {
     ))
     .await
     .unwrap();
+    // From PostgreSQL 16 a grantor must hold ADMIN on the role it grants: app_owner is given it
+    // (ADMIN only) before granting grp in its name.
+    let version: i32 = boot.query_one("SELECT current_setting('server_version_num')::int", &[]).await.unwrap().get(0);
+    if version >= 160000 {
+        boot.batch_execute(&format!(
+            "GRANT {grp} TO {app_owner} WITH ADMIN OPTION, INHERIT FALSE, SET FALSE",
+            grp = s.q("grp"),
+            app_owner = s.q("app_owner")
+        ))
+        .await
+        .unwrap();
+    }
     // pg_read_all_data is not RDS's to pass on: from PostgreSQL 16 only a superuser grants it (T5).
     boot.batch_execute(&format!(
-        "GRANT pg_read_all_data TO {analyst}; \
+        "GRANT pg_read_all_data TO {analyst}; GRANT {app_owner} TO postgres; \
          GRANT {grp} TO {u} WITH ADMIN OPTION GRANTED BY {app_owner}; \
          ALTER DATABASE {db} SET timezone = 'Europe/Berlin'; \
          ALTER DATABASE {db} SET log_statement = 'ddl'; \
@@ -176,7 +187,7 @@ async fn create_shapes() -> Shapes {
     shop.batch_execute(&format!(
         "CREATE SCHEMA app AUTHORIZATION {app_owner}; CREATE SCHEMA \"Tenant A\"; \
          SET ROLE {app_owner}; CREATE EXTENSION hstore; COMMENT ON EXTENSION hstore IS 'key/value'; RESET ROLE; \
-         CREATE EXTENSION adminpack; \
+         CREATE EXTENSION pageinspect; \
          CREATE TYPE app.order_status AS ENUM ('new', 'paid'); ALTER TYPE app.order_status OWNER TO {app_owner}; \
          CREATE TABLE app.orders (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, status app.order_status, \
                                   attrs public.hstore, \"select\" int); \
@@ -389,9 +400,14 @@ async fn role_facts(client: &Client, s: &Shapes) -> BTreeSet<String> {
     }
     for r in client
         .query(
+            // Left out: the ADMIN-only membership a CREATEROLE master (the test bed's postgres and
+            // dbadmin) receives in each role it creates (PostgreSQL 16+, T62), the platform's on
+            // either side.
             "SELECT g.rolname::text, m.rolname::text, am.admin_option FROM pg_auth_members am \
              JOIN pg_roles g ON g.oid = am.roleid JOIN pg_roles m ON m.oid = am.member \
-             WHERE g.rolname = ANY($1) OR m.rolname = ANY($1)",
+             WHERE (g.rolname = ANY($1) OR m.rolname = ANY($1)) \
+               AND NOT (m.rolname IN ('postgres', 'dbadmin') AND am.admin_option \
+                        AND (to_jsonb(am) ->> 'inherit_option') = 'false' AND (to_jsonb(am) ->> 'set_option') = 'false')",
             &[&roles],
         )
         .await
@@ -458,7 +474,7 @@ async fn rds_shapes_arrive_with_zero_failed_statements_and_match_the_source_exce
     assert!(skipped_by(&reports, "role.source-master", "CREATE ROLE postgres"), "T8");
     assert!(skipped_by(&reports, "setting.context", "log_min_error_statement"), "T3 superuser-only GUC");
     assert!(skipped_by(&reports, "setting.tablespace", "temp_tablespaces"), "T11 tablespace GUC");
-    assert!(skipped_by(&reports, "ext.not-permitted", "adminpack"), "T17 untrusted extension");
+    assert!(skipped_by(&reports, "ext.not-permitted", "pageinspect"), "T17 untrusted extension");
     assert!(skipped_by(&reports, "routine.untrusted-language", "c_handler"), "T17 C function");
     assert!(skipped_by(&reports, "routine.untrusted-language", "add_int"), "T17 internal function");
     assert!(skipped_by(&reports, "dep.skipped", "plunsafe"), "T17 language on a skipped handler");
@@ -521,9 +537,24 @@ async fn rds_shapes_arrive_with_zero_failed_statements_and_match_the_source_exce
         format!("role {} replication", s.r("repl")),
         format!("role {} bypassrls", s.r("rls")),
     ];
+    // T5: a predefined role's grant the target refused (PostgreSQL 16+ wants ADMIN on it, which RDS
+    // gives the master for some only) is tried, classified and reported, not carried.
+    let refused: Vec<&str> = statements(&reports)
+        .filter(|st| st.verdict == Verdict::Try && st.outcome.as_deref().is_some_and(|o| o.starts_with("refused")))
+        .map(|st| st.before.as_str())
+        .collect();
+    let reported_refused = |fact: &str| {
+        let Some((member, group)) = fact.strip_prefix("member ").and_then(|r| r.split_once(" of ")) else {
+            return false;
+        };
+        let group = group.split(' ').next().unwrap_or_default();
+        refused.iter().any(|st| st.starts_with(&format!("GRANT {group} TO {member}")))
+    };
     let missing: Vec<_> = src_roles
         .difference(&dst_roles)
-        .filter(|f| !expected_loss.contains(f) && !f.contains("rds_ad_") && !f.starts_with("setting "))
+        .filter(|f| {
+            !expected_loss.contains(f) && !f.contains("rds_ad_") && !f.starts_with("setting ") && !reported_refused(f)
+        })
         .collect();
     assert!(missing.is_empty(), "role facts missing on target: {missing:#?}\ntarget: {dst_roles:#?}");
     assert!(dst_roles.contains(&format!("member {} of rds_replication admin=false", s.r("repl"))), "T1 REPLICATION");
