@@ -107,6 +107,10 @@ pub enum Parsed {
     UserMapping { role: RoleRef, password_options: Vec<Span> },
     /// `CREATE SCHEMA name …`.
     CreateSchema { name: Name },
+    /// `ALTER TABLE|FOREIGN TABLE|MATERIALIZED VIEW [ONLY] rel ALTER [COLUMN] col SET (options)`:
+    /// each option's lower-case name and its span (with one separating comma, so that removing it
+    /// leaves a valid list).
+    ColumnOptions { options: Vec<(String, Span)> },
     /// `CREATE PUBLICATION` / `CREATE SUBSCRIPTION` (and their `ALTER`s).
     PubSub,
     /// Anything else: kept as it is.
@@ -684,7 +688,7 @@ fn parse_user_mapping(c: &mut Cursor<'_, '_>) -> Option<Parsed> {
             if c.peek().is_some_and(|t| t.kind == TokenKind::String) {
                 c.pos += 1;
             }
-            if key.value == "password" {
+            if key.value == "password" || key.value == "sslpassword" {
                 // Include a separating comma, before or after, so the list stays valid.
                 let mut span = c.span_from(start);
                 if c.is_punct(",") {
@@ -775,6 +779,11 @@ fn parse_alter(c: &mut Cursor<'_, '_>) -> Option<Parsed> {
         }
         return Some(Parsed::PubSub);
     }
+    let start = c.pos;
+    if let Some(parsed) = parse_column_options(c) {
+        return Some(parsed);
+    }
+    c.pos = start;
     let kind = eat_kind(c, OWNED_KINDS)?;
     c.eat_kws(&["IF", "EXISTS"]);
     c.eat_kw("ONLY");
@@ -789,6 +798,52 @@ fn parse_alter(c: &mut Cursor<'_, '_>) -> Option<Parsed> {
     }
     let owner = c.role()?;
     Some(Parsed::AlterOwner { kind, object, owner })
+}
+
+/// After `ALTER`: `TABLE|FOREIGN TABLE|MATERIALIZED VIEW [IF EXISTS] [ONLY] rel ALTER [COLUMN] col
+/// SET (key [= value], …)`, the statement `pg_dump` writes for a column's attribute options.
+fn parse_column_options(c: &mut Cursor<'_, '_>) -> Option<Parsed> {
+    if !(c.eat_kw("TABLE") || c.eat_kws(&["FOREIGN", "TABLE"]) || c.eat_kws(&["MATERIALIZED", "VIEW"])) {
+        return None;
+    }
+    c.eat_kws(&["IF", "EXISTS"]);
+    c.eat_kw("ONLY");
+    c.qualified()?;
+    if !c.eat_kw("ALTER") {
+        return None;
+    }
+    c.eat_kw("COLUMN");
+    c.name()?;
+    if !c.eat_kw("SET") || !c.eat_punct("(") {
+        return None;
+    }
+    let mut options = Vec::new();
+    while !c.done() && !c.is_punct(")") {
+        let start = c.pos;
+        let key = c.name()?;
+        // The value: everything up to the next top-level comma or the closing parenthesis.
+        while !c.done() && !c.is_punct(",") && !c.is_punct(")") {
+            if c.is_punct("(") {
+                c.skip_parens();
+            } else {
+                c.pos += 1;
+            }
+        }
+        let mut span = c.span_from(start);
+        if c.is_punct(",") {
+            span.1 = c.peek().map_or(span.1, Token::end);
+        } else if let Some(prev) = c.toks.get(start.wrapping_sub(1)).filter(|t| t.text == ",") {
+            span.0 = prev.offset;
+        }
+        options.push((key.value.to_ascii_lowercase(), span));
+        if !c.eat_punct(",") {
+            break;
+        }
+    }
+    if !c.eat_punct(")") || !c.done() {
+        return None;
+    }
+    Some(Parsed::ColumnOptions { options })
 }
 
 fn join_name(parts: &[Name]) -> Name {

@@ -125,6 +125,8 @@ rules! {
         "event triggers need a superuser on vanilla PostgreSQL (rds_superuser may create them on RDS) (T21)", "superuser, RDS";
     USER_MAPPING_PASSWORD = "fdw.user-mapping-password",
         "user mapping passwords are secrets for the old endpoint: the mapping is created without one; set a new one (T27)", "none";
+    COLUMN_OPTIONS = "column.options",
+        "column attribute options other than PostgreSQL's own (n_distinct, n_distinct_inherited) belong to one server build (PostgreSQL 15.20 sets pg_attver on every column) and are kept only for a target of the same version", "server versions";
     SCHEMA_PUBLIC = "schema.public",
         "the target database has its own public schema already", "target schemas";
     SECURITY_LABEL = "seclabel.skip",
@@ -231,6 +233,10 @@ pub struct Planned {
     /// What applying it did, when that is worth saying (tried grants, temporary privileges).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<String>,
+    /// A skipped statement that is not its TOC entry's object: the object is created all the
+    /// same (an attribute option of a column of a table, say).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub statement_only: bool,
     #[serde(skip)]
     pub sql: Option<String>,
     #[serde(skip, default = "plain")]
@@ -370,6 +376,8 @@ struct Decision {
     apply: ApplyAs,
     /// The object of the statement's TOC entry is not created: skip its dependents.
     propagate: bool,
+    /// Skipped, but the entry's object is created by its other statements.
+    statement_only: bool,
     notes: Vec<Note>,
     /// Replaces the statement text shown in the report (secrets redacted).
     redacted: Option<String>,
@@ -384,6 +392,7 @@ impl Decision {
             sql: Some(sql.to_string()),
             apply: ApplyAs::Plain,
             propagate: false,
+            statement_only: false,
             notes: vec![],
             redacted: None,
         }
@@ -393,6 +402,9 @@ impl Decision {
     }
     fn skip_object(rule: &'static Rule, reason: impl Into<String>) -> Self {
         Self { propagate: true, ..Self::skip(rule, reason) }
+    }
+    fn skip_statement(rule: &'static Rule, reason: impl Into<String>) -> Self {
+        Self { statement_only: true, ..Self::skip(rule, reason) }
     }
     fn rewrite(rule: &'static Rule, reason: impl Into<String>, sql: String) -> Self {
         Self {
@@ -904,8 +916,38 @@ impl<'f> Sanitizer<'f> {
                 }
             }
             Parsed::PubSub => Decision::skip_object(&PUBSUB, "publication or subscription"),
+            Parsed::ColumnOptions { options } => self.column_options(sql, &options),
             Parsed::Other => Decision::keep(sql),
         }
+    }
+
+    /// `ALTER … ALTER COLUMN c SET (options)`: options of PostgreSQL itself are kept; any other is
+    /// the source build's own and kept only for a target of the very same version.
+    fn column_options(&self, sql: &str, options: &[(String, (usize, usize))]) -> Decision {
+        const POSTGRES_OPTIONS: [&str; 2] = ["n_distinct", "n_distinct_inherited"];
+        let (t, s) = (&self.facts.target, &self.facts.source);
+        if t.server_version_num == s.server_version_num {
+            return Decision::keep(sql);
+        }
+        let foreign: Vec<&(String, (usize, usize))> =
+            options.iter().filter(|(name, _)| !POSTGRES_OPTIONS.contains(&name.as_str())).collect();
+        if foreign.is_empty() {
+            return Decision::keep(sql);
+        }
+        let names = foreign.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ");
+        let why = format!(
+            "{names} unknown to PostgreSQL {} (the source is {})",
+            t.server_version_num, s.server_version_num
+        );
+        if foreign.len() == options.len() {
+            return Decision::skip_statement(&COLUMN_OPTIONS, why);
+        }
+        let mut rw = Rewrites::default();
+        for (_, span) in foreign {
+            rw.edits.replace(*span, "");
+        }
+        rw.add(&COLUMN_OPTIONS, why);
+        rw.finish(sql)
     }
 
     fn create_role(&mut self, sql: &str, role: &Name, options: &[RoleOption], plan: &mut Plan) -> Decision {
@@ -1398,6 +1440,7 @@ fn planned(index: usize, line: usize, entry: Option<String>, before: String, d: 
         after,
         notes: d.notes,
         outcome: None,
+        statement_only: d.statement_only,
         sql: d.sql,
         apply: d.apply,
     }
@@ -1666,6 +1709,24 @@ GRANT reader TO app WITH INHERIT TRUE GRANTED BY postgres;
             let other = find(&plan, "GRANT reader TO app");
             assert_eq!(applied(other), format!("GRANT reader TO app{inherit} GRANTED BY \"dbadmin\""), "{other:?}");
         }
+    }
+
+    #[test]
+    fn column_options_of_another_build_are_dropped_unless_the_target_runs_the_same_version() {
+        let sql = "ALTER TABLE ONLY public.t ALTER COLUMN id SET (pg_attver=36076384);\n\
+                   ALTER TABLE ONLY public.t ALTER COLUMN a SET (n_distinct='-0.5', pg_attver=1);\n\
+                   ALTER TABLE public.t ALTER COLUMN b SET (pg_attver=2, n_distinct_inherited=10);";
+        let mut facts = rds_facts();
+        facts.source.server_version_num = 150020;
+        facts.target.server_version_num = 170011;
+        let plan = Sanitizer::new(&facts).plan(Phase::PreData, &split(sql));
+        let only = find(&plan, "COLUMN id");
+        assert_eq!((only.verdict, only.rule.as_deref()), (Verdict::Skip, Some("column.options")), "{only:?}");
+        assert_eq!(applied(find(&plan, "COLUMN a")), "ALTER TABLE ONLY public.t ALTER COLUMN a SET (n_distinct='-0.5')");
+        assert_eq!(applied(find(&plan, "COLUMN b")), "ALTER TABLE public.t ALTER COLUMN b SET ( n_distinct_inherited=10)");
+        facts.target.server_version_num = 150020;
+        let plan = Sanitizer::new(&facts).plan(Phase::PreData, &split(sql));
+        assert!(plan.statements.iter().all(|s| s.verdict == Verdict::Keep), "{plan:?}");
     }
 
     #[test]
