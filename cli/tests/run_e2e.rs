@@ -81,8 +81,14 @@ fn shapes(secret_owner: &str) -> String {
     )
 }
 
+/// NOT NULL constraints are in pg_constraint from PostgreSQL 18 on only (T64): compared as the
+/// columns' NOT NULL by COLUMNS.
 const CONSTRAINTS: &str = "SELECT format('%s %s %s valid=%s', conrelid::regclass, conname, pg_get_constraintdef(oid), convalidated) \
-     FROM pg_constraint WHERE connamespace = 'public'::regnamespace ORDER BY 1";
+     FROM pg_constraint WHERE connamespace = 'public'::regnamespace AND contype <> 'n' ORDER BY 1";
+const COLUMNS: &str = "SELECT format('%s.%s %s notnull=%s', c.relname, a.attname, format_type(a.atttypid, a.atttypmod), \
+     a.attnotnull) FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
+     WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped \
+     ORDER BY 1";
 const INDEXES: &str = "SELECT format('%s valid=%s', pg_get_indexdef(indexrelid), indisvalid) FROM pg_index i \
      JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relnamespace = 'public'::regnamespace ORDER BY 1";
 const TRIGGERS: &str = "SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE NOT tgisinternal ORDER BY 1";
@@ -176,9 +182,13 @@ async fn pgbench_scale_20_with_foreign_keys_and_t29_to_t39_shapes_arrive_equal()
     assert_eq!(fingerprint(&admin_target, "pgbench_accounts", "aid").await.0, 2_000_000);
     assert_eq!(fingerprint(&admin_target, "audit", "id").await.0, 1, "T29: the trigger never fired on copied rows");
     assert_eq!(fingerprint(&admin_target, "tenant_rows", "id").await.0, 300, "T38: no row hidden");
-    for (what, sql) in
-        [("constraints", CONSTRAINTS), ("indexes", INDEXES), ("triggers", TRIGGERS), ("sequences", SEQUENCES)]
-    {
+    for (what, sql) in [
+        ("constraints", CONSTRAINTS),
+        ("columns", COLUMNS),
+        ("indexes", INDEXES),
+        ("triggers", TRIGGERS),
+        ("sequences", SEQUENCES),
+    ] {
         let (s, t) = (strings(&admin_source, sql).await, strings(&admin_target, sql).await);
         assert_eq!(s, t, "{what} differ");
         assert!(!s.is_empty(), "{what}");

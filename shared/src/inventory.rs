@@ -217,8 +217,7 @@ impl Inventory {
         for r in rows {
             let (kind, ident): (String, String) = (r.get(0), r.get(1));
             let value: Option<String> = r.get(6);
-            let mut o =
-                Object { kind, ident, raw: r.get(2), label: r.get(3), parent: r.get(4), ..Object::default() };
+            let mut o = Object { kind, ident, raw: r.get(2), label: r.get(3), parent: r.get(4), ..Object::default() };
             if o.kind == "default privileges" {
                 // The role is part of the name: `for role "r" in schema "s" on tables`.
                 o.ident = format!("for role {} {}", display_ident(o.raw.as_deref().unwrap_or("")), o.ident);
@@ -1226,7 +1225,10 @@ fn compare(source: &Inventory, target: &Inventory, ev: &Evidence, report: &mut I
                      (PostgreSQL {})",
                     ev.older_version / 10000
                 );
-                push(difference(s, aspect, sv.cloned(), tv.cloned()), Some((vec![DEPARSE_VERSION_RULE.to_string()], why)));
+                push(
+                    difference(s, aspect, sv.cloned(), tv.cloned()),
+                    Some((vec![DEPARSE_VERSION_RULE.to_string()], why)),
+                );
                 continue;
             }
             let why = ex.aspect(s, aspect, sv.map(String::as_str), tv.map(String::as_str));

@@ -935,10 +935,8 @@ impl<'f> Sanitizer<'f> {
             return Decision::keep(sql);
         }
         let names = foreign.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ");
-        let why = format!(
-            "{names} unknown to PostgreSQL {} (the source is {})",
-            t.server_version_num, s.server_version_num
-        );
+        let why =
+            format!("{names} unknown to PostgreSQL {} (the source is {})", t.server_version_num, s.server_version_num);
         if foreign.len() == options.len() {
             return Decision::skip_statement(&COLUMN_OPTIONS, why);
         }
@@ -1722,8 +1720,14 @@ GRANT reader TO app WITH INHERIT TRUE GRANTED BY postgres;
         let plan = Sanitizer::new(&facts).plan(Phase::PreData, &split(sql));
         let only = find(&plan, "COLUMN id");
         assert_eq!((only.verdict, only.rule.as_deref()), (Verdict::Skip, Some("column.options")), "{only:?}");
-        assert_eq!(applied(find(&plan, "COLUMN a")), "ALTER TABLE ONLY public.t ALTER COLUMN a SET (n_distinct='-0.5')");
-        assert_eq!(applied(find(&plan, "COLUMN b")), "ALTER TABLE public.t ALTER COLUMN b SET ( n_distinct_inherited=10)");
+        assert_eq!(
+            applied(find(&plan, "COLUMN a")),
+            "ALTER TABLE ONLY public.t ALTER COLUMN a SET (n_distinct='-0.5')"
+        );
+        assert_eq!(
+            applied(find(&plan, "COLUMN b")),
+            "ALTER TABLE public.t ALTER COLUMN b SET ( n_distinct_inherited=10)"
+        );
         facts.target.server_version_num = 150020;
         let plan = Sanitizer::new(&facts).plan(Phase::PreData, &split(sql));
         assert!(plan.statements.iter().all(|s| s.verdict == Verdict::Keep), "{plan:?}");
