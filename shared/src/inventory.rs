@@ -1400,6 +1400,7 @@ mod tests {
             statements,
             login_roles_without_password: vec![],
             acting_roles: BTreeSet::new(),
+            older_target: None,
         };
         Evidence::from_reports(&[SchemaReport::new("r", "globals", vec![plan])])
     }

@@ -820,6 +820,7 @@ fn subset(plan: &Plan, by_line: &HashMap<usize, u32>, selected: &BTreeSet<u32>) 
         statements,
         login_roles_without_password: vec![],
         acting_roles: plan.acting_roles.clone(),
+        older_target: plan.older_target,
     }
 }
 

@@ -17,7 +17,7 @@
 
 use tokio_postgres::{Client, GenericClient};
 
-use super::sanitize::{ApplyAs, Phase, Plan, Verdict};
+use super::sanitize::{ApplyAs, Phase, Plan, Planned, VERSION_OLDER_TARGET, Verdict};
 use crate::error::{Error, Result};
 use crate::pg::quote_ident;
 use crate::step::keys;
@@ -31,6 +31,24 @@ fn classify_refusal(code: &str) -> Option<&'static str> {
         "0LP01" => Some("refused: invalid grant for this target"),
         _ => None,
     }
+}
+
+/// Whether an error is an older server not understanding a newer one's statement: a syntax error,
+/// an object, function or type it lacks (class 42, privileges aside), a feature it does not
+/// support or a parameter value it does not know.
+fn older_server_refusal(e: &tokio_postgres::Error) -> bool {
+    e.code().is_some_and(|c| {
+        let code = c.code();
+        (code.starts_with("42") && code != "42501") || code == "0A000" || code == "22023"
+    })
+}
+
+/// Records a statement an older target refused as skipped (`version.older-target`).
+fn skipped_by_older_target(p: &mut Planned, major: i32, e: &tokio_postgres::Error) {
+    p.verdict = Verdict::Skip;
+    p.rule = Some(VERSION_OLDER_TARGET.id.to_string());
+    p.reason = Some(format!("refused by PostgreSQL {major}: {}", pg_message(e)));
+    p.after = None;
 }
 
 /// Prefix of the roles through which the master holds a run's memberships ([`holder_role`]).
@@ -232,6 +250,7 @@ pub async fn autocommit(
 ) -> Result<Applied> {
     let mut applied = Applied::default();
     let phase = plan.phase;
+    let older_target = plan.older_target;
     for p in &mut plan.statements {
         let Some(sql) = p.sql.clone() else { continue };
         let err = |e| apply_error(phase, p.index, p.line, &sql, e);
@@ -286,6 +305,10 @@ pub async fn autocommit(
             },
             ApplyAs::Plain | ApplyAs::Owner { .. } => match execute_alone(client, &sql).await {
                 Ok(()) => {}
+                Err(e) if older_target.is_some() && older_server_refusal(&e) => {
+                    skipped_by_older_target(p, older_target.unwrap_or_default(), &e);
+                    continue;
+                }
                 // Roles are cluster-wide: one that existed when the plan was made may have been
                 // dropped since by someone else. Said in the report, not hidden.
                 Err(e) if phase == Phase::Globals && e.code().is_some_and(|c| c.code() == "42704") => {
@@ -323,11 +346,29 @@ pub async fn ensure_database_owner<C: GenericClient>(
 /// Applies a pre-data or post-data plan inside an open transaction.
 pub async fn in_transaction<C: GenericClient>(client: &C, plan: &mut Plan, extra: &[String]) -> Result<usize> {
     let phase = plan.phase;
+    let older_target = plan.older_target;
     let mut count = 0usize;
     let mut savepoints = 0usize;
     for p in &mut plan.statements {
         let Some(sql) = p.sql.clone() else { continue };
         let err = |e| apply_error(phase, p.index, p.line, &sql, e);
+        // Copying down, each plain statement may be refused alone: under its own savepoint.
+        if let (Some(major), ApplyAs::Plain) = (older_target, &p.apply) {
+            savepoints += 1;
+            let name = format!("pgferry_try_{savepoints}");
+            client.batch_execute(&format!("SAVEPOINT {name}")).await.map_err(err)?;
+            match client.batch_execute(&sql).await {
+                Ok(()) => client.batch_execute(&format!("RELEASE SAVEPOINT {name}")).await.map_err(err)?,
+                Err(e) if older_server_refusal(&e) => {
+                    client.batch_execute(&format!("ROLLBACK TO SAVEPOINT {name}")).await.map_err(err)?;
+                    skipped_by_older_target(p, major, &e);
+                    continue;
+                }
+                Err(e) => return Err(err(e)),
+            }
+            count += 1;
+            continue;
+        }
         match &p.apply {
             ApplyAs::Owner { owner, kind, schema } => {
                 let shim = create_shim(client, owner, kind, schema.as_deref()).await?;

@@ -68,6 +68,9 @@ pub enum Parsed {
         kind: String,
         /// First name of the object list (enough for databases and tablespaces).
         object: Option<Name>,
+        /// The privileges, upper-case, with their spans (a separating comma included, so that
+        /// removing one leaves a valid list).
+        privileges: Vec<(String, Span)>,
         grantees: Vec<RoleRef>,
         granted_by: Option<(RoleRef, Span)>,
     },
@@ -883,6 +886,28 @@ fn parse_grant(c: &mut Cursor<'_, '_>) -> Option<Parsed> {
         found
     };
     if has_on {
+        let mut privileges = Vec::new();
+        while !c.done() && !c.is_kw("ON") {
+            let start = c.pos;
+            let first = c.next()?;
+            let mut name = first.text.to_ascii_uppercase();
+            while !c.done() && !c.is_kw("ON") && !c.is_punct(",") {
+                if c.is_punct("(") {
+                    c.skip_parens();
+                } else if let Some(t) = c.next() {
+                    name.push(' ');
+                    name.push_str(&t.text.to_ascii_uppercase());
+                }
+            }
+            let mut span = c.span_from(start);
+            if c.is_punct(",") {
+                span.1 = c.peek().map_or(span.1, Token::end);
+            } else if let Some(prev) = c.toks.get(start.wrapping_sub(1)).filter(|t| t.text == ",") {
+                span.0 = prev.offset;
+            }
+            privileges.push((name, span));
+            c.eat_punct(",");
+        }
         c.skip_past_kw("ON");
         let kind = eat_kind(c, GRANT_KINDS).unwrap_or_else(|| "TABLE".to_string());
         if kind == "PARAMETER" {
@@ -905,7 +930,7 @@ fn parse_grant(c: &mut Cursor<'_, '_>) -> Option<Parsed> {
         let grantees = c.role_list();
         c.eat_kws(&["WITH", "GRANT", "OPTION"]);
         let granted_by = granted_by(c);
-        return Some(Parsed::GrantObject { revoke, kind, object, grantees, granted_by });
+        return Some(Parsed::GrantObject { revoke, kind, object, privileges, grantees, granted_by });
     }
     c.pos = list_start;
     let roles = c.role_list();

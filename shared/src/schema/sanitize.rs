@@ -133,6 +133,10 @@ rules! {
         "security labels need a label provider, which RDS does not load", "none";
     PUBSUB = "pubsub.not-recreated",
         "publications and subscriptions are not recreated: a restored subscription would pull from the original upstream (T22)", "source catalog";
+    PRIVILEGE_VERSION = "privilege.version",
+        "a privilege a newer major added (MAINTAIN, 17) does not exist on an older target: dropped from the grant (T63)", "server version";
+    VERSION_OLDER_TARGET = "version.older-target",
+        "copying to an older major (allowOlderTarget): a statement the older target does not understand (syntax, object or parameter it lacks) is skipped when applied and reported with the server's message", "server versions, the target's answer";
     DEP_SKIPPED = "dep.skipped",
         "the statement's object depends on an object that was skipped", "pg_dump TOC dependencies";
 }
@@ -159,6 +163,9 @@ impl Phase {
         }
     }
 }
+
+/// Privileges of `GRANT … ON` and the first `server_version_num` that has them.
+const NEWER_PRIVILEGES: &[(&str, i32)] = &[("MAINTAIN", 170000)];
 
 /// What happens to a statement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -259,6 +266,11 @@ pub struct Plan {
     /// Roles the master must be able to act as (owners, grantors, default-privilege roles).
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub acting_roles: BTreeSet<String>,
+    /// The target's major when it is older than the source's (a copy down, consented to with
+    /// `allowOlderTarget`): a statement that major does not understand is skipped when applied,
+    /// and reported by rule `version.older-target`, instead of failing the step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub older_target: Option<i32>,
 }
 
 impl Plan {
@@ -577,8 +589,18 @@ impl<'f> Sanitizer<'f> {
 
     /// Plans one phase.
     pub fn plan(&mut self, phase: Phase, items: &[Item<'_>]) -> Plan {
-        let mut plan =
-            Plan { phase, statements: vec![], login_roles_without_password: vec![], acting_roles: BTreeSet::new() };
+        let mut plan = Plan {
+            phase,
+            statements: vec![],
+            login_roles_without_password: vec![],
+            acting_roles: BTreeSet::new(),
+            older_target: None,
+        };
+        let (source_major, target_major) =
+            (self.facts.source.server_version_num / 10000, self.facts.target.server_version_num / 10000);
+        if source_major > 0 && target_major > 0 && target_major < source_major {
+            plan.older_target = Some(target_major);
+        }
         let mut entry: Option<TocEntry> = None;
         let mut index = 0usize;
         for item in items {
@@ -738,10 +760,27 @@ impl<'f> Sanitizer<'f> {
                     DatabaseAction::Other => rw.finish(sql),
                 }
             }
-            Parsed::GrantObject { kind, object, grantees, granted_by, .. } => {
+            Parsed::GrantObject { kind, object, privileges, grantees, granted_by, .. } => {
                 let mut rw = Rewrites::default();
                 if kind == "TABLESPACE" {
                     return Decision::skip(&TABLESPACE, "privileges on a tablespace");
+                }
+                let unknown: Vec<&(String, (usize, usize))> = privileges
+                    .iter()
+                    .filter(|(p, _)| {
+                        NEWER_PRIVILEGES.iter().any(|(name, since)| p == name && t.server_version_num < *since)
+                    })
+                    .collect();
+                if !unknown.is_empty() {
+                    let names = unknown.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>().join(", ");
+                    let why = format!("{names} does not exist on PostgreSQL {}", t.server_version_num / 10000);
+                    if unknown.len() == privileges.len() {
+                        return Decision::skip_statement(&PRIVILEGE_VERSION, why);
+                    }
+                    for (_, span) in &unknown {
+                        rw.edits.replace(*span, "");
+                    }
+                    rw.add(&PRIVILEGE_VERSION, why);
                 }
                 if kind == "DATABASE"
                     && let Some(db) = &object
@@ -1729,6 +1768,24 @@ GRANT reader TO app WITH INHERIT TRUE GRANTED BY postgres;
             "ALTER TABLE public.t ALTER COLUMN b SET ( n_distinct_inherited=10)"
         );
         facts.target.server_version_num = 150020;
+        let plan = Sanitizer::new(&facts).plan(Phase::PreData, &split(sql));
+        assert!(plan.statements.iter().all(|s| s.verdict == Verdict::Keep), "{plan:?}");
+    }
+
+    #[test]
+    fn t63_maintain_is_dropped_from_grants_for_a_target_older_than_17() {
+        let sql = "GRANT SELECT,MAINTAIN ON TABLE public.t TO reader;\nGRANT MAINTAIN ON TABLE public.t TO app;\n\
+                   GRANT SELECT(id),UPDATE ON TABLE public.t TO app;";
+        let mut facts = with_roles(rds_facts(), APP_ROLES);
+        facts.source.server_version_num = 170002;
+        let plan = Sanitizer::new(&facts).plan(Phase::PreData, &split(sql));
+        let both = find(&plan, "SELECT,MAINTAIN");
+        assert_eq!(applied(both), "GRANT SELECT ON TABLE public.t TO reader");
+        assert_eq!(both.rule.as_deref(), Some("privilege.version"));
+        let only = find(&plan, "GRANT MAINTAIN");
+        assert_eq!((only.verdict, only.rule.as_deref()), (Verdict::Skip, Some("privilege.version")));
+        assert_eq!(find(&plan, "SELECT(id)").verdict, Verdict::Keep);
+        facts.target.server_version_num = 170002;
         let plan = Sanitizer::new(&facts).plan(Phase::PreData, &split(sql));
         assert!(plan.statements.iter().all(|s| s.verdict == Verdict::Keep), "{plan:?}");
     }
