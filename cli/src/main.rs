@@ -295,7 +295,18 @@ async fn run(
         .map_err(|e| Error::Internal(format!("state machine: {e}")))?;
     watcher.abort();
 
-    let phases = phases.lock().map(|p| p.clone()).unwrap_or_default();
+    let mut phases = phases.lock().map(|p| p.clone()).unwrap_or_default();
+    // Preflight reports failed checks as its output (the task itself succeeded): the phase failed
+    // all the same, and each failing check is shown with its advice, as `pgferry preflight` does.
+    let preflight = store.get_json::<pgferry_core::step::PreflightOutput>(&keys::preflight(&run_id)).await.ok();
+    if let Some(out) = preflight.as_ref().filter(|p| !p.ok) {
+        for p in phases.iter_mut().filter(|p| p.phase == "Preflight") {
+            p.ok = false;
+        }
+        eprintln!("  ✗ Preflight failed:");
+        let failing: Vec<_> = out.checks.iter().filter(|c| c.status == CheckStatus::Fail).cloned().collect();
+        print_checks(&failing);
+    }
     let mut report = RunReport::gather(&store, &run_id, phases, &outcome).await;
     report.fill_phase_totals();
     print!("{}", report.table());

@@ -96,11 +96,13 @@ impl RunReport {
 
     /// The per-phase table printed at the end of `pgferry run`.
     pub fn table(&self) -> String {
-        let mut out = format!("\n{:<16} {:>10} {:>12} {:>14}  result\n", "phase", "duration", "rows", "bytes");
+        // As wide as the longest phase name (`ValidateForeignKeys`), so the columns stay aligned.
+        let w = self.phases.iter().map(|p| p.phase.chars().count()).max().unwrap_or(0).max(16);
+        let mut out = format!("\n{:<w$} {:>10} {:>12} {:>14}  result\n", "phase", "duration", "rows", "bytes");
         let total: u64 = self.phases.iter().map(|p| p.duration_ms).sum();
         for p in &self.phases {
             out += &format!(
-                "{:<16} {:>10} {:>12} {:>14}  {}\n",
+                "{:<w$} {:>10} {:>12} {:>14}  {}\n",
                 p.phase,
                 human_duration(Duration::from_millis(p.duration_ms)),
                 p.rows.map_or(String::new(), |r| r.to_string()),
@@ -108,7 +110,7 @@ impl RunReport {
                 if p.ok { "ok" } else { "failed" }
             );
         }
-        out += &format!("{:<16} {:>10}\n", "total", human_duration(Duration::from_millis(total)));
+        out += &format!("{:<w$} {:>10}\n", "total", human_duration(Duration::from_millis(total)));
         out
     }
 }

@@ -168,6 +168,10 @@ async fn run_with_an_unreachable_source_fails_preflight_in_one_line_and_writes_n
     let reason = last_line(&out.stderr);
     assert!(reason.starts_with("pgferry: Pgferry.PreflightFailed: source-connect"), "{reason}");
     assert!(reason.contains("127.0.0.1:1/shop"), "{reason}");
+    // The failing check with its advice, as `pgferry preflight` prints it, and the phase failed.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("FAIL source-connect") && stdout.contains("advice:"), "{stdout}");
+    assert!(stdout.lines().any(|l| l.starts_with("Preflight") && l.contains("failed")), "{stdout}");
     assert!(!target_database_exists(&target_db).await);
 }
 

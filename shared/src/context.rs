@@ -62,18 +62,28 @@ impl Credentials {
     }
 }
 
-/// The URL or key/value string without its password component.
+/// The URL or key/value string without its password component: the userinfo's, and a
+/// `password` query parameter.
 fn strip_password(url: &str) -> String {
     if let Some((scheme, rest)) = url.split_once("://") {
         let (authority, tail) = match rest.find(['/', '?']) {
             Some(i) => rest.split_at(i),
             None => (rest, ""),
         };
-        if let Some((userinfo, host)) = authority.rsplit_once('@') {
-            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            return format!("{scheme}://{user}@{host}{tail}");
-        }
-        return url.to_string();
+        let authority = match authority.rsplit_once('@') {
+            Some((userinfo, host)) => {
+                format!("{}@{host}", userinfo.split_once(':').map_or(userinfo, |(u, _)| u))
+            }
+            None => authority.to_string(),
+        };
+        let tail = match tail.split_once('?') {
+            Some((path, query)) => {
+                let kept: Vec<&str> = query.split('&').filter(|p| p.split('=').next() != Some("password")).collect();
+                if kept.is_empty() { path.to_string() } else { format!("{path}?{}", kept.join("&")) }
+            }
+            None => tail.to_string(),
+        };
+        return format!("{scheme}://{authority}{tail}");
     }
     // key/value: rebuild from the parsed spec is lossy; drop the password pair textually instead.
     let spec_has_password = url.contains("password");
@@ -488,6 +498,13 @@ mod tests {
         let clean = creds.take_from(&job).unwrap();
         assert_eq!(clean.source.url.as_deref(), Some("postgresql://postgres@127.0.0.1:55432/shop?sslmode=verify-full"));
         assert_eq!(clean.target.url.as_deref(), Some("host=127.0.0.1 user=dbadmin dbname=shop"));
+        assert_eq!(
+            strip_password(
+                "postgresql://postgres@db:5432/shop?sslmode=verify-full&password=hunter2&application_name=x"
+            ),
+            "postgresql://postgres@db:5432/shop?sslmode=verify-full&application_name=x"
+        );
+        assert_eq!(strip_password("postgres://u@db/shop?password=hunter2"), "postgres://u@db/shop");
         let ctx = StepContext::new(ArtifactStore::local("/nonexistent"), creds);
         assert_eq!(ctx.conn_spec(&clean, Side::Source).await.unwrap().password.unwrap().expose(), "p@ss:w");
         assert_eq!(ctx.conn_spec(&clean, Side::Target).await.unwrap().password.unwrap().expose(), "a b'c");

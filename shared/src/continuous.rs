@@ -68,6 +68,35 @@ impl Names {
     }
 }
 
+/// The comment that marks a replication user as the one run `run` created.
+fn replication_user_mark(run: &str) -> String {
+    format!("pgferry: replication user of run {run}; dropped when the run ends")
+}
+
+/// Whether the replication user exists already as this run's own (a retried step); an error when
+/// a role of that name exists that this run did not create (`continuous.replicationUser` naming
+/// an existing role): its password would be reset and the run's end would drop it.
+async fn own_replication_user(source: &Client, user: &str, run: &str) -> Result<bool> {
+    let row = source
+        .query_opt("SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1", &[&user])
+        .await
+        .map_err(db_err("look for the replication user"))?;
+    match row.map(|r| r.get::<_, Option<String>>(0)) {
+        None => Ok(false),
+        Some(Some(mark)) if mark == replication_user_mark(run) => Ok(true),
+        Some(_) => Err(Error::PreflightFailed { failures: vec![existing_replication_user(user)] }),
+    }
+}
+
+/// Why a job naming an existing role as replication user is refused.
+pub fn existing_replication_user(user: &str) -> String {
+    format!(
+        "replication-user: role {user} exists on the source; pgferry creates, uses and drops a replication user of \
+         its own and never takes over a role: name one that does not exist (continuous.replicationUser) or leave it \
+         out"
+    )
+}
+
 /// A run's record on the target.
 #[derive(Debug, Clone)]
 struct Record {
@@ -230,6 +259,10 @@ pub async fn prepare(ctx: &StepContext, input: &StepInput) -> Result<Replication
     require_continuous(job)?;
     let options = job.continuous_options();
     let names = Names::for_run(run, job);
+    // Before anything records the user as the run's (every end of the run drops it): a role that
+    // exists and is not this run's own is never reused.
+    let source = ctx.connect(job, Side::Source, "replication", run).await?;
+    let exists = own_replication_user(&source, &names.user, run).await?;
     let target = ctx.connect(job, Side::Target, "replication", run).await?;
     ensure_record_table(&target).await?;
     target
@@ -243,7 +276,6 @@ pub async fn prepare(ctx: &StepContext, input: &StepInput) -> Result<Replication
         .await
         .map_err(db_err("record the replication objects on the target"))?;
 
-    let source = ctx.connect(job, Side::Source, "replication", run).await?;
     let (tables, keyless) = replicated_tables(&source).await?;
     let mut excluded = Vec::new();
     let published: Vec<&QualifiedName> = match options.keyless_tables {
@@ -287,16 +319,14 @@ pub async fn prepare(ctx: &StepContext, input: &StepInput) -> Result<Replication
         return Err(Error::Replication { reason: "the source database has no table to replicate".to_string() });
     }
 
-    // The user: LOGIN without a password until the subscription is created.
+    // The user: LOGIN without a password until the subscription is created, marked as the run's.
     let user = quote_ident(&names.user);
-    let exists: bool = source
-        .query_one("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", &[&names.user])
-        .await
-        .map_err(db_err("look for the replication user"))?
-        .get(0);
     if !exists {
         source
-            .batch_execute(&format!("CREATE ROLE {user} LOGIN NOINHERIT"))
+            .batch_execute(&format!(
+                "CREATE ROLE {user} LOGIN NOINHERIT; COMMENT ON ROLE {user} IS {}",
+                quote_literal(&replication_user_mark(run))
+            ))
             .await
             .map_err(db_err(format!("create the replication user {user} on the source")))?;
     }

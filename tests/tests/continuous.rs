@@ -326,6 +326,49 @@ async fn t48_ddl_on_the_source_is_reported_as_an_apply_error_with_advice() {
     drop_db(Server::Target, &target_db).await;
 }
 
+/// `continuous.replicationUser` naming a role that exists: preflight fails naming it, and the
+/// replication step refuses it before recording it as the run's (every end of a run drops that
+/// user); the role keeps its password, grants and existence.
+#[tokio::test]
+async fn an_existing_role_named_as_replication_user_is_refused_and_left_untouched() {
+    let _serial = SERIAL.lock().await;
+    let role = pgferry_tests::unique_name("app_login");
+    let (source_db, target_db, _source) =
+        source_with("cont_ru", "CREATE TABLE keyed (id int PRIMARY KEY); INSERT INTO keyed VALUES (1);").await;
+    let admin = connect(&testbed().admin_url(Server::Source, &source_db)).await;
+    admin
+        .batch_execute(&format!("CREATE ROLE {role} LOGIN PASSWORD 'kept-pw'; GRANT SELECT ON keyed TO {role}"))
+        .await
+        .unwrap();
+    let facts = "SELECT format('%s %s %s', r.rolpassword IS NOT NULL, r.rolcanlogin, \
+                 has_table_privilege(r.oid, 'public.keyed', 'SELECT')) FROM pg_authid r WHERE rolname = $1";
+    let before: String = admin.query_one(facts, &[&role]).await.unwrap().get(0);
+    let (ctx, input) = continuous_step(
+        &testbed().url(Server::Source, &source_db),
+        &testbed().url(Server::Target, &target_db),
+        json!({"replicationUser": role}),
+    );
+    let out = preflight::run(&ctx, &input).await.unwrap();
+    let check = out.checks.iter().find(|c| c.name == "replication-user").expect("replication-user check");
+    assert_eq!(check.status, CheckStatus::Fail, "{check:?}");
+    assert!(check.detail.contains(&role), "{check:?}");
+    assert!(!out.ok);
+    // The step itself refuses it too (a caller that skipped preflight), before anything records
+    // the role as the run's.
+    let err = continuous::prepare(&ctx, &input).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PreflightFailed, "{err}");
+    let after: String = admin.query_one(facts, &[&role]).await.unwrap().get(0);
+    assert_eq!(before, after, "the role is untouched");
+    assert_eq!(after, "t t t");
+    drop(admin);
+    drop_db(Server::Source, &source_db).await;
+    connect(&testbed().admin_url(Server::Source, "postgres"))
+        .await
+        .batch_execute(&format!("DROP ROLE {role}"))
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn t44_t42_preflight_refuses_a_source_without_logical_wal_and_lists_keyless_tables() {
     // The target server of the test bed runs with wal_level=replica (rds.logical_replication=0).

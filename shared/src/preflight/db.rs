@@ -238,6 +238,9 @@ pub(crate) async fn run(
         checks.push(source_activity_check(client, LONG_TRANSACTION).await?);
         if req.logical_replication {
             checks.extend(replication_checks_with(client, job.continuous_options().keyless_tables).await?);
+            if let Some(user) = job.continuous_options().replication_user {
+                checks.push(replication_user_check(client, &user).await?);
+            }
         }
     }
     let concurrency = i64::from(job.effective_max_concurrency());
@@ -495,6 +498,22 @@ pub async fn keyless_tables_check(client: &Client) -> Result<Check> {
         "they are copied by page ranges and verified as whole tables; add a primary key where you can (logical \
          replication needs one, or REPLICA IDENTITY FULL)",
     ))
+}
+
+/// A replication user the job names must not exist: pgferry creates, uses and drops its own.
+async fn replication_user_check(client: &Client, user: &str) -> Result<Check> {
+    let exists: bool = client
+        .query_one("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", &[&user])
+        .await
+        .map_err(|e| Error::db("look for the replication user", e))?
+        .get(0);
+    Ok(if exists {
+        let why = crate::continuous::existing_replication_user(user);
+        let (name, detail) = why.split_once(": ").unwrap_or(("replication-user", why.as_str()));
+        fail(name, detail.to_string(), "name a role that does not exist in continuous.replicationUser, or leave it out")
+    } else {
+        pass("replication-user", format!("role {user} does not exist yet; the run creates and drops it"))
+    })
 }
 
 /// Large objects are copied by their own step (RDS-CASES T34), once: logical replication does not

@@ -53,6 +53,8 @@ pub async fn ensure(ctx: &StepContext, input: &StepInput) -> Result<Dump> {
     let archive_path = ctx.scratch.join(format!("{}-schema.dump", rand::random::<u64>()));
     std::fs::create_dir_all(&ctx.scratch).map_err(|e| Error::io(format!("create {}", ctx.scratch.display()), e))?;
     let archive_arg = archive_path.display().to_string();
+    // pg_dump locks every table it dumps: behind a long-running DDL it must fail, not wait forever.
+    let lock_wait = format!("--lock-wait-timeout={}", crate::pg::DEFAULT_LOCK_TIMEOUT.as_millis());
     let result = async {
         run_tool(
             ctx,
@@ -60,6 +62,7 @@ pub async fn ensure(ctx: &StepContext, input: &StepInput) -> Result<Dump> {
             "pg_dump",
             &[
                 "--schema-only",
+                &lock_wait,
                 "--create",
                 "--format=custom",
                 "--encoding=UTF8",
