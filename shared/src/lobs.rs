@@ -35,7 +35,9 @@ pub const PIECE_BYTES: i32 = 1024 * 1024;
 struct Meta {
     oid: u32,
     owner: String,
-    acl: Vec<String>,
+    /// `(grantee, privilege)` as `aclexplode` gives them; an empty grantee is PUBLIC. Read
+    /// structurally, so a role named `a=b` or `x/y` is no parsing problem.
+    acl: Vec<(String, String)>,
     comment: Option<String>,
 }
 
@@ -45,15 +47,29 @@ pub async fn copy_all(ctx: &StepContext, input: &StepInput) -> Result<LargeObjec
     let mut target = ctx.connect(&input.job, Side::Target, "lobs", &input.run_id).await?;
     let rows = source
         .query(
-            "SELECT m.oid, pg_get_userbyid(m.lomowner)::text, coalesce(m.lomacl::text[], '{}'), \
+            "SELECT m.oid, pg_get_userbyid(m.lomowner)::text, \
+                    coalesce((SELECT array_agg(CASE WHEN e.grantee = 0 THEN '' ELSE pg_get_userbyid(e.grantee)::text END \
+                                               ORDER BY e.grantee, e.privilege_type) FROM aclexplode(m.lomacl) e), '{}'), \
+                    coalesce((SELECT array_agg(e.privilege_type::text ORDER BY e.grantee, e.privilege_type) \
+                              FROM aclexplode(m.lomacl) e), '{}'), \
                     obj_description(m.oid, 'pg_largeobject') \
              FROM pg_largeobject_metadata m ORDER BY m.oid",
             &[],
         )
         .await
         .map_err(|e| Error::db("list large objects", e))?;
-    let objects: Vec<Meta> =
-        rows.iter().map(|r| Meta { oid: r.get(0), owner: r.get(1), acl: r.get(2), comment: r.get(3) }).collect();
+    let objects: Vec<Meta> = rows
+        .iter()
+        .map(|r| {
+            let (grantees, privileges): (Vec<String>, Vec<String>) = (r.get(2), r.get(3));
+            Meta {
+                oid: r.get(0),
+                owner: r.get(1),
+                acl: grantees.into_iter().zip(privileges).collect(),
+                comment: r.get(4),
+            }
+        })
+        .collect();
     target.batch_execute(LEDGER_DDL).await.map_err(|e| Error::db("create the large object ledger", e))?;
     let source_master: String =
         source.query_one("SELECT current_user::text", &[]).await.map_err(|e| Error::db("read source user", e))?.get(0);
@@ -234,20 +250,18 @@ async fn metadata_statements(target: &Client, meta: &Meta, source_master: &str, 
     if foreign_owner {
         statements.push(format!("ALTER LARGE OBJECT {oid} OWNER TO {}", quote_ident(&meta.owner)));
     }
-    for item in &meta.acl {
-        // aclitem text: grantee=privs/grantor; an empty grantee is PUBLIC.
-        let Some((grantee, rest)) = item.split_once('=') else { continue };
-        let privs = rest.split('/').next().unwrap_or("");
-        let grantee = grantee.trim_matches('"');
-        if grantee == meta.owner || grantee == source_master {
+    let mut grants: std::collections::BTreeMap<&str, Vec<&str>> = std::collections::BTreeMap::new();
+    for (grantee, privilege) in &meta.acl {
+        if grantee == &meta.owner || grantee == source_master {
             continue;
         }
-        let grantee = if grantee.is_empty() { "PUBLIC".to_string() } else { quote_ident(grantee) };
-        let list: Vec<&str> =
-            [('r', "SELECT"), ('w', "UPDATE")].iter().filter(|(c, _)| privs.contains(*c)).map(|(_, p)| *p).collect();
-        if !list.is_empty() {
-            statements.push(format!("GRANT {} ON LARGE OBJECT {oid} TO {grantee}", list.join(", ")));
+        if matches!(privilege.as_str(), "SELECT" | "UPDATE") {
+            grants.entry(grantee).or_default().push(privilege);
         }
+    }
+    for (grantee, list) in grants {
+        let grantee = if grantee.is_empty() { "PUBLIC".to_string() } else { quote_ident(grantee) };
+        statements.push(format!("GRANT {} ON LARGE OBJECT {oid} TO {grantee}", list.join(", ")));
     }
     if let Some(comment) = &meta.comment {
         statements.push(format!("COMMENT ON LARGE OBJECT {oid} IS {}", quote_literal(comment)));
