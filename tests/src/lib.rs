@@ -216,6 +216,25 @@ pub fn step_setup(
     (ctx, pgferry_core::step::StepInput { job, run_id: unique_name("run") })
 }
 
+/// Runs the state machine locally on the job of `input` (as `pgferry run` does); returns the
+/// outcome and the run's report, when one was written.
+pub async fn run_machine(
+    ctx: pgferry_core::context::StepContext,
+    input: &pgferry_core::step::StepInput,
+) -> (pgferry_core::asl::Outcome, Option<pgferry_core::verify::Report>) {
+    use pgferry_core::runner;
+    let machine =
+        pgferry_core::asl::StateMachine::parse(runner::DEFINITION, &runner::local_substitutions()).expect("definition");
+    let store = ctx.store.clone();
+    let env = std::sync::Arc::new(runner::LocalEnvironment::new(ctx));
+    let outcome = pgferry_core::asl::Execution::new(&machine, env, input.run_id.clone())
+        .run(serde_json::to_value(&input.job).expect("job"))
+        .await
+        .expect("state machine");
+    let report = store.get_json(&pgferry_core::step::keys::report(&input.run_id)).await.ok();
+    (outcome, report)
+}
+
 /// A source database named after `prefix`, built by `ddl` and analyzed, and the name of a target
 /// database that does not exist yet.
 pub async fn source_with(prefix: &str, ddl: &str) -> (String, String, Client) {

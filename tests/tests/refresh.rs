@@ -11,7 +11,7 @@ use pgferry_core::refresh::{RefreshSummary, TableAction};
 use pgferry_core::runner::{self, LocalEnvironment};
 use pgferry_core::step::{CheckStatus, ChunkInput, CopyChunkOutput, SchemaRequest, StepInput, keys};
 use pgferry_core::{ErrorKind, copy, schema, verify};
-use pgferry_tests::{Server, connect, create_db, drop_db, source_with, step_setup, testbed};
+use pgferry_tests::{Server, connect, create_db, drop_db, run_machine, source_with, step_setup, testbed};
 use tokio_postgres::Client;
 
 const SHOP: &str = r#"
@@ -33,20 +33,6 @@ const SHOP: &str = r#"
     CREATE INDEX orders_customer_idx ON orders (customer_id);
     SELECT lo_from_bytea(880001, 'first'), lo_from_bytea(880002, 'second');
 "#;
-
-/// Runs the state machine locally on `job` (as `pgferry run` does); returns the outcome and the
-/// run's report (when one was written).
-async fn run_machine(ctx: StepContext, input: &StepInput) -> (Outcome, Option<verify::Report>) {
-    let machine = StateMachine::parse(runner::DEFINITION, &runner::local_substitutions()).unwrap();
-    let store = ctx.store.clone();
-    let env = Arc::new(LocalEnvironment::new(ctx));
-    let outcome = Execution::new(&machine, env, input.run_id.clone())
-        .run(serde_json::to_value(&input.job).unwrap())
-        .await
-        .unwrap();
-    let report = store.get_json::<verify::Report>(&keys::report(&input.run_id)).await.ok();
-    (outcome, report)
-}
 
 /// What `pgferry verify JOB` does: plan, hash every verify item on both sides, report.
 async fn verify_now(source_db: &str, target_db: &str) -> verify::Report {

@@ -7,33 +7,16 @@
 //! understand is skipped and named in the schema report (rule `version.older-target`), never
 //! silently. On a pair where the target is as new as the source, the same job needs no consent.
 
-use std::sync::Arc;
-
-use pgferry_core::asl::{Execution, Outcome, StateMachine};
-use pgferry_core::context::StepContext;
-use pgferry_core::runner::{self, LocalEnvironment};
+use pgferry_core::asl::Outcome;
+use pgferry_core::preflight;
 use pgferry_core::schema::report::SchemaReport;
-use pgferry_core::step::{CheckStatus, StepInput, keys};
-use pgferry_core::{preflight, verify};
-use pgferry_tests::{Server, connect, drop_db, source_with, step_setup, testbed, unique_name};
+use pgferry_core::step::{CheckStatus, keys};
+use pgferry_tests::{Server, connect, drop_db, run_machine, source_with, step_setup, testbed, unique_name};
 
 async fn major(server: Server) -> i32 {
     let client = connect(&testbed().admin_url(server, "postgres")).await;
     let v: i32 = client.query_one("SELECT current_setting('server_version_num')::int", &[]).await.unwrap().get(0);
     v / 10000
-}
-
-/// Runs the state machine locally (as `pgferry run` does); the outcome and the run's report.
-async fn run_machine(ctx: StepContext, input: &StepInput) -> (Outcome, Option<verify::Report>) {
-    let machine = StateMachine::parse(runner::DEFINITION, &runner::local_substitutions()).unwrap();
-    let store = ctx.store.clone();
-    let env = Arc::new(LocalEnvironment::new(ctx));
-    let outcome = Execution::new(&machine, env, input.run_id.clone())
-        .run(serde_json::to_value(&input.job).unwrap())
-        .await
-        .unwrap();
-    let report = store.get_json::<verify::Report>(&keys::report(&input.run_id)).await.ok();
-    (outcome, report)
 }
 
 #[tokio::test]
