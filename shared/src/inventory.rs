@@ -490,7 +490,8 @@ fn object_queries() -> Vec<(&'static str, String)> {
                  FROM pg_database d CROSS JOIN LATERAL (VALUES \
                    ('owner', pg_get_userbyid(d.datdba)::text), ('acl', {}), \
                    ('encoding', pg_encoding_to_char(d.encoding)::text), ('collate', d.datcollate::text), \
-                   ('ctype', d.datctype::text), ('locale provider', to_jsonb(d) ->> 'datlocprovider'), \
+                   ('ctype', d.datctype::text), \
+                   ('locale provider', coalesce(to_jsonb(d) ->> 'datlocprovider', /* libc before 15 */ 'c')), \
                    ('icu locale', coalesce(to_jsonb(d) ->> 'daticulocale', to_jsonb(d) ->> 'datlocale')), \
                    ('connection limit', d.datconnlimit::text), \
                    ('comment', shobj_description(d.oid, 'pg_database')) \
