@@ -354,19 +354,11 @@ pub async fn in_transaction<C: GenericClient>(client: &C, plan: &mut Plan, extra
         let err = |e| apply_error(phase, p.index, p.line, &sql, e);
         // Copying down, each plain statement may be refused alone: under its own savepoint.
         if let (Some(major), ApplyAs::Plain) = (older_target, &p.apply) {
-            savepoints += 1;
-            let name = format!("pgferry_try_{savepoints}");
-            client.batch_execute(&format!("SAVEPOINT {name}")).await.map_err(err)?;
-            match client.batch_execute(&sql).await {
-                Ok(()) => client.batch_execute(&format!("RELEASE SAVEPOINT {name}")).await.map_err(err)?,
-                Err(e) if older_server_refusal(&e) => {
-                    client.batch_execute(&format!("ROLLBACK TO SAVEPOINT {name}")).await.map_err(err)?;
-                    skipped_by_older_target(p, major, &e);
-                    continue;
-                }
+            match under_savepoint(client, &mut savepoints, &sql).await.map_err(err)? {
+                Ok(()) => count += 1,
+                Err(e) if older_server_refusal(&e) => skipped_by_older_target(p, major, &e),
                 Err(e) => return Err(err(e)),
             }
-            count += 1;
             continue;
         }
         match &p.apply {
@@ -381,24 +373,13 @@ pub async fn in_transaction<C: GenericClient>(client: &C, plan: &mut Plan, extra
                     p.outcome = Some(format!("temporarily: {grant}"));
                 }
             }
-            ApplyAs::Try => {
-                savepoints += 1;
-                let name = format!("pgferry_try_{savepoints}");
-                client.batch_execute(&format!("SAVEPOINT {name}")).await.map_err(err)?;
-                match client.batch_execute(&sql).await {
-                    Ok(()) => {
-                        p.outcome = Some("granted".to_string());
-                        client.batch_execute(&format!("RELEASE SAVEPOINT {name}")).await.map_err(err)?;
-                    }
-                    Err(e) => match e.code().and_then(|c| classify_refusal(c.code())) {
-                        Some(why) => {
-                            p.outcome = Some(format!("{why} ({})", pg_message(&e)));
-                            client.batch_execute(&format!("ROLLBACK TO SAVEPOINT {name}")).await.map_err(err)?;
-                        }
-                        None => return Err(err(e)),
-                    },
-                }
-            }
+            ApplyAs::Try => match under_savepoint(client, &mut savepoints, &sql).await.map_err(err)? {
+                Ok(()) => p.outcome = Some("granted".to_string()),
+                Err(e) => match e.code().and_then(|c| classify_refusal(c.code())) {
+                    Some(why) => p.outcome = Some(format!("{why} ({})", pg_message(&e))),
+                    None => return Err(err(e)),
+                },
+            },
             _ => client.batch_execute(&sql).await.map_err(err)?,
         }
         count += 1;
@@ -410,6 +391,26 @@ pub async fn in_transaction<C: GenericClient>(client: &C, plan: &mut Plan, extra
     // A dump may leave a role set; bookkeeping after this runs as the master.
     client.batch_execute("RESET ROLE").await.map_err(|e| Error::db("reset role", e))?;
     Ok(count)
+}
+
+/// Runs `sql` under a savepoint of its own (numbered by `savepoints`), so that its failure leaves
+/// the transaction usable: the inner result is the statement's, already rolled back to the
+/// savepoint when it failed; the outer error is the savepoint bookkeeping's.
+async fn under_savepoint<C: GenericClient>(
+    client: &C,
+    savepoints: &mut usize,
+    sql: &str,
+) -> std::result::Result<std::result::Result<(), tokio_postgres::Error>, tokio_postgres::Error> {
+    *savepoints += 1;
+    let name = format!("pgferry_try_{savepoints}");
+    client.batch_execute(&format!("SAVEPOINT {name}")).await?;
+    match client.batch_execute(sql).await {
+        Ok(()) => client.batch_execute(&format!("RELEASE SAVEPOINT {name}")).await.map(Ok),
+        Err(e) => {
+            client.batch_execute(&format!("ROLLBACK TO SAVEPOINT {name}")).await?;
+            Ok(Err(e))
+        }
+    }
 }
 
 /// The grant (and its revoke) of CREATE that the new owner of an object needs, if it lacks it.
