@@ -18,6 +18,10 @@ const USER_RELATION: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema
      AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass \
                      AND d.objid = c.oid AND d.deptype = 'e')";
 
+/// Privileges that appeared in a PostgreSQL release: `(aclitem letter, name, first
+/// server_version_num)`. Before it no ACL holds them and no `GRANT` names them (RDS-CASES T63).
+pub const VERSIONED_PRIVILEGES: &[(char, &str, i32)] = &[('m', "MAINTAIN", 170000)];
+
 /// A relation as the planner sees it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -25,7 +25,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
 
-use crate::catalog::PGFERRY_SCHEMA;
+use crate::catalog::{PGFERRY_SCHEMA, VERSIONED_PRIVILEGES};
 use crate::context::StepContext;
 use crate::error::{Error, Result};
 use crate::job::Side;
@@ -43,13 +43,10 @@ pub const PGFERRY_SCHEMA_RULE: &str = "inventory.pgferry-schema";
 /// Rule of the inventory itself: a privilege that the older side's server cannot express.
 pub const PRIVILEGE_VERSION_RULE: &str = "inventory.privilege-version";
 
-/// Privileges (`aclitem` letters) that appeared in a PostgreSQL release: before it, no ACL and no
-/// owner default holds them, so a copy between versions cannot make them equal.
-const VERSIONED_PRIVILEGES: &[(char, i32, &str)] = &[('m', 170000, "MAINTAIN")];
-
-/// Whether a server of `version` (`server_version_num`; 0 when unknown) has `privilege`.
+/// Whether a server of `version` (`server_version_num`; 0 when unknown) has `privilege` (an
+/// `aclitem` letter): a copy between versions cannot make equal what the older cannot hold.
 fn expressible(privilege: char, version: i32) -> bool {
-    VERSIONED_PRIVILEGES.iter().all(|&(c, since, _)| c != privilege || version == 0 || version >= since)
+    VERSIONED_PRIVILEGES.iter().all(|&(c, _, since)| c != privilege || version == 0 || version >= since)
 }
 
 /// Rule of the inventory itself: a definition two majors print differently (`pg_get_viewdef` of
@@ -1124,7 +1121,7 @@ impl Explainer<'_> {
             let names: Vec<&str> = VERSIONED_PRIVILEGES
                 .iter()
                 .filter(|(c, _, _)| !expressible(*c, older))
-                .map(|(_, _, name)| *name)
+                .map(|(_, name, _)| *name)
                 .collect();
             reasons.push(format!(
                 "{} does not exist on PostgreSQL {} (the older side)",
@@ -1267,14 +1264,6 @@ async fn schema_reports(ctx: &StepContext, run: &str, target: &Client) -> Result
     Ok(if reports.is_empty() { (None, vec![]) } else { (Some(run), reports) })
 }
 
-async fn server_version(client: &Client) -> Result<i32> {
-    let row = client
-        .query_one("SELECT current_setting('server_version_num')::int", &[])
-        .await
-        .map_err(|e| Error::db("inventory: server version", e))?;
-    Ok(row.get(0))
-}
-
 async fn current_user(client: &Client) -> Result<String> {
     let row = client
         .query_one("SELECT current_user::text", &[])
@@ -1291,7 +1280,8 @@ pub async fn inventory(ctx: &StepContext, input: &StepInput) -> Result<Inventory
     )?;
     let (schema_run, reports) = schema_reports(ctx, &input.run_id, &target).await?;
     let (source_user, target_master) = tokio::try_join!(current_user(&source), current_user(&target))?;
-    let (source_version, target_version) = tokio::try_join!(server_version(&source), server_version(&target))?;
+    let (source_version, target_version) =
+        tokio::try_join!(crate::catalog::server_version_num(&source), crate::catalog::server_version_num(&target))?;
     let source_master = input.job.source_master_user.clone().unwrap_or(source_user.clone());
 
     let (mut s, mut t) = tokio::try_join!(read_objects(&source, false), read_objects(&target, true))?;

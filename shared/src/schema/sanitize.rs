@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::facts::{Facts, is_predefined, is_rds_internal};
 use super::lex::{Item, ItemKind};
 use super::parse::{DatabaseAction, Edits, Name, Parsed, RoleOption, RoleRef, Statement};
+use crate::catalog::VERSIONED_PRIVILEGES;
 use crate::pg::{quote_ident, quote_literal};
 
 /// A rule: what it does and why, and which facts it consults.
@@ -163,9 +164,6 @@ impl Phase {
         }
     }
 }
-
-/// Privileges of `GRANT … ON` and the first `server_version_num` that has them.
-const NEWER_PRIVILEGES: &[(&str, i32)] = &[("MAINTAIN", 170000)];
 
 /// What happens to a statement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -768,7 +766,7 @@ impl<'f> Sanitizer<'f> {
                 let unknown: Vec<&(String, (usize, usize))> = privileges
                     .iter()
                     .filter(|(p, _)| {
-                        NEWER_PRIVILEGES.iter().any(|(name, since)| p == name && t.server_version_num < *since)
+                        VERSIONED_PRIVILEGES.iter().any(|(_, name, since)| p == name && t.server_version_num < *since)
                     })
                     .collect();
                 if !unknown.is_empty() {
