@@ -84,14 +84,16 @@ async fn own_replication_user(source: &Client, user: &str, run: &str) -> Result<
     match row.map(|r| r.get::<_, Option<String>>(0)) {
         None => Ok(false),
         Some(Some(mark)) if mark == replication_user_mark(run) => Ok(true),
-        Some(_) => Err(Error::PreflightFailed { failures: vec![existing_replication_user(user)] }),
+        Some(_) => Err(Error::PreflightFailed {
+            failures: vec![format!("replication-user: {}", existing_replication_user(user))],
+        }),
     }
 }
 
 /// Why a job naming an existing role as replication user is refused.
 pub fn existing_replication_user(user: &str) -> String {
     format!(
-        "replication-user: role {user} exists on the source; pgferry creates, uses and drops a replication user of \
+        "role {user} exists on the source; pgferry creates, uses and drops a replication user of \
          its own and never takes over a role: name one that does not exist (continuous.replicationUser) or leave it \
          out"
     )

@@ -508,9 +508,11 @@ async fn replication_user_check(client: &Client, user: &str) -> Result<Check> {
         .map_err(|e| Error::db("look for the replication user", e))?
         .get(0);
     Ok(if exists {
-        let why = crate::continuous::existing_replication_user(user);
-        let (name, detail) = why.split_once(": ").unwrap_or(("replication-user", why.as_str()));
-        fail(name, detail.to_string(), "name a role that does not exist in continuous.replicationUser, or leave it out")
+        fail(
+            "replication-user",
+            crate::continuous::existing_replication_user(user),
+            "name a role that does not exist in continuous.replicationUser, or leave it out",
+        )
     } else {
         pass("replication-user", format!("role {user} does not exist yet; the run creates and drops it"))
     })
