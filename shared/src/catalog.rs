@@ -51,7 +51,22 @@ pub struct Relation {
 
 /// First OID of objects created after initdb: types below it are built in and have the same OID
 /// on every cluster.
-const FIRST_NORMAL_OBJECT_ID: u32 = 16384;
+pub const FIRST_NORMAL_OBJECT_ID: u32 = 16384;
+
+/// Prefix of the replication objects pgferry creates for a continuous run (publication and slot on
+/// the source, subscription on the target): not part of the user's schema.
+pub const REPLICATION_OBJECT_PREFIX: &str = "pgferry_";
+
+/// SQL: whether the binary form of values of the `pg_type` row `alias` means the same on another
+/// cluster. A few built-in types have no binary form (`aclitem`), and the object identifier types
+/// (`regclass`, `regrole`, … whose send functions are `reg…send`) send the OID, which names
+/// another object or none on the target, where their text form names the object: copied as text.
+fn binary_io(alias: &str) -> String {
+    format!(
+        "({alias}.typsend::oid <> 0 AND {alias}.typreceive::oid <> 0 \
+          AND {alias}.typsend::regproc::text NOT LIKE 'reg%')"
+    )
+}
 
 /// Tables, partitioned tables, materialized views and foreign tables of the current database.
 pub async fn relations(client: &Client) -> Result<Vec<Relation>> {
@@ -64,7 +79,9 @@ pub async fn relations(client: &Client) -> Result<Vec<Relation>> {
                 (SELECT coalesce(bool_and(t.oid < {FIRST_NORMAL_OBJECT_ID} \
                                           AND coalesce(e.oid, 0) < {FIRST_NORMAL_OBJECT_ID} \
                                           AND coalesce(b.oid, 0) < {FIRST_NORMAL_OBJECT_ID} \
-                                          AND coalesce(be.oid, 0) < {FIRST_NORMAL_OBJECT_ID}), true) \
+                                          AND coalesce(be.oid, 0) < {FIRST_NORMAL_OBJECT_ID} \
+                                          AND {t_io} AND coalesce({e_io}, true) \
+                                          AND coalesce({b_io}, true) AND coalesce({be_io}, true)), true) \
                    FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
                    LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typelem <> 0 \
                    LEFT JOIN pg_type b ON b.oid = t.typbasetype AND t.typbasetype <> 0 \
@@ -73,7 +90,11 @@ pub async fn relations(client: &Client) -> Result<Vec<Relation>> {
                 c.relkind = 'm' AND NOT c.relispopulated \
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
          WHERE c.relkind IN ('r', 'p', 'm', 'f') AND {USER_RELATION} \
-         ORDER BY c.oid"
+         ORDER BY c.oid",
+        t_io = binary_io("t"),
+        e_io = binary_io("e"),
+        b_io = binary_io("b"),
+        be_io = binary_io("be"),
     );
     let rows = client.query(&sql, &[]).await.map_err(|e| Error::db("list relations", e))?;
     let size = |v: i64| u64::try_from(v).unwrap_or(0);

@@ -57,7 +57,7 @@ impl Names {
         use sha2::Digest;
         let digest = sha2::Sha256::digest(run_id.as_bytes());
         let tag: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
-        let base = format!("pgferry_{tag}");
+        let base = format!("{}{tag}", crate::catalog::REPLICATION_OBJECT_PREFIX);
         let user = job.continuous.as_ref().and_then(|c| c.replication_user.clone());
         Self {
             publication: base.clone(),

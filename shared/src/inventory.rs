@@ -25,7 +25,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
 
-use crate::catalog::{PGFERRY_SCHEMA, VERSIONED_PRIVILEGES};
+use crate::catalog::{FIRST_NORMAL_OBJECT_ID, PGFERRY_SCHEMA, REPLICATION_OBJECT_PREFIX, VERSIONED_PRIVILEGES};
 use crate::context::StepContext;
 use crate::error::{Error, Result};
 use crate::job::Side;
@@ -363,8 +363,9 @@ fn object_queries() -> Vec<(&'static str, String)> {
                       CASE WHEN att.attcollation <> 0 AND att.attcollation <> ty.typcollation THEN \
                         (SELECT format('COLLATE %I.%I', cn.nspname, co.collname) FROM pg_collation co \
                          JOIN pg_namespace cn ON cn.oid = co.collnamespace WHERE co.oid = att.attcollation) END)), \
-                   ('column ' || quote_ident(att.attname) || ' acl', {}) \
-                 ) a(k, v) WHERE c.relkind IN ('r', 'p', 'f') AND att.attnum > 0 AND NOT att.attisdropped AND {rel_filter}",
+                   ('column ' || quote_ident(att.attname) || ' acl', {}), \
+                   ('column ' || quote_ident(att.attname) || ' comment', col_description(att.attrelid, att.attnum)) \
+                 ) a(k, v) WHERE c.relkind IN ('r', 'p', 'f', 'v', 'm') AND att.attnum > 0 AND NOT att.attisdropped AND {rel_filter}",
                 acl_plain("att.attacl")
             ),
         ),
@@ -384,6 +385,11 @@ fn object_queries() -> Vec<(&'static str, String)> {
         ),
         // NOT NULL is compared as part of each column (and domain): PostgreSQL 18 also lists it in
         // pg_constraint (contype 'n', as 17 does for domains), older majors do not (T64).
+        // Foreign keys cloned from a parent constraint (`conparentid`: one per partition of the
+        // referencing table, one per partition of a referenced partitioned table) are the server's
+        // own doing, as pg_dump sees them: their names are generated when they are cloned, in an
+        // order of its own, and VALIDATE on the parent leaves the referenced side's clones marked
+        // NOT VALID. The parent constraint and the partitions are compared; the clones are not.
         (
             "constraints",
             format!(
@@ -393,7 +399,7 @@ fn object_queries() -> Vec<(&'static str, String)> {
                  FROM pg_constraint co JOIN pg_class c ON c.oid = co.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
                  CROSS JOIN LATERAL (VALUES ('definition', pg_get_constraintdef(co.oid)), \
                    ('comment', obj_description(co.oid, 'pg_constraint'))) a(k, v) \
-                 WHERE co.contype <> 'n' AND {rel_filter}"
+                 WHERE co.contype <> 'n' AND NOT (co.contype = 'f' AND co.conparentid <> 0) AND {rel_filter}"
             ),
         ),
         (
@@ -478,6 +484,235 @@ fn object_queries() -> Vec<(&'static str, String)> {
                         pg_get_userbyid(d.defaclrole)::text, NULL::text, NULL::text, 'acl', {} \
                  FROM pg_default_acl d",
                 acl_plain("d.defaclacl")
+            ),
+        ),
+        (
+            "policies",
+            format!(
+                "SELECT 'policy', format('%I.%I.%I', n.nspname, c.relname, p.polname), NULL::text, \
+                        'POLICY ' || c.relname || ' ' || p.polname, {REL_LABEL}, a.k, a.v \
+                 FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 CROSS JOIN LATERAL (VALUES ('command', p.polcmd::text), ('permissive', p.polpermissive::text), \
+                   ('roles', (SELECT string_agg(CASE WHEN r = 0 THEN 'public' ELSE pg_get_userbyid(r)::text END, ', ' \
+                      ORDER BY 1) FROM unnest(p.polroles) r)), \
+                   ('using', pg_get_expr(p.polqual, p.polrelid)), ('with check', pg_get_expr(p.polwithcheck, p.polrelid)), \
+                   ('comment', obj_description(p.oid, 'pg_policy'))) a(k, v) WHERE {rel_filter}"
+            ),
+        ),
+        (
+            "rules",
+            format!(
+                "SELECT 'rule', format('%I.%I.%I', n.nspname, c.relname, r.rulename), NULL::text, \
+                        'RULE ' || r.rulename, {REL_LABEL}, a.k, a.v \
+                 FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 CROSS JOIN LATERAL (VALUES ('definition', pg_get_ruledef(r.oid)), ('enabled', r.ev_enabled::text), \
+                   ('comment', obj_description(r.oid, 'pg_rewrite'))) a(k, v) \
+                 WHERE r.rulename <> '_RETURN' AND {rel_filter}"
+            ),
+        ),
+        // Publications: what they publish as the server resolves it (explicit tables, schemas and
+        // FOR ALL TABLES alike), row filters (15+) and explicit column lists (15+); pgferry's own
+        // (a continuous run's) are not the user's.
+        (
+            "publications",
+            format!(
+                "SELECT 'publication', quote_ident(p.pubname), p.pubname::text, 'PUBLICATION ' || p.pubname, NULL::text, a.k, a.v \
+                 FROM pg_publication p CROSS JOIN LATERAL (VALUES ('owner', pg_get_userbyid(p.pubowner)::text), \
+                   ('options', concat_ws(', ', CASE WHEN p.puballtables THEN 'for all tables' END, \
+                      'insert ' || p.pubinsert, 'update ' || p.pubupdate, 'delete ' || p.pubdelete, \
+                      'truncate ' || p.pubtruncate, 'via root ' || p.pubviaroot)), \
+                   ('tables', (SELECT string_agg(concat_ws(' WHERE ', format('%I.%I', t.schemaname, t.tablename), \
+                        to_jsonb(t) ->> 'rowfilter'), ', ' ORDER BY t.schemaname, t.tablename) \
+                      FROM pg_publication_tables t WHERE t.pubname = p.pubname)), \
+                   ('columns', (SELECT string_agg(format('%I.%I (%s)', rn.nspname, rc.relname, \
+                        (SELECT string_agg(quote_ident(at.attname), ', ' ORDER BY at.attnum) FROM pg_attribute at \
+                         WHERE at.attrelid = pr.prrelid \
+                           AND at.attnum IN (SELECT x::int2 FROM jsonb_array_elements_text(to_jsonb(pr) -> 'prattrs') x))), \
+                        ', ' ORDER BY rn.nspname, rc.relname) \
+                      FROM pg_publication_rel pr JOIN pg_class rc ON rc.oid = pr.prrelid \
+                      JOIN pg_namespace rn ON rn.oid = rc.relnamespace \
+                      WHERE pr.prpubid = p.oid AND to_jsonb(pr) ->> 'prattrs' IS NOT NULL)), \
+                   ('comment', obj_description(p.oid, 'pg_publication'))) a(k, v) \
+                 WHERE NOT starts_with(p.pubname::text, '{REPLICATION_OBJECT_PREFIX}')"
+            ),
+        ),
+        (
+            "foreign data wrappers",
+            format!(
+                "SELECT 'foreign data wrapper', quote_ident(w.fdwname), w.fdwname::text, 'FOREIGN DATA WRAPPER ' || w.fdwname, \
+                        NULL::text, a.k, a.v \
+                 FROM pg_foreign_data_wrapper w CROSS JOIN LATERAL (VALUES ('owner', pg_get_userbyid(w.fdwowner)::text), \
+                   ('handler', nullif(w.fdwhandler, 0)::regproc::text), ('validator', nullif(w.fdwvalidator, 0)::regproc::text), \
+                   ('options', array_to_string(w.fdwoptions, ', ')), ('acl', {}), \
+                   ('comment', obj_description(w.oid, 'pg_foreign_data_wrapper'))) a(k, v) \
+                 WHERE {}",
+                acl_plain("w.fdwacl"),
+                not_extension_member("pg_foreign_data_wrapper", "w.oid")
+            ),
+        ),
+        // Servers' options are compared by name only: values may hold endpoints a copy changes on
+        // purpose, and user mappings' are secrets (RDS-CASES T70).
+        (
+            "foreign servers",
+            format!(
+                "SELECT 'server', quote_ident(s.srvname), s.srvname::text, 'SERVER ' || s.srvname, NULL::text, a.k, a.v \
+                 FROM pg_foreign_server s JOIN pg_foreign_data_wrapper w ON w.oid = s.srvfdw \
+                 CROSS JOIN LATERAL (VALUES ('owner', pg_get_userbyid(s.srvowner)::text), ('wrapper', w.fdwname::text), \
+                   ('type', s.srvtype), ('version', s.srvversion), \
+                   ('options', (SELECT string_agg(split_part(o, '=', 1), ', ' ORDER BY 1) FROM unnest(s.srvoptions) o)), \
+                   ('user mappings', (SELECT string_agg(CASE WHEN um.umuser = 0 THEN 'public' \
+                        ELSE um.usename::text END, ', ' ORDER BY 1) FROM pg_user_mappings um \
+                      WHERE um.srvid = s.oid)), \
+                   ('acl', {}), ('comment', obj_description(s.oid, 'pg_foreign_server'))) a(k, v) \
+                 WHERE {}",
+                acl_plain("s.srvacl"),
+                not_extension_member("pg_foreign_server", "s.oid")
+            ),
+        ),
+        (
+            "event triggers",
+            "SELECT 'event trigger', quote_ident(e.evtname), e.evtname::text, 'EVENT TRIGGER ' || e.evtname, NULL::text, \
+                    a.k, a.v \
+             FROM pg_event_trigger e CROSS JOIN LATERAL (VALUES ('owner', pg_get_userbyid(e.evtowner)::text), \
+               ('event', e.evtevent::text), ('function', e.evtfoid::regprocedure::text), ('enabled', e.evtenabled::text), \
+               ('tags', array_to_string(e.evttags, ', ')), \
+               ('comment', obj_description(e.oid, 'pg_event_trigger'))) a(k, v)"
+                .to_string(),
+        ),
+        (
+            "statistics objects",
+            format!(
+                "SELECT 'statistics', format('%I.%I', n.nspname, x.stxname), NULL::text, 'STATISTICS ' || x.stxname, \
+                        NULL::text, a.k, a.v \
+                 FROM pg_statistic_ext x JOIN pg_namespace n ON n.oid = x.stxnamespace \
+                 CROSS JOIN LATERAL (VALUES ('owner', pg_get_userbyid(x.stxowner)::text), \
+                   ('definition', pg_get_statisticsobjdef(x.oid)), \
+                   ('comment', obj_description(x.oid, 'pg_statistic_ext'))) a(k, v) \
+                 WHERE {USER_SCHEMA} AND {}",
+                not_extension_member("pg_statistic_ext", "x.oid")
+            ),
+        ),
+        (
+            "collations",
+            format!(
+                "SELECT 'collation', format('%I.%I', n.nspname, co.collname), NULL::text, 'COLLATION ' || co.collname, \
+                        NULL::text, a.k, a.v \
+                 FROM pg_collation co JOIN pg_namespace n ON n.oid = co.collnamespace \
+                 CROSS JOIN LATERAL (VALUES ('owner', pg_get_userbyid(co.collowner)::text), \
+                   ('definition', concat_ws(', ', 'provider ' || co.collprovider::text, 'deterministic ' || co.collisdeterministic::text, \
+                      'encoding ' || coalesce(pg_encoding_to_char(nullif(co.collencoding, -1))::text, 'any'), \
+                      'collate ' || (to_jsonb(co) ->> 'collcollate'), 'ctype ' || (to_jsonb(co) ->> 'collctype'), \
+                      'locale ' || coalesce(to_jsonb(co) ->> 'colliculocale', to_jsonb(co) ->> 'colllocale'), \
+                      'rules ' || (to_jsonb(co) ->> 'collicurules'))), \
+                   ('comment', obj_description(co.oid, 'pg_collation'))) a(k, v) \
+                 WHERE {USER_SCHEMA} AND {}",
+                not_extension_member("pg_collation", "co.oid")
+            ),
+        ),
+        (
+            "operator classes",
+            format!(
+                "SELECT 'operator class', format('%I.%I using %I', n.nspname, oc.opcname, am.amname), NULL::text, \
+                        'OPERATOR CLASS ' || oc.opcname, NULL::text, a.k, a.v \
+                 FROM pg_opclass oc JOIN pg_namespace n ON n.oid = oc.opcnamespace JOIN pg_am am ON am.oid = oc.opcmethod \
+                 CROSS JOIN LATERAL (VALUES ('owner', pg_get_userbyid(oc.opcowner)::text), \
+                   ('definition', concat_ws(' ', format_type(oc.opcintype, NULL), CASE WHEN oc.opcdefault THEN 'default' END, \
+                      'family ' || (SELECT format('%I.%I', fn.nspname, f.opfname) FROM pg_opfamily f \
+                        JOIN pg_namespace fn ON fn.oid = f.opfnamespace WHERE f.oid = oc.opcfamily), \
+                      'storage ' || nullif(oc.opckeytype, 0)::regtype::text)), \
+                   ('comment', obj_description(oc.oid, 'pg_opclass'))) a(k, v) \
+                 WHERE {USER_SCHEMA} AND {}",
+                not_extension_member("pg_opclass", "oc.oid")
+            ),
+        ),
+        (
+            "operator families",
+            format!(
+                "SELECT 'operator family', format('%I.%I using %I', n.nspname, f.opfname, am.amname), NULL::text, \
+                        'OPERATOR FAMILY ' || f.opfname, NULL::text, a.k, a.v \
+                 FROM pg_opfamily f JOIN pg_namespace n ON n.oid = f.opfnamespace JOIN pg_am am ON am.oid = f.opfmethod \
+                 CROSS JOIN LATERAL (VALUES ('owner', pg_get_userbyid(f.opfowner)::text), \
+                   ('operators', (SELECT string_agg(format('%s %s', ao.amopstrategy, ao.amopopr::regoperator), ', ' \
+                      ORDER BY 1) FROM pg_amop ao WHERE ao.amopfamily = f.oid)), \
+                   ('functions', (SELECT string_agg(format('%s %s', ap.amprocnum, ap.amproc::regprocedure), ', ' \
+                      ORDER BY 1) FROM pg_amproc ap WHERE ap.amprocfamily = f.oid)), \
+                   ('comment', obj_description(f.oid, 'pg_opfamily'))) a(k, v) \
+                 WHERE {USER_SCHEMA} AND {}",
+                not_extension_member("pg_opfamily", "f.oid")
+            ),
+        ),
+        // Casts and transforms made by users (OIDs past the initdb range), not by extensions.
+        (
+            "casts",
+            format!(
+                "SELECT 'cast', format('(%s AS %s)', format_type(ca.castsource, NULL), format_type(ca.casttarget, NULL)), \
+                        NULL::text, format('CAST CAST (%s AS %s)', format_type(ca.castsource, NULL), \
+                        format_type(ca.casttarget, NULL)), NULL::text, a.k, a.v \
+                 FROM pg_cast ca CROSS JOIN LATERAL (VALUES \
+                   ('function', nullif(ca.castfunc, 0)::regprocedure::text), ('context', ca.castcontext::text), \
+                   ('method', ca.castmethod::text), ('comment', obj_description(ca.oid, 'pg_cast'))) a(k, v) \
+                 WHERE ca.oid >= {FIRST_NORMAL_OBJECT_ID} AND {}",
+                not_extension_member("pg_cast", "ca.oid")
+            ),
+        ),
+        (
+            "transforms",
+            format!(
+                "SELECT 'transform', format('for %s language %I', format_type(tr.trftype, NULL), l.lanname), NULL::text, \
+                        format('TRANSFORM TRANSFORM FOR %s LANGUAGE %s', format_type(tr.trftype, NULL), l.lanname), NULL::text, a.k, a.v \
+                 FROM pg_transform tr JOIN pg_language l ON l.oid = tr.trflang CROSS JOIN LATERAL (VALUES \
+                   ('from sql', nullif(tr.trffromsql, 0)::regprocedure::text), \
+                   ('to sql', nullif(tr.trftosql, 0)::regprocedure::text)) a(k, v) \
+                 WHERE {}",
+                not_extension_member("pg_transform", "tr.oid")
+            ),
+        ),
+        (
+            "text search configurations",
+            format!(
+                "SELECT 'text search configuration', format('%I.%I', n.nspname, c.cfgname), NULL::text, \
+                        'TEXT SEARCH CONFIGURATION ' || c.cfgname, NULL::text, a.k, a.v \
+                 FROM pg_ts_config c JOIN pg_namespace n ON n.oid = c.cfgnamespace \
+                 CROSS JOIN LATERAL (VALUES ('owner', pg_get_userbyid(c.cfgowner)::text), \
+                   ('parser', c.cfgparser::regproc::text), \
+                   ('mappings', (SELECT string_agg(format('%s %s %s', m.maptokentype, m.mapseqno, m.mapdict::regdictionary), \
+                      ', ' ORDER BY m.maptokentype, m.mapseqno) FROM pg_ts_config_map m WHERE m.mapcfg = c.oid)), \
+                   ('comment', obj_description(c.oid, 'pg_ts_config'))) a(k, v) \
+                 WHERE {USER_SCHEMA} AND {}",
+                not_extension_member("pg_ts_config", "c.oid")
+            ),
+        ),
+        (
+            "text search dictionaries",
+            format!(
+                "SELECT 'text search dictionary', format('%I.%I', n.nspname, d.dictname), NULL::text, \
+                        'TEXT SEARCH DICTIONARY ' || d.dictname, NULL::text, a.k, a.v \
+                 FROM pg_ts_dict d JOIN pg_namespace n ON n.oid = d.dictnamespace \
+                 CROSS JOIN LATERAL (VALUES ('owner', pg_get_userbyid(d.dictowner)::text), \
+                   ('template', (SELECT format('%I.%I', tn.nspname, t.tmplname) FROM pg_ts_template t \
+                      JOIN pg_namespace tn ON tn.oid = t.tmplnamespace WHERE t.oid = d.dicttemplate)), \
+                   ('options', d.dictinitoption), ('comment', obj_description(d.oid, 'pg_ts_dict'))) a(k, v) \
+                 WHERE {USER_SCHEMA} AND {}",
+                not_extension_member("pg_ts_dict", "d.oid")
+            ),
+        ),
+        (
+            "text search parsers and templates",
+            format!(
+                "SELECT 'text search parser', format('%I.%I', n.nspname, p.prsname), NULL::text, \
+                        'TEXT SEARCH PARSER ' || p.prsname, NULL::text, 'functions', \
+                        concat_ws(', ', p.prsstart::regproc, p.prstoken::regproc, p.prsend::regproc, \
+                          nullif(p.prsheadline, 0)::regproc, p.prslextype::regproc) \
+                 FROM pg_ts_parser p JOIN pg_namespace n ON n.oid = p.prsnamespace \
+                 WHERE {USER_SCHEMA} AND {} \
+                 UNION ALL \
+                 SELECT 'text search template', format('%I.%I', n.nspname, t.tmplname), NULL::text, \
+                        'TEXT SEARCH TEMPLATE ' || t.tmplname, NULL::text, 'functions', \
+                        concat_ws(', ', nullif(t.tmplinit, 0)::regproc, t.tmpllexize::regproc) \
+                 FROM pg_ts_template t JOIN pg_namespace n ON n.oid = t.tmplnamespace \
+                 WHERE {USER_SCHEMA} AND {}",
+                not_extension_member("pg_ts_parser", "p.oid"),
+                not_extension_member("pg_ts_template", "t.oid")
             ),
         ),
         (
@@ -906,6 +1141,11 @@ impl Evidence {
                         }
                     }
                 }
+                (Parsed::Policy { roles: b }, Some(Parsed::Policy { roles: a })) if a.len() == b.len() => {
+                    for (x, y) in b.iter().zip(a) {
+                        ev.map_role(x, y, &w, &sanitize::ACL_GRANTEE_MAP);
+                    }
+                }
                 (
                     Parsed::AlterDefaultPrivileges { for_roles: b, .. },
                     Some(Parsed::AlterDefaultPrivileges { for_roles: a, .. }),
@@ -1038,6 +1278,51 @@ impl Explainer<'_> {
         }
         if is_acl_aspect(aspect) {
             return self.acl(s.unwrap_or(""), t.unwrap_or(""));
+        }
+        // What a publication publishes: its tables and schemas are TOC entries of their own
+        // (`PUBLICATION TABLE pub t`, `PUBLICATION TABLES IN SCHEMA pub s`), left out or refused
+        // alone (adding a schema needs a superuser).
+        if o.kind == "publication" && (aspect == "tables" || aspect == "columns") {
+            let prefixes = [format!("PUBLICATION TABLE {raw} "), format!("PUBLICATION TABLES IN SCHEMA {raw} ")];
+            let found: Vec<&Why> = self
+                .ev
+                .entries
+                .iter()
+                .filter(|(label, _)| prefixes.iter().any(|p| label.starts_with(p.as_str())))
+                .map(|(_, w)| w)
+                .collect();
+            if found.is_empty() {
+                return None;
+            }
+            let rules: BTreeSet<String> = found.iter().map(|w| w.0.clone()).collect();
+            let reasons: Vec<String> = found.iter().map(|w| w.1.clone()).collect();
+            return Some((rules.into_iter().collect(), reasons.join("; ")));
+        }
+        // Lists of role names: a policy's roles, the users of a server's mappings.
+        if aspect == "roles" || aspect == "user mappings" {
+            let (mut rules, mut reasons) = (BTreeSet::new(), Vec::new());
+            let mut mapped: Vec<String> = s?
+                .split(", ")
+                .filter(|r| !self.ev.dropped_grantees.contains_key(*r))
+                .map(|r| {
+                    if r == "public" {
+                        r.to_string()
+                    } else {
+                        self.translate(r, &sanitize::ACL_GRANTEE_MAP, &mut rules, &mut reasons)
+                    }
+                })
+                .collect();
+            for r in s?.split(", ") {
+                if let Some((rule, reason)) = self.ev.dropped_grantees.get(r) {
+                    rules.insert(rule.clone());
+                    reasons.push(reason.clone());
+                }
+            }
+            mapped.sort();
+            mapped.dedup();
+            let mut target: Vec<&str> = t.map(|t| t.split(", ").collect()).unwrap_or_default();
+            target.sort_unstable();
+            return (mapped == target).then(|| (rules.into_iter().collect(), reasons.join("; ")));
         }
         if let Some(group) = aspect.strip_prefix("member of ") {
             if let Some(w) = self.ev.memberships.get(&(group.to_string(), raw.clone())) {

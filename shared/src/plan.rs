@@ -23,6 +23,8 @@ use crate::context::StepContext;
 use crate::error::{Error, Result};
 use crate::job::{Mode, Side};
 use crate::pg::{QualifiedName, quote_ident, quote_literal};
+use crate::schema::report::SchemaReport;
+use crate::schema::sanitize::Verdict;
 use crate::step::{Chunk, CopyFormat, KeyColumn, PlanOutput, Slice, StepInput, keys};
 
 /// Target size of one slice (one transaction on the target): small enough that a slice commits
@@ -98,6 +100,49 @@ pub fn estimate_seconds(chunks: &[Chunk], concurrency: u32) -> u64 {
     (total / (rate * lanes)).max(largest / rate).max(u64::from(!chunks.is_empty()))
 }
 
+/// Relations whose creation the run's pre-data schema step skipped (by a rule, or refused by the
+/// target: RDS-CASES T17, T21), with the rule and reason: their rows have nowhere to go, and the
+/// schema report explains them. A plan outside a run that applied pre-data (a standalone verify)
+/// asks the target which run applied its pre-data, best effort; none found, nothing is left out.
+async fn relations_not_created(ctx: &StepContext, input: &StepInput) -> HashMap<QualifiedName, String> {
+    let load =
+        |run: String| async move { ctx.store.get_json::<SchemaReport>(&keys::schema_report(&run, "pre-data")).await };
+    let report = match load(input.run_id.clone()).await {
+        Ok(report) => report,
+        Err(_) => {
+            let Ok(target) = ctx.connect(&input.job, Side::Target, "plan", &input.run_id).await else {
+                return HashMap::new();
+            };
+            let applied_by = target
+                .query_opt(
+                    "SELECT run_id FROM pgferry.applied_sections WHERE to_regclass('pgferry.applied_sections') IS NOT NULL \
+                     AND section = 'pre-data' ORDER BY applied_at DESC LIMIT 1",
+                    &[],
+                )
+                .await;
+            let Ok(Some(row)) = applied_by else { return HashMap::new() };
+            match load(row.get(0)).await {
+                Ok(report) => report,
+                Err(_) => return HashMap::new(),
+            }
+        }
+    };
+    let mut out = HashMap::new();
+    for st in report.plans.iter().flat_map(|p| &p.statements) {
+        let created = st.before.trim_start().get(..6).is_some_and(|w| w.eq_ignore_ascii_case("CREATE"));
+        if st.verdict != Verdict::Skip || st.statement_only || !created {
+            continue;
+        }
+        let (Some(label), Some(schema)) = (&st.entry, &st.entry_schema) else { continue };
+        let name = ["TABLE ", "MATERIALIZED VIEW "].iter().find_map(|kind| label.strip_prefix(kind));
+        if let Some(name) = name {
+            let why = format!("{} ({})", st.rule.as_deref().unwrap_or(""), st.reason.as_deref().unwrap_or(""));
+            out.entry(QualifiedName::new(schema.clone(), name.to_string())).or_insert(why);
+        }
+    }
+    out
+}
+
 /// Reads the source catalog and plans the copy. Reads only the source.
 pub async fn build(ctx: &StepContext, input: &StepInput, options: PlanOptions) -> Result<Plan> {
     let source = ctx.connect(&input.job, Side::Source, "plan", &input.run_id).await?;
@@ -113,8 +158,13 @@ pub async fn build(ctx: &StepContext, input: &StepInput, options: PlanOptions) -
         estimated_bytes: 0,
         estimated_seconds: 0,
     };
+    let not_created = relations_not_created(ctx, input).await;
     let mut tables = Vec::new();
     for rel in relations {
+        if let Some(why) = not_created.get(&rel.name) {
+            plan.skipped.push((rel.name, format!("not created on the target by the schema step: {why}")));
+            continue;
+        }
         match rel.kind.as_str() {
             "r" => {
                 if rel.persistence == "u" {

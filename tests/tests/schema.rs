@@ -486,12 +486,23 @@ async fn rds_shapes_arrive_with_zero_failed_statements_and_match_the_source_exce
     }
     let predefined: Vec<_> = statements(&reports).filter(|st| st.verdict == Verdict::Try).collect();
     assert!(predefined.len() >= 3 && predefined.iter().all(|st| st.outcome.is_some()), "T5: {predefined:?}");
-    assert!(reports[1].not_recreated.iter().any(|n| n.contains("publication p1")), "T22");
+    // T67: publications are part of the schema (they hold no slot); T22: subscriptions are not.
+    assert!(!reports[1].not_recreated.iter().any(|n| n.contains("publication p1")), "T67");
     assert!(reports[1].not_recreated.iter().any(|n| n.contains("subscription s1")), "T22");
     assert!(reports[0].login_roles_without_password.contains(&s.r("app")), "T7");
 
     let source = admin(Server::Source, &s.db).await;
     let target = admin(Server::Target, &target_db).await;
+    // T67: the publication arrives with its table, owned as on the source (the source master's
+    // by the target master).
+    let publication = "SELECT pg_get_userbyid(p.pubowner)::text, \
+                       (SELECT string_agg(format('%I.%I', schemaname, tablename), ', ') FROM pg_publication_tables \
+                        WHERE pubname = p.pubname) FROM pg_publication p WHERE p.pubname = 'p1'";
+    let (a, b) = (source.query_one(publication, &[]).await.unwrap(), target.query_one(publication, &[]).await.unwrap());
+    assert_eq!(b.get::<_, String>(1), a.get::<_, String>(1), "T67 tables");
+    let owner: String = a.get(0);
+    let expected_owner = if owner == "postgres" { "dbadmin".to_string() } else { owner };
+    assert_eq!(b.get::<_, String>(0), expected_owner, "T67 owner");
     // T14: encoding and locale.
     // daticulocale is datlocale from PostgreSQL 17 on (T64).
     let locale = "SELECT pg_encoding_to_char(encoding)::text, datlocprovider::text, \

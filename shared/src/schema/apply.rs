@@ -17,7 +17,7 @@
 
 use tokio_postgres::{Client, GenericClient};
 
-use super::sanitize::{ApplyAs, Phase, Plan, Planned, VERSION_OLDER_TARGET, Verdict};
+use super::sanitize::{ApplyAs, DEP_SKIPPED, Phase, Plan, Planned, TARGET_REFUSED, VERSION_OLDER_TARGET, Verdict};
 use crate::error::{Error, Result};
 use crate::pg::quote_ident;
 use crate::step::keys;
@@ -344,45 +344,90 @@ pub async fn ensure_database_owner<C: GenericClient>(
 }
 
 /// Applies a pre-data or post-data plan inside an open transaction.
+///
+/// Each statement is sent on its own with the extended protocol (Parse/Bind/Execute), which
+/// accepts exactly one statement: should the splitting of the dump ever diverge from
+/// PostgreSQL's, the step fails on that text instead of running statements nobody planned.
+/// Each runs under a savepoint of its own (pipelined with it: one round trip), so that a statement
+/// the target refuses for a privilege no RDS master has (42501) is skipped, reported by rule
+/// `target.refused` with the server's message, and so is every later statement of its pg_dump
+/// TOC entry or of an entry depending on it (`dep.skipped`). Any other failure fails the step.
 pub async fn in_transaction<C: GenericClient>(client: &C, plan: &mut Plan, extra: &[String]) -> Result<usize> {
     let phase = plan.phase;
     let older_target = plan.older_target;
     let mut count = 0usize;
-    let mut savepoints = 0usize;
+    // TOC entries refused by the target (or depending on one), with the label of the refused one.
+    let mut refused: std::collections::BTreeMap<u32, String> = std::collections::BTreeMap::new();
     for p in &mut plan.statements {
         let Some(sql) = p.sql.clone() else { continue };
         let err = |e| apply_error(phase, p.index, p.line, &sql, e);
-        // Copying down, each plain statement may be refused alone: under its own savepoint.
-        if let (Some(major), ApplyAs::Plain) = (older_target, &p.apply) {
-            match under_savepoint(client, &mut savepoints, &sql).await.map_err(err)? {
-                Ok(()) => count += 1,
-                Err(e) if older_server_refusal(&e) => skipped_by_older_target(p, major, &e),
-                Err(e) => return Err(err(e)),
+        if let Some((id, deps)) = &p.toc {
+            let cause = refused.get(id).or_else(|| deps.iter().find_map(|d| refused.get(d))).cloned();
+            if let Some(cause) = cause {
+                refused.insert(*id, cause.clone());
+                p.verdict = Verdict::Skip;
+                p.rule = Some(DEP_SKIPPED.id.to_string());
+                p.reason = Some(format!("depends on {cause} (refused by the target: {})", TARGET_REFUSED.id));
+                p.after = None;
+                continue;
             }
-            continue;
         }
-        match &p.apply {
+        let result = match &p.apply {
             ApplyAs::Owner { owner, kind, schema } => {
                 let shim = create_shim(client, owner, kind, schema.as_deref()).await?;
                 if let Some((grant, _)) = &shim {
                     client.batch_execute(grant).await.map_err(err)?;
                 }
-                client.batch_execute(&sql).await.map_err(err)?;
+                let result = under_savepoint(client, &sql).await.map_err(err)?;
                 if let Some((grant, revoke)) = &shim {
                     client.batch_execute(revoke).await.map_err(err)?;
-                    p.outcome = Some(format!("temporarily: {grant}"));
+                    if result.is_ok() {
+                        p.outcome = Some(format!("temporarily: {grant}"));
+                    }
                 }
+                result
             }
-            ApplyAs::Try => match under_savepoint(client, &mut savepoints, &sql).await.map_err(err)? {
-                Ok(()) => p.outcome = Some("granted".to_string()),
+            ApplyAs::Try => match under_savepoint(client, &sql).await.map_err(err)? {
+                Ok(()) => {
+                    p.outcome = Some("granted".to_string());
+                    Ok(())
+                }
                 Err(e) => match e.code().and_then(|c| classify_refusal(c.code())) {
-                    Some(why) => p.outcome = Some(format!("{why} ({})", pg_message(&e))),
-                    None => return Err(err(e)),
+                    Some(why) => {
+                        p.outcome = Some(format!("{why} ({})", pg_message(&e)));
+                        Ok(())
+                    }
+                    None => Err(e),
                 },
             },
-            _ => client.batch_execute(&sql).await.map_err(err)?,
+            _ => under_savepoint(client, &sql).await.map_err(err)?,
+        };
+        match result {
+            Ok(()) => count += 1,
+            // Copying down, a statement the older target does not understand is skipped.
+            Err(e) if older_target.is_some() && older_server_refusal(&e) => {
+                skipped_by_older_target(p, older_target.unwrap_or_default(), &e);
+            }
+            Err(e) if e.code().is_some_and(|c| c.code() == "42501") => {
+                let label = p.entry.clone().unwrap_or_else(|| format!("statement {}", p.index));
+                if let Some((id, _)) = &p.toc {
+                    refused.insert(*id, label);
+                }
+                p.verdict = Verdict::Skip;
+                p.rule = Some(TARGET_REFUSED.id.to_string());
+                p.reason = Some(format!("refused by the target: {}", pg_message(&e)));
+                p.after = None;
+                tracing::warn!(
+                    section = phase.as_str(),
+                    statement = p.index,
+                    line = p.line,
+                    entry = p.entry.as_deref().unwrap_or(""),
+                    reason = p.reason.as_deref().unwrap_or(""),
+                    "statement refused by the target; skipped with its dependents"
+                );
+            }
+            Err(e) => return Err(err(e)),
         }
-        count += 1;
     }
     for (n, sql) in extra.iter().enumerate() {
         client.batch_execute(sql).await.map_err(|e| apply_error(phase, plan.statements.len() + n + 1, 0, sql, e))?;
@@ -393,21 +438,31 @@ pub async fn in_transaction<C: GenericClient>(client: &C, plan: &mut Plan, extra
     Ok(count)
 }
 
-/// Runs `sql` under a savepoint of its own (numbered by `savepoints`), so that its failure leaves
-/// the transaction usable: the inner result is the statement's, already rolled back to the
-/// savepoint when it failed; the outer error is the savepoint bookkeeping's.
+/// Runs one statement of a dump with the extended protocol: exactly one statement, or an error.
+async fn one_statement<C: GenericClient>(client: &C, sql: &str) -> std::result::Result<(), tokio_postgres::Error> {
+    client.query_typed(sql, &[]).await.map(|_| ())
+}
+
+/// Runs one dump statement under a savepoint of its own, so that its failure leaves the
+/// transaction usable: the inner result is the statement's, already rolled back to the savepoint
+/// when it failed; the outer error is the savepoint bookkeeping's. The savepoint, the statement
+/// and the release are pipelined (sent together, answered in order).
 async fn under_savepoint<C: GenericClient>(
     client: &C,
-    savepoints: &mut usize,
     sql: &str,
 ) -> std::result::Result<std::result::Result<(), tokio_postgres::Error>, tokio_postgres::Error> {
-    *savepoints += 1;
-    let name = format!("pgferry_try_{savepoints}");
-    client.batch_execute(&format!("SAVEPOINT {name}")).await?;
-    match client.batch_execute(sql).await {
-        Ok(()) => client.batch_execute(&format!("RELEASE SAVEPOINT {name}")).await.map(Ok),
+    let (open, run, release) = tokio::join!(
+        client.batch_execute("SAVEPOINT pgferry_statement"),
+        one_statement(client, sql),
+        client.batch_execute("RELEASE SAVEPOINT pgferry_statement"),
+    );
+    open?;
+    match run {
+        Ok(()) => release.map(Ok),
         Err(e) => {
-            client.batch_execute(&format!("ROLLBACK TO SAVEPOINT {name}")).await?;
+            client
+                .batch_execute("ROLLBACK TO SAVEPOINT pgferry_statement; RELEASE SAVEPOINT pgferry_statement")
+                .await?;
             Ok(Err(e))
         }
     }

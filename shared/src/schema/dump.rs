@@ -67,7 +67,6 @@ pub async fn ensure(ctx: &StepContext, input: &StepInput) -> Result<Dump> {
                 "--format=custom",
                 "--encoding=UTF8",
                 "--no-tablespaces",
-                "--no-publications",
                 "--no-subscriptions",
                 "--exclude-schema",
                 PGFERRY_SCHEMA,

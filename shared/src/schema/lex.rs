@@ -165,7 +165,9 @@ pub fn split(input: &str) -> Vec<Item<'_>> {
         }
         significant.get_or_insert(i);
         match c {
-            b';' if atomic_depth == 0 => {
+            // As psql does, a `;` inside parentheses does not end the statement: a rule with
+            // several actions is `DO ( a; b; )`.
+            b';' if atomic_depth == 0 && paren_depth == 0 => {
                 let end = i + 1;
                 let first = significant.unwrap_or(i);
                 items.push(Item {
@@ -481,6 +483,14 @@ mod tests {
             sqls(&input),
             vec![f, g, "CREATE TABLE public.after (id integer)", "CREATE TABLE public.more (x int)"]
         );
+    }
+
+    #[test]
+    fn a_rule_with_several_actions_is_one_statement() {
+        // As psql: `;` inside parentheses does not end a statement.
+        let rule = "CREATE RULE r AS\n    ON DELETE TO public.s DO ( DELETE FROM public.a\n  WHERE (a.k = old.k);\n DELETE FROM public.b\n  WHERE (b.k = old.k);\n)";
+        let input = format!("{rule};\nCREATE TABLE public.after (id integer);");
+        assert_eq!(sqls(&input), vec![rule, "CREATE TABLE public.after (id integer)"]);
     }
 
     #[test]

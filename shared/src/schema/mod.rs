@@ -419,13 +419,8 @@ async fn section(ctx: &StepContext, input: &StepInput, phase: Phase, extra: &[St
     let mut report = SchemaReport::new(run, name, vec![plan]);
     report.temporary_memberships = log.roles.clone();
     if phase == Phase::PreData {
-        report.not_recreated = facts
-            .source
-            .publications
-            .iter()
-            .map(|p| format!("publication {p} ({})", sanitize::PUBSUB.id))
-            .chain(facts.source.subscriptions.iter().map(|s| format!("subscription {s} ({})", sanitize::PUBSUB.id)))
-            .collect();
+        report.not_recreated =
+            facts.source.subscriptions.iter().map(|s| format!("subscription {s} ({})", sanitize::PUBSUB.id)).collect();
     }
     ctx.store.put_json(&report_key, &report).await?;
     let statements = applied?;

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::facts::{Facts, is_predefined, is_rds_internal};
 use super::lex::{Item, ItemKind};
 use super::parse::{DatabaseAction, Edits, Name, Parsed, RoleOption, RoleRef, Statement};
-use crate::catalog::VERSIONED_PRIVILEGES;
+use crate::catalog::{REPLICATION_OBJECT_PREFIX, VERSIONED_PRIVILEGES};
 use crate::pg::{quote_ident, quote_literal};
 
 /// A rule: what it does and why, and which facts it consults.
@@ -122,6 +122,10 @@ rules! {
         "untrusted procedural languages need a superuser (T17)", "superuser";
     ROUTINE_UNTRUSTED = "routine.untrusted-language",
         "functions in C, internal or untrusted languages need a superuser (not allowed on RDS at all for C) (T17)", "pg_language.lanpltrusted, superuser";
+    ACCESS_METHOD = "am.needs-superuser",
+        "access methods need a superuser: the access method is not created, and the relations the source keeps in it use the target's default (table access method) instead", "superuser";
+    AGGREGATE_INTERNAL = "aggregate.internal-state",
+        "an aggregate whose transition state is `internal` needs a superuser (its support functions are C): it and its dependents are skipped", "superuser";
     EVENT_TRIGGER = "evt.needs-superuser",
         "event triggers need a superuser on vanilla PostgreSQL (rds_superuser may create them on RDS) (T21)", "superuser, RDS";
     USER_MAPPING_PASSWORD = "fdw.user-mapping-password",
@@ -133,11 +137,15 @@ rules! {
     SECURITY_LABEL = "seclabel.skip",
         "security labels need a label provider, which RDS does not load", "none";
     PUBSUB = "pubsub.not-recreated",
-        "publications and subscriptions are not recreated: a restored subscription would pull from the original upstream (T22)", "source catalog";
+        "subscriptions are not recreated: a restored subscription would pull from the original upstream (T22); publications are, as they hold no slot (T67)", "source catalog";
+    PUBLICATION_OWN = "pubsub.pgferry",
+        "a publication named pgferry_… is a continuous run's own, on the source for its subscription: not part of the schema", "none";
     PRIVILEGE_VERSION = "privilege.version",
         "a privilege a newer major added (MAINTAIN, 17) does not exist on an older target: dropped from the grant (T63)", "server version";
     VERSION_OLDER_TARGET = "version.older-target",
         "copying to an older major (allowOlderTarget): a statement the older target does not understand (syntax, object or parameter it lacks) is skipped when applied and reported with the server's message", "server versions, the target's answer";
+    TARGET_REFUSED = "target.refused",
+        "the target refused the statement for a privilege no RDS master has (42501: a superuser's, or the owner's of a built-in object, such as a transform or operator class for a built-in type); it and what depends on it are skipped, with the server's message", "the target's answer";
     DEP_SKIPPED = "dep.skipped",
         "the statement's object depends on an object that was skipped", "pg_dump TOC dependencies";
 }
@@ -223,6 +231,9 @@ pub struct Planned {
     /// `TYPE name` of the pg_dump TOC entry the statement belongs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entry: Option<String>,
+    /// The schema of that entry's object, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry_schema: Option<String>,
     pub verdict: Verdict,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
@@ -246,6 +257,10 @@ pub struct Planned {
     pub sql: Option<String>,
     #[serde(skip, default = "plain")]
     pub apply: ApplyAs,
+    /// The pg_dump TOC entry's dump id and the ids it depends on: what to skip with a statement
+    /// the target refuses when applied (`target.refused`).
+    #[serde(skip)]
+    pub toc: Option<(u32, Vec<u32>)>,
 }
 
 fn plain() -> ApplyAs {
@@ -284,6 +299,8 @@ pub struct TocEntry {
     pub deps: Vec<u32>,
     pub desc: String,
     pub name: String,
+    /// The entry's schema (`None` for `-`: objects outside schemas).
+    pub schema: Option<String>,
 }
 
 impl TocEntry {
@@ -292,6 +309,7 @@ impl TocEntry {
         let mut dump_id = None;
         let mut deps = Vec::new();
         let mut desc_name = None;
+        let mut schema = None;
         for line in leading.lines().map(str::trim) {
             if let Some(rest) = line.strip_prefix("-- TOC entry ") {
                 dump_id = rest.split_whitespace().next().and_then(|n| n.parse().ok());
@@ -302,13 +320,19 @@ impl TocEntry {
                 // anything, the type never contains `; `.
                 desc_name = rest.rmatch_indices("; Type: ").find_map(|(at, sep)| {
                     let after = &rest[at + sep.len()..];
-                    let desc = after.split("; Schema: ").next()?;
+                    let mut parts = after.split("; Schema: ");
+                    let desc = parts.next()?;
+                    schema = parts
+                        .next()
+                        .and_then(|r| r.rsplit_once("; Owner: ").map_or(Some(r), |(ns, _)| Some(ns)))
+                        .filter(|ns| *ns != "-")
+                        .map(str::to_string);
                     (!desc.contains("; ")).then(|| (desc.to_string(), rest[..at].to_string()))
                 });
             }
         }
         let (desc, name) = desc_name?;
-        Some(Self { dump_id: dump_id?, deps, desc, name })
+        Some(Self { dump_id: dump_id?, deps, desc, name, schema })
     }
 
     fn label(&self) -> String {
@@ -376,6 +400,8 @@ pub struct Sanitizer<'f> {
     skipped_entries: BTreeMap<u32, String>,
     /// Languages created by the plan, with their trust.
     created_languages: BTreeMap<String, bool>,
+    /// Access methods the plan does not create.
+    skipped_access_methods: BTreeSet<String>,
 }
 
 struct Decision {
@@ -473,6 +499,7 @@ impl<'f> Sanitizer<'f> {
             created_roles: BTreeSet::new(),
             skipped_entries: BTreeMap::new(),
             created_languages: BTreeMap::new(),
+            skipped_access_methods: BTreeSet::new(),
         }
     }
 
@@ -635,7 +662,10 @@ impl<'f> Sanitizer<'f> {
                 self.skipped_entries.insert(e.dump_id, why);
             }
             let label = entry.as_ref().map(TocEntry::label);
-            plan.statements.push(planned(index, item.line, label, before, decision));
+            let mut p = planned(index, item.line, label, before, decision);
+            p.toc = entry.as_ref().map(|e| (e.dump_id, e.deps.clone()));
+            p.entry_schema = entry.as_ref().and_then(|e| e.schema.clone());
+            plan.statements.push(p);
         }
         plan
     }
@@ -677,6 +707,16 @@ impl<'f> Sanitizer<'f> {
                     } else {
                         Decision::skip(&SESSION_ENCODING, "the connection stays UTF8")
                     };
+                }
+                if name == "default_table_access_method"
+                    && let Some(v) = st.tokens.last()
+                    && self.skipped_access_methods.contains(&unquote_value(v.text))
+                {
+                    return Decision::rewrite(
+                        &ACCESS_METHOD,
+                        format!("access method {} is not created: the target's default instead", v.text),
+                        "SET default_table_access_method = DEFAULT".to_string(),
+                    );
                 }
                 if t.setting(&param.value).is_none() && !param.value.contains('.') {
                     return Decision::skip(&SESSION_UNKNOWN, format!("{} is unknown to the target", param.value));
@@ -945,6 +985,34 @@ impl<'f> Sanitizer<'f> {
                     )
                 }
             }
+            Parsed::CreateAccessMethod { name } => {
+                if t.superuser {
+                    Decision::keep(sql)
+                } else {
+                    self.skipped_access_methods.insert(name.value.clone());
+                    Decision::skip_object(&ACCESS_METHOD, format!("access method {}", name.value))
+                }
+            }
+            Parsed::SetAccessMethod { method } => {
+                if self.skipped_access_methods.contains(&method.value) {
+                    Decision::skip_statement(
+                        &ACCESS_METHOD,
+                        format!("access method {} is not created: the target's default instead", method.value),
+                    )
+                } else {
+                    Decision::keep(sql)
+                }
+            }
+            Parsed::CreateAggregate { name, internal_state } => {
+                if internal_state && !t.superuser {
+                    Decision::skip_object(
+                        &AGGREGATE_INTERNAL,
+                        format!("aggregate {} keeps an internal state", name.value),
+                    )
+                } else {
+                    Decision::keep(sql)
+                }
+            }
             Parsed::CreateSchema { name } => {
                 if name.value == "public" && t.schemas.contains("public") {
                     Decision::skip(&SCHEMA_PUBLIC, "schema public exists")
@@ -952,7 +1020,14 @@ impl<'f> Sanitizer<'f> {
                     Decision::keep(sql)
                 }
             }
-            Parsed::PubSub => Decision::skip_object(&PUBSUB, "publication or subscription"),
+            Parsed::PubSub => Decision::skip_object(&PUBSUB, "subscription"),
+            Parsed::Publication { name } => {
+                if name.value.starts_with(REPLICATION_OBJECT_PREFIX) {
+                    Decision::skip_object(&PUBLICATION_OWN, format!("publication {} is pgferry's own", name.value))
+                } else {
+                    Decision::keep(sql)
+                }
+            }
             Parsed::ColumnOptions { options } => self.column_options(sql, &options),
             Parsed::Other => Decision::keep(sql),
         }
@@ -1377,7 +1452,7 @@ impl<'f> Sanitizer<'f> {
                 }
                 _ => Decision::keep(sql),
             },
-            "PUBLICATION" | "SUBSCRIPTION" => Decision::skip(&PUBSUB, "comment on a publication or subscription"),
+            "SUBSCRIPTION" => Decision::skip(&PUBSUB, "comment on a subscription"),
             _ => Decision::keep(sql),
         }
     }
@@ -1468,6 +1543,7 @@ fn planned(index: usize, line: usize, entry: Option<String>, before: String, d: 
         index,
         line,
         entry,
+        entry_schema: None,
         verdict: d.verdict,
         rule: d.rule.map(|r| r.id.to_string()),
         reason: d.reason,
@@ -1478,6 +1554,18 @@ fn planned(index: usize, line: usize, entry: Option<String>, before: String, d: 
         statement_only: d.statement_only,
         sql: d.sql,
         apply: d.apply,
+        toc: None,
+    }
+}
+
+/// A setting's value as the server reads it: `'x'` and `"x"` unquoted, a bare word lower-cased.
+fn unquote_value(text: &str) -> String {
+    if let Some(inner) = text.strip_prefix('\'').and_then(|t| t.strip_suffix('\'')) {
+        inner.replace("''", "'")
+    } else if let Some(inner) = text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+        inner.replace("\"\"", "\"")
+    } else {
+        text.to_lowercase()
     }
 }
 
@@ -1881,6 +1969,116 @@ GRANT reader TO app WITH INHERIT TRUE GRANTED BY postgres;
         // Session settings between entries are never taken along by a skipped entry.
         assert_eq!(find(&pre, "SET default_table_access_method").verdict, Verdict::Keep);
         assert_eq!(find(&pre, "SET statement_timeout").rule.as_deref(), Some("session.timeouts"));
+    }
+
+    /// Shapes of PostgreSQL's regression database (RDS-CASES T17, T67): what only a superuser
+    /// may create is skipped by rule with what follows from it, owners are mapped whatever the
+    /// object's name looks like, and publications are part of the schema.
+    #[test]
+    fn regression_database_shapes_are_skipped_mapped_or_kept_by_rule() {
+        let facts = with_roles(rds_facts(), APP_ROLES);
+        let text = "\
+--
+-- TOC entry 10 (class 2601 OID 1)
+-- Name: heap2; Type: ACCESS METHOD; Schema: -; Owner: -
+--
+
+CREATE ACCESS METHOD heap2 TYPE TABLE HANDLER heap_tableam_handler;
+
+SET default_table_access_method = heap2;
+
+--
+-- TOC entry 11 (class 1259 OID 2)
+-- Name: t_heap2; Type: TABLE; Schema: public; Owner: postgres
+--
+
+CREATE TABLE public.t_heap2 (a integer);
+
+ALTER TABLE public.t_heap2 OWNER TO postgres;
+
+ALTER TABLE public.p_heap2 SET ACCESS METHOD heap2;
+
+SET default_table_access_method = heap;
+
+--
+-- TOC entry 12 (class 1255 OID 3)
+-- Name: pct(double precision ORDER BY anyelement); Type: AGGREGATE; Schema: public; Owner: postgres
+--
+
+CREATE AGGREGATE public.pct(double precision ORDER BY anyelement) (
+    SFUNC = ordered_set_transition,
+    STYPE = internal,
+    FINALFUNC = percentile_disc_final
+);
+
+ALTER AGGREGATE public.pct(double precision ORDER BY anyelement) OWNER TO postgres;
+
+--
+-- TOC entry 13 (class 1255 OID 4)
+-- Name: mysum(integer); Type: AGGREGATE; Schema: public; Owner: postgres
+--
+
+CREATE AGGREGATE public.mysum(integer) (
+    SFUNC = int4pl,
+    STYPE = integer
+);
+
+--
+-- TOC entry 14 (class 2617 OID 5)
+-- Name: !=-; Type: OPERATOR; Schema: public; Owner: postgres
+--
+
+CREATE OPERATOR public.!=- (
+    FUNCTION = factorial,
+    RIGHTARG = bigint
+);
+
+ALTER OPERATOR public.!=- (NONE, bigint) OWNER TO postgres;
+
+--
+-- TOC entry 15 (class 6104 OID 6)
+-- Name: pub1; Type: PUBLICATION; Schema: -; Owner: postgres
+--
+
+CREATE PUBLICATION pub1 WITH (publish = 'insert, update, delete, truncate');
+
+ALTER PUBLICATION pub1 OWNER TO postgres;
+
+--
+-- TOC entry 16 (class 6104 OID 7)
+-- Name: pgferry_abc; Type: PUBLICATION; Schema: -; Owner: postgres
+--
+
+CREATE PUBLICATION pgferry_abc FOR TABLE public.t_heap2;
+
+ALTER PUBLICATION pgferry_abc OWNER TO postgres;
+";
+        let items = split(text);
+        let plan = Sanitizer::new(&facts).plan(Phase::PreData, &items);
+        let rule = |needle: &str| find(&plan, needle).rule.clone().unwrap_or_default();
+        assert_eq!(rule("CREATE ACCESS METHOD heap2"), "am.needs-superuser");
+        let set = find(&plan, "SET default_table_access_method = heap2");
+        assert_eq!(
+            (set.verdict, set.after.as_deref()),
+            (Verdict::Rewrite, Some("SET default_table_access_method = DEFAULT"))
+        );
+        assert_eq!(find(&plan, "CREATE TABLE public.t_heap2").verdict, Verdict::Keep, "the table is created");
+        let alter = find(&plan, "SET ACCESS METHOD heap2");
+        assert!(alter.verdict == Verdict::Skip && alter.statement_only, "{alter:?}");
+        let heap = plan.statements.iter().find(|p| p.before == "SET default_table_access_method = heap").unwrap();
+        assert_eq!(heap.verdict, Verdict::Keep);
+        assert_eq!(rule("CREATE AGGREGATE public.pct"), "aggregate.internal-state");
+        assert_eq!(rule("ALTER AGGREGATE public.pct"), "dep.skipped");
+        assert_eq!(find(&plan, "CREATE AGGREGATE public.mysum").verdict, Verdict::Keep);
+        let op = find(&plan, "ALTER OPERATOR public.!=-");
+        assert_eq!(op.after.as_deref(), Some("ALTER OPERATOR public.!=- (NONE, bigint) OWNER TO \"dbadmin\""), "T8");
+        assert_eq!(find(&plan, "CREATE PUBLICATION pub1").verdict, Verdict::Keep, "T67");
+        assert_eq!(rule("ALTER PUBLICATION pub1 OWNER"), "owner.map");
+        assert_eq!(rule("CREATE PUBLICATION pgferry_abc"), "pubsub.pgferry");
+        assert_eq!(rule("ALTER PUBLICATION pgferry_abc OWNER"), "dep.skipped");
+        // Dump statements are applied with TOC entry and dependencies at hand.
+        assert_eq!(find(&plan, "CREATE TABLE public.t_heap2").toc, Some((11, vec![])));
+        assert_eq!(find(&plan, "CREATE TABLE public.t_heap2").entry_schema.as_deref(), Some("public"));
     }
 
     #[test]
