@@ -341,6 +341,23 @@ pub async fn prepare(ctx: &StepContext, input: &StepInput) -> Result<Replication
         .get(0);
     let grant = if rds { format!("GRANT rds_replication TO {user}") } else { format!("ALTER ROLE {user} REPLICATION") };
     source.batch_execute(&grant).await.map_err(db_err(format!("let {user} replicate on the source")))?;
+    // A hardened database revokes CONNECT from PUBLIC: the subscription's walsender connects to it.
+    let connect: bool = source
+        .query_one("SELECT has_database_privilege($1::text::name, current_database(), 'CONNECT')", &[&names.user])
+        .await
+        .map_err(db_err("look at the replication user's CONNECT privilege"))?
+        .get(0);
+    if !connect {
+        let database: String = source
+            .query_one("SELECT current_database()::text", &[])
+            .await
+            .map_err(db_err("read the source database's name"))?
+            .get(0);
+        source
+            .batch_execute(&format!("GRANT CONNECT ON DATABASE {} TO {user}", quote_ident(&database)))
+            .await
+            .map_err(db_err(format!("grant CONNECT on the source database to {user}")))?;
+    }
     let mut schemas: Vec<&str> = published.iter().map(|t| t.schema.as_str()).collect();
     schemas.dedup();
     for schema in schemas {
@@ -984,6 +1001,22 @@ async fn drop_objects(source: &Client, target: &Client, record: &Record) -> Resu
                 .batch_execute(&format!("REVOKE ALL ON SCHEMA {} FROM {user}", quote_ident(&schema)))
                 .await
                 .map_err(db_err(format!("revoke the replication user's usage of schema {schema}")))?;
+        }
+        let connect: Option<String> = source
+            .query_opt(
+                "SELECT current_database()::text FROM pg_database d, aclexplode(d.datacl) a
+                  WHERE d.datname = current_database() AND a.grantee = (SELECT oid FROM pg_roles WHERE rolname = $1)
+                  LIMIT 1",
+                &[&names.user],
+            )
+            .await
+            .map_err(db_err("look at the replication user's database grant"))?
+            .map(|r| r.get(0));
+        if let Some(database) = connect {
+            source
+                .batch_execute(&format!("REVOKE ALL ON DATABASE {} FROM {user}", quote_ident(&database)))
+                .await
+                .map_err(db_err(format!("revoke the replication user's CONNECT on {database}")))?;
         }
         source
             .execute(

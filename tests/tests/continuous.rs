@@ -282,6 +282,68 @@ async fn t43_abandoning_a_running_replication_drops_it_on_both_sides() {
     drop_db(Server::Target, &target_db).await;
 }
 
+/// A hardened source (CONNECT revoked from PUBLIC, RDS-CASES issue 22) with a matview `WITH NO
+/// DATA` (T66), a publication of its own (T67) and writes while the copy and the sync run: the
+/// run's replication user is given CONNECT for the subscription, the cutover ends equal, and the
+/// grant goes with the user.
+#[tokio::test(flavor = "multi_thread")]
+async fn continuous_mode_on_a_database_without_connect_for_public_cuts_over_and_leaves_it_clean() {
+    let _serial = SERIAL.lock().await;
+    let (source_db, target_db, source) = source_with(
+        "cont_hard",
+        "CREATE TABLE items (id bigserial PRIMARY KEY, note text);
+         INSERT INTO items (note) SELECT 'item ' || g FROM generate_series(1, 2000) g;
+         CREATE MATERIALIZED VIEW item_count AS SELECT count(*) AS n FROM items WITH NO DATA;
+         CREATE PUBLICATION app_pub FOR TABLE items;",
+    )
+    .await;
+    let admin = connect(&testbed().admin_url(Server::Source, &source_db)).await;
+    admin.batch_execute(&format!("REVOKE CONNECT ON DATABASE \"{source_db}\" FROM PUBLIC")).await.unwrap();
+    let writing = Arc::new(AtomicBool::new(true));
+    let writer = {
+        let writing = Arc::clone(&writing);
+        let url = testbed().url(Server::Source, &source_db);
+        tokio::spawn(async move {
+            let client = connect(&url).await;
+            let mut n = 0u64;
+            while writing.load(Ordering::SeqCst) {
+                client.execute("INSERT INTO items (note) VALUES ('written during the run')", &[]).await.unwrap();
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            n
+        })
+    };
+    let (ctx, input) = step_setup(&source_db, &target_db, continuous_job(json!({})));
+    let env: Arc<dyn Environment> = Arc::new(LocalEnvironment::new(ctx.clone()));
+    let outcome = run_machine(Arc::clone(&env), &input.run_id, serde_json::to_value(&input.job).unwrap()).await;
+    assert!(matches!(outcome, Outcome::Succeeded(_)), "{outcome:?}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    writing.store(false, Ordering::SeqCst);
+    let written = writer.await.unwrap();
+    assert!(written > 0, "the writer wrote nothing");
+
+    let cutover_run = format!("{}-cutover", input.run_id);
+    let outcome = run_machine(env, &cutover_run, json!({"action": "cutover", "job": input.job})).await;
+    let Outcome::Succeeded(output) = &outcome else { panic!("cutover failed: {outcome:?}") };
+    let report: verify::Report = ctx.store.get_json(&keys::report(&cutover_run)).await.unwrap();
+    assert!(report.equal, "cutover verification differs: {output}");
+    let target = connect(&testbed().admin_url(Server::Target, &target_db)).await;
+    assert_eq!(fingerprint(&source, "items", "id").await, fingerprint(&target, "items", "id").await);
+    let populated = "SELECT relispopulated FROM pg_class WHERE relname = 'item_count'";
+    assert!(!target.query_one(populated, &[]).await.unwrap().get::<_, bool>(0), "T66");
+    assert_eq!(count(&target, "SELECT count(*) FROM pg_publication WHERE pubname = 'app_pub'").await, 1, "T67");
+    // Nothing of the run left on the source: its publication, slot and user are gone (the user's
+    // CONNECT grant with it); the source's own publication stays.
+    let (slots, publications, users) = leftovers(&source_db, &input).await;
+    assert_eq!((slots, publications, users), (0, 1, 0), "only app_pub stays");
+    let grantees = "SELECT count(*) FROM pg_database d, aclexplode(d.datacl) a \
+                    WHERE d.datname = current_database() AND a.grantee NOT IN (d.datdba, 0)";
+    assert_eq!(count(&admin, grantees).await, 0, "CONNECT granted to the run's user is revoked");
+    drop_db(Server::Source, &source_db).await;
+    drop_db(Server::Target, &target_db).await;
+}
+
 /// Calls `check_lag` until it fails or `limit` passes.
 async fn check_lag_until_error(ctx: &StepContext, input: &StepInput, limit: Duration) -> pgferry_core::Error {
     let until = Instant::now() + limit;
