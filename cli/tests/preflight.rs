@@ -143,3 +143,71 @@ async fn a_typo_in_a_job_field_is_refused_naming_the_field_and_the_schema_is_pub
     .unwrap();
     assert_eq!(schema["$defs"]["endpoint"]["additionalProperties"], false);
 }
+
+/// Issue 23: a deployment names the databases jobs may read and write; the CLI honours the same
+/// variables. A target outside `PGFERRY_ALLOWED_TARGETS` is refused by preflight (Pgferry.NotAllowed,
+/// naming the endpoint) while the allowed source passes, and an RDS source outside
+/// `PGFERRY_ALLOWED_SOURCES` is refused before its secret is read.
+#[tokio::test]
+async fn an_endpoint_outside_the_allow_lists_is_refused_by_preflight() {
+    let src_db = create_db(Server::Source, "cli_allow").await;
+    let dir = scratch("allow");
+    let job = write(
+        &dir,
+        &serde_json::json!({
+            "source": {"url": testbed().url(Server::Source, &src_db)},
+            "target": {"url": testbed().url(Server::Target, &unique_name("cli_allow_dst"))},
+        }),
+    );
+    let source_port = testbed().port(Server::Source);
+    let target_port = testbed().port(Server::Target);
+    let run = |sources: String, targets: &str| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pgferry"));
+        cmd.args(["preflight", &job])
+            .arg("--store")
+            .arg(dir.join("artifacts"))
+            .envs(aws::child_env())
+            .env("PGFERRY_ALLOWED_SOURCES", sources)
+            .env("PGFERRY_ALLOWED_TARGETS", targets);
+        cmd.output().expect("run pgferry")
+    };
+
+    let out = run(format!("prod-db, 127.0.0.1:{source_port}"), "db.example.com:5432");
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let line = stdout.lines().find(|l| l.starts_with("FAIL target-allowed")).unwrap_or_else(|| panic!("{stdout}"));
+    assert!(
+        line.contains(&format!("target 127.0.0.1:{target_port} is not allowed"))
+            && line.contains("PGFERRY_ALLOWED_TARGETS = db.example.com:5432"),
+        "{line}"
+    );
+    assert!(stdout.lines().any(|l| l.starts_with("ok   source-connect")), "{stdout}");
+
+    // Both allowed (a host alone allows any port): no allow-list failure.
+    let out = run("127.0.0.1".to_string(), &format!("127.0.0.1:{target_port}"));
+    let stdout = text(&out.stdout);
+    assert!(!stdout.contains("not allowed"), "{stdout}");
+    assert!(stdout.lines().any(|l| l.starts_with("ok   target-connect")), "{stdout}");
+
+    // An RDS source by name, outside the list: refused by name, before anything is looked up.
+    let rds_job = write(
+        &dir,
+        &serde_json::json!({
+            "source": {"rdsInstance": "prod-db", "database": "shop"},
+            "target": {"url": testbed().url(Server::Target, &unique_name("cli_allow_dst"))},
+        }),
+    );
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pgferry"));
+    cmd.args(["preflight", &rds_job])
+        .arg("--store")
+        .arg(dir.join("artifacts"))
+        .envs(aws::child_env())
+        .env("PGFERRY_ALLOWED_SOURCES", "arn:aws:rds:us-east-1:123456789012:db:staging-db");
+    let out = cmd.output().expect("run pgferry");
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let line = stdout.lines().find(|l| l.starts_with("FAIL source-allowed")).unwrap_or_else(|| panic!("{stdout}"));
+    assert!(line.contains("source RDS instance prod-db is not allowed"), "{line}");
+    assert!(!stdout.contains("source-rds"), "nothing is looked up: {stdout}");
+    drop_db(Server::Source, &src_db).await;
+}

@@ -215,7 +215,93 @@ pub struct StepContext {
     /// Whether a password written in a job URL is accepted: by the local CLI only, since in AWS
     /// the job is stored in the execution history.
     pub allow_url_passwords: bool,
+    /// The databases jobs may name as source and as target.
+    pub allowed_sources: AllowList,
+    pub allowed_targets: AllowList,
     cache: Arc<Cache>,
+}
+
+/// Variables naming the databases a deployment lets jobs read from and write to.
+pub const ALLOWED_SOURCES_VAR: &str = "PGFERRY_ALLOWED_SOURCES";
+pub const ALLOWED_TARGETS_VAR: &str = "PGFERRY_ALLOWED_TARGETS";
+
+/// The databases a deployment lets a side of a job name (issue 23: whoever may start an
+/// execution must not be able to copy any database in the account to any server): RDS instance
+/// or cluster identifiers (or their ARNs), `host:port` or `host` for `url` sides, `*` for any.
+/// Read from [`ALLOWED_SOURCES_VAR`] / [`ALLOWED_TARGETS_VAR`]; in Lambda an unset or empty
+/// variable allows nothing, for the local CLI it allows anything.
+#[derive(Debug, Clone)]
+pub struct AllowList {
+    variable: &'static str,
+    /// `None`: anything.
+    entries: Option<Vec<String>>,
+}
+
+impl AllowList {
+    pub fn any(variable: &'static str) -> Self {
+        Self { variable, entries: None }
+    }
+
+    pub fn parse(variable: &'static str, value: &str) -> Self {
+        let entries: Vec<String> =
+            value.split(',').map(|e| e.trim().to_ascii_lowercase()).filter(|e| !e.is_empty()).collect();
+        if entries.iter().any(|e| e == "*") {
+            return Self::any(variable);
+        }
+        Self { variable, entries: Some(entries) }
+    }
+
+    /// From the environment; unset means anything unless `strict` (Lambda), where it means nothing.
+    pub fn from_env(variable: &'static str, strict: bool) -> Self {
+        match std::env::var(variable) {
+            Ok(value) => Self::parse(variable, &value),
+            Err(_) if strict => Self { variable, entries: Some(vec![]) },
+            Err(_) => Self::any(variable),
+        }
+    }
+
+    /// Whether an RDS resource (`db` for instances, `cluster`) is allowed.
+    fn permits_rds(&self, kind: ResourceKind, id: &str) -> bool {
+        let Some(entries) = &self.entries else { return true };
+        let id = id.to_ascii_lowercase();
+        let arn_kind = match kind {
+            ResourceKind::Instance => "db",
+            ResourceKind::Cluster => "cluster",
+        };
+        entries.iter().any(|e| match e.strip_prefix("arn:") {
+            // arn:partition:rds:region:account:db|cluster:identifier
+            Some(rest) => {
+                let parts: Vec<&str> = rest.split(':').collect();
+                parts.len() == 6 && parts[1] == "rds" && parts[4] == arn_kind && parts[5] == id
+            }
+            None => *e == id,
+        })
+    }
+
+    /// Whether a `url` side's server is allowed: `host:port` or `host` (any port).
+    fn permits_host(&self, host: &str, port: u16) -> bool {
+        let Some(entries) = &self.entries else { return true };
+        let host = host.to_ascii_lowercase();
+        let with_port = format!("{host}:{port}");
+        entries.iter().any(|e| *e == host || *e == with_port)
+    }
+
+    fn describe(&self) -> String {
+        match &self.entries {
+            None => "*".to_string(),
+            Some(e) if e.is_empty() => "(unset: nothing)".to_string(),
+            Some(e) => e.join(","),
+        }
+    }
+
+    fn refuse(&self, side: Side, endpoint: String) -> Error {
+        Error::NotAllowed {
+            side: side.as_str().to_string(),
+            endpoint,
+            variable: self.variable.to_string(),
+            allowed: self.describe(),
+        }
+    }
 }
 
 impl StepContext {
@@ -231,6 +317,8 @@ impl StepContext {
             network: None,
             in_lambda: false,
             allow_url_passwords: true,
+            allowed_sources: AllowList::from_env(ALLOWED_SOURCES_VAR, false),
+            allowed_targets: AllowList::from_env(ALLOWED_TARGETS_VAR, false),
             cache: Arc::default(),
         }
     }
@@ -253,6 +341,8 @@ impl StepContext {
         ctx.network = Network::from_env();
         ctx.in_lambda = std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some();
         ctx.allow_url_passwords = !ctx.in_lambda;
+        ctx.allowed_sources = AllowList::from_env(ALLOWED_SOURCES_VAR, ctx.in_lambda);
+        ctx.allowed_targets = AllowList::from_env(ALLOWED_TARGETS_VAR, ctx.in_lambda);
         Ok(ctx)
     }
 
@@ -280,7 +370,51 @@ impl StepContext {
     }
 
     /// Resolves one side: looks the RDS resource up, picks the credentials, builds the spec.
+    /// The side must be on the deployment's allow-list (checked before any secret is read), and in
+    /// Lambda its TLS must be `verify-full`.
     pub async fn resolve(&self, job: &Job, side: Side) -> Result<Resolved> {
+        let resolved = self.resolve_allowed(job, side).await?;
+        if self.in_lambda && resolved.spec.sslmode != crate::pg::SslMode::VerifyFull {
+            return Err(Error::job(format!(
+                "{}: sslmode {:?} is refused in AWS: connections are verify-full (the RDS CA bundle is built in)",
+                side.as_str(),
+                resolved.spec.sslmode
+            )));
+        }
+        Ok(resolved)
+    }
+
+    fn allow_list(&self, side: Side) -> &AllowList {
+        match side {
+            Side::Source => &self.allowed_sources,
+            Side::Target => &self.allowed_targets,
+        }
+    }
+
+    /// Whether the deployment's allow-list for `side` names the job's database (`Pgferry.NotAllowed`
+    /// otherwise). Reads nothing: checked before any lookup, secret or connection.
+    pub fn check_allowed(&self, job: &Job, side: Side) -> Result<()> {
+        let ep = job.endpoint(side);
+        let allowed = self.allow_list(side);
+        if let Some(url) = &ep.url {
+            let spec = ConnSpec::parse(url).map_err(|e| Error::job(format!("{}.url: {e}", side.as_str())))?;
+            if !allowed.permits_host(&spec.host, spec.port) {
+                return Err(allowed.refuse(side, format!("{}:{}", spec.host, spec.port)));
+            }
+        } else if let Some((kind, id)) = ep.rds_resource()
+            && !allowed.permits_rds(kind, id)
+        {
+            let what = match kind {
+                ResourceKind::Instance => "RDS instance",
+                ResourceKind::Cluster => "Aurora cluster",
+            };
+            return Err(allowed.refuse(side, format!("{what} {id}")));
+        }
+        Ok(())
+    }
+
+    async fn resolve_allowed(&self, job: &Job, side: Side) -> Result<Resolved> {
+        self.check_allowed(job, side)?;
         let ep = job.endpoint(side);
         let name = side.as_str();
         if let Some(url) = &ep.url {
@@ -307,6 +441,7 @@ impl StepContext {
         let Some((kind, id)) = ep.rds_resource() else {
             return Err(Error::job(format!("{name}: give exactly one of `url`, `rdsInstance`, `rdsCluster`")));
         };
+
         let db = self.rds_facts(kind, id).await?;
         let (secret, credential) = if let Some(id) = &ep.secret_arn {
             (Some(self.secret(id).await?), CredentialSource::Secret { id: id.clone(), managed: false })
@@ -485,6 +620,33 @@ pub fn endpoint_spec(side: Side, ep: &Endpoint, db: &DbFacts, secret: Option<&Db
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn allow_lists_match_identifiers_arns_and_hosts_and_nothing_else() {
+        let list = AllowList::parse(
+            "PGFERRY_ALLOWED_SOURCES",
+            "prod-db, arn:aws:rds:eu-west-1:123456789012:cluster:Aurora-Main, db.example.com:5432, 10.0.0.5",
+        );
+        assert!(list.permits_rds(ResourceKind::Instance, "PROD-DB"));
+        assert!(!list.permits_rds(ResourceKind::Instance, "prod-db-2"));
+        assert!(list.permits_rds(ResourceKind::Cluster, "aurora-main"));
+        assert!(!list.permits_rds(ResourceKind::Instance, "aurora-main"), "an ARN names its kind");
+        assert!(list.permits_host("db.example.com", 5432));
+        assert!(!list.permits_host("db.example.com", 5433));
+        assert!(list.permits_host("10.0.0.5", 6543), "a host alone allows any port");
+        assert!(!list.permits_host("evil.example.com", 5432));
+        let any = AllowList::parse("PGFERRY_ALLOWED_TARGETS", " * ");
+        assert!(any.permits_host("anything", 1) && any.permits_rds(ResourceKind::Cluster, "x"));
+        // An empty value allows nothing; so does an unset variable in Lambda.
+        let none = AllowList::parse("PGFERRY_ALLOWED_TARGETS", "");
+        assert!(!none.permits_host("127.0.0.1", 5432) && !none.permits_rds(ResourceKind::Instance, "db"));
+        let strict = AllowList::from_env("PGFERRY_TEST_NEVER_SET_ALLOW_VARIABLE", true);
+        assert!(!strict.permits_host("127.0.0.1", 5432));
+        assert!(AllowList::from_env("PGFERRY_TEST_NEVER_SET_ALLOW_VARIABLE", false).permits_host("h", 1));
+        let err = none.refuse(crate::job::Side::Target, "h:1".to_string());
+        assert_eq!(err.kind().step_error_name(), "Pgferry.NotAllowed");
+    }
+
     use super::*;
 
     #[tokio::test]

@@ -20,6 +20,9 @@ pub enum Error {
     #[error("invalid job: {reason}")]
     Job { reason: String },
 
+    #[error("{side} {endpoint} is not allowed by this deployment ({variable} = {allowed})")]
+    NotAllowed { side: String, endpoint: String, variable: String, allowed: String },
+
     #[error("cannot resolve host `{host}`")]
     Resolve {
         host: String,
@@ -137,6 +140,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Self::ConnString { .. } | Self::Job { .. } => ErrorKind::InvalidInput,
+            Self::NotAllowed { .. } => ErrorKind::NotAllowed,
             Self::Resolve { .. } => ErrorKind::HostNotFound,
             Self::Connect { source, .. } => classify_pg(source, true),
             Self::Db { source, .. } => classify_pg(source, false),
@@ -243,6 +247,9 @@ pub enum ErrorKind {
     Transient,
     /// Input the user must fix: job JSON, connection string, TLS files.
     InvalidInput,
+    /// The job names a database the deployment's allow-lists do not (PGFERRY_ALLOWED_SOURCES,
+    /// PGFERRY_ALLOWED_TARGETS).
+    NotAllowed,
     /// The target already holds data.
     TargetNotEmpty,
     /// Another run is writing to the target database.
@@ -269,7 +276,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, for tests that check the mapping is total.
-    pub const ALL: [ErrorKind; 28] = [
+    pub const ALL: [ErrorKind; 29] = [
         Self::ConnectTimeout,
         Self::ConnectionRefused,
         Self::HostNotFound,
@@ -287,6 +294,7 @@ impl ErrorKind {
         Self::QueryCanceled,
         Self::Transient,
         Self::InvalidInput,
+        Self::NotAllowed,
         Self::TargetNotEmpty,
         Self::TargetBusy,
         Self::PreflightFailed,
@@ -319,6 +327,7 @@ impl ErrorKind {
             Self::QueryCanceled => "Pgferry.Timeout",
             Self::InvalidInput | Self::AwsNotFound => "Pgferry.InvalidJob",
             Self::TargetNotEmpty => "Pgferry.TargetNotEmpty",
+            Self::NotAllowed => "Pgferry.NotAllowed",
             Self::TargetBusy => "Pgferry.TargetBusy",
             Self::PreflightFailed => "Pgferry.PreflightFailed",
             Self::VerifyMismatch => "Pgferry.VerifyMismatch",
@@ -383,6 +392,10 @@ impl ErrorKind {
             Self::QueryCanceled => "a statement hit its timeout or was canceled; raise the step's statement timeout",
             Self::Transient => "a transient conflict (serialization, deadlock or lock timeout); the step is retried",
             Self::InvalidInput => "fix the job and start it again; nothing was written",
+            Self::NotAllowed => {
+                "nothing was read or written: name an allowed database, or add this one to the deployment's \
+                 AllowedSources / AllowedTargets parameters (PGFERRY_ALLOWED_SOURCES / PGFERRY_ALLOWED_TARGETS)"
+            }
             Self::TargetNotEmpty => {
                 "pgferry never overwrites data: point the job at an empty or missing database, or use mode `refresh`"
             }

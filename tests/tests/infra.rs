@@ -314,9 +314,14 @@ fn the_template_has_the_four_functions_state_machine_bucket_schedule_and_alert_r
         param(&p["Timeout"]);
         param(&p["MemorySize"]);
         let vars = &globals["Environment"]["Variables"];
-        for var in ["RUST_LOG", "PGFERRY_ARTIFACT_BUCKET"] {
+        for var in ["RUST_LOG", "PGFERRY_ARTIFACT_BUCKET", "PGFERRY_ALLOWED_SOURCES", "PGFERRY_ALLOWED_TARGETS"] {
             assert!(vars.get(var).is_some(), "Globals set no {var}");
         }
+    }
+    // Issue 23: the allow-lists are required parameters (no default: `*` only when written).
+    for name in ["AllowedSources", "AllowedTargets"] {
+        let p = &raw["Parameters"][name];
+        assert!(p.is_object() && p.get("Default").is_none(), "{name}: a parameter without a default");
     }
     // The VPC is optional: an `!If` on a condition, no VPC when the parameters are empty.
     let vpc = &globals["VpcConfig"]["Fn::If"];

@@ -43,6 +43,12 @@ pub(crate) async fn prepare_side(
     let name = side.as_str();
     let mut state = SideState::new(side);
     let mut credentials_failed = false;
+    // Nothing about a database outside the deployment's allow-lists is looked up (issue 23).
+    if let Err(e) = ctx.check_allowed(job, side) {
+        let advice = e.kind().advice().unwrap_or_default().to_string();
+        checks.push(fail(&format!("{name}-allowed"), e.to_string(), &advice));
+        return state;
+    }
     if let Some((kind, id)) = ep.rds_resource() {
         let db = match ctx.rds_facts(kind, id).await {
             Ok(db) => db,
