@@ -641,10 +641,6 @@ pub mod keys {
     pub fn dump(run: &str, section: &str) -> String {
         format!("runs/{run}/schema/{section}.sql")
     }
-    /// The schema dump in pg_dump's custom format (the one snapshot of the run's schema).
-    pub fn schema_archive(run: &str) -> String {
-        format!("runs/{run}/schema/schema.dump")
-    }
     /// Written after the dump artifacts: a complete dump exists.
     pub fn schema_manifest(run: &str) -> String {
         format!("runs/{run}/schema/dump.json")

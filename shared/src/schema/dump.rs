@@ -18,12 +18,13 @@ use crate::job::Side;
 use crate::pg::{LibpqInvocation, Session};
 use crate::step::{StepInput, keys};
 
+use super::sanitize::redact_secrets;
+
 /// What was dumped, written after the dump artifacts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Manifest {
     pub globals_key: String,
-    pub archive_key: String,
     pub pre_data_key: String,
     pub post_data_key: String,
     /// `pg_dump --version` of the program used.
@@ -79,24 +80,23 @@ pub async fn ensure(ctx: &StepContext, input: &StepInput) -> Result<Dump> {
         .await?;
         let pre = restore(ctx, &archive_arg, &["--create", "--section=pre-data"]).await?;
         let post = restore(ctx, &archive_arg, &["--section=post-data"]).await?;
-        let archive =
-            std::fs::read(&archive_path).map_err(|e| Error::io(format!("read {}", archive_path.display()), e))?;
-        Ok::<_, Error>((pre, post, archive))
+        Ok::<_, Error>((pre, post))
     }
     .await;
     let _ = std::fs::remove_file(&archive_path);
-    let (pre_data, post_data, archive) = result?;
+    // The archive stays in the scratch directory only (removed above): the texts are what the
+    // steps apply, stored with the secrets a schema may hold redacted (RDS-CASES T70).
+    let (pre_data, post_data) = result?;
+    let (pre_data, post_data) = (redact_secrets(&pre_data), redact_secrets(&post_data));
     let version = tool_version(ctx, "pg_dump").await.unwrap_or_default();
 
     let manifest = Manifest {
         globals_key: keys::dump(run, "globals"),
-        archive_key: keys::schema_archive(run),
         pre_data_key: keys::dump(run, "pre-data"),
         post_data_key: keys::dump(run, "post-data"),
         pg_dump_version: version,
     };
     ctx.store.put_bytes(&manifest.globals_key, globals.as_bytes()).await?;
-    ctx.store.put_bytes(&manifest.archive_key, &archive).await?;
     ctx.store.put_bytes(&manifest.pre_data_key, pre_data.as_bytes()).await?;
     ctx.store.put_bytes(&manifest.post_data_key, post_data.as_bytes()).await?;
     ctx.store.put_json(&keys::schema_manifest(run), &manifest).await?;

@@ -402,6 +402,8 @@ pub struct Sanitizer<'f> {
     created_languages: BTreeMap<String, bool>,
     /// Access methods the plan does not create.
     skipped_access_methods: BTreeSet<String>,
+    /// Dump ids of the TOC entries seen, by label.
+    entry_ids: BTreeMap<String, u32>,
 }
 
 struct Decision {
@@ -500,6 +502,7 @@ impl<'f> Sanitizer<'f> {
             skipped_entries: BTreeMap::new(),
             created_languages: BTreeMap::new(),
             skipped_access_methods: BTreeSet::new(),
+            entry_ids: BTreeMap::new(),
         }
     }
 
@@ -646,7 +649,16 @@ impl<'f> Sanitizer<'f> {
                 plan.statements.push(planned(index, item.line, None, before, d));
                 continue;
             }
-            if let Some(e) = TocEntry::parse(item.leading()) {
+            if let Some(mut e) = TocEntry::parse(item.leading()) {
+                // pg_dump writes a user mapping's entry without a dependency on its server: it
+                // is one all the same (skipped or refused with it).
+                if e.desc == "USER MAPPING"
+                    && let Some((_, server)) = e.name.rsplit_once(" SERVER ")
+                    && let Some(id) = self.entry_ids.get(&format!("SERVER {server}"))
+                {
+                    e.deps.push(*id);
+                }
+                self.entry_ids.insert(e.label(), e.dump_id);
                 entry = Some(e);
             } else if is_session_statement(item) {
                 entry = None;
@@ -1569,6 +1581,29 @@ fn unquote_value(text: &str) -> String {
     }
 }
 
+/// The dump text with every secret pg_dump writes into a schema (a user mapping's `password` and
+/// `sslpassword` options, RDS-CASES T70) replaced by `'<redacted>'`: what is stored as the run's
+/// artifact. Applying it loses nothing, as those options are never applied (`fdw.user-mapping-password`).
+pub fn redact_secrets(text: &str) -> String {
+    let mut edits = Edits::default();
+    for item in crate::schema::lex::split(text) {
+        if item.kind != ItemKind::Statement {
+            continue;
+        }
+        let sql = item.sql();
+        let base = sql.as_ptr() as usize - text.as_ptr() as usize;
+        if let Parsed::UserMapping { password_options, .. } = Statement::new(sql).parse() {
+            for (start, end) in password_options {
+                let value = &sql[start..end];
+                let Some(quote) = value.find('\'') else { continue };
+                let close = value.rfind('\'').filter(|&c| c > quote).unwrap_or(value.len() - 1);
+                edits.replace((base + start + quote, base + start + close + 1), quote_literal("<redacted>"));
+            }
+        }
+    }
+    edits.apply(text)
+}
+
 /// Replaces the values in `spans` by `'…'` for reports.
 fn redact_spans(sql: &str, spans: &[(usize, usize)]) -> String {
     let mut edits = Edits::default();
@@ -2079,6 +2114,19 @@ ALTER PUBLICATION pgferry_abc OWNER TO postgres;
         // Dump statements are applied with TOC entry and dependencies at hand.
         assert_eq!(find(&plan, "CREATE TABLE public.t_heap2").toc, Some((11, vec![])));
         assert_eq!(find(&plan, "CREATE TABLE public.t_heap2").entry_schema.as_deref(), Some("public"));
+    }
+
+    #[test]
+    fn t70_stored_dumps_keep_no_user_mapping_secret() {
+        let text = "CREATE SERVER s FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host 'h', password_required 'true');\n\
+                    CREATE USER MAPPING FOR app SERVER s OPTIONS (\n    password 'it''s s3cret',\n    \"user\" 'u',\n    sslpassword 'k3y'\n);\n\
+                    CREATE TABLE t (password text);\n";
+        let out = redact_secrets(text);
+        assert!(!out.contains("s3cret") && !out.contains("k3y"), "{out}");
+        assert!(out.contains("password '<redacted>'") && out.contains("sslpassword '<redacted>'"), "{out}");
+        assert!(out.contains("\"user\" 'u'") && out.contains("password_required 'true'"), "{out}");
+        assert!(out.ends_with("CREATE TABLE t (password text);\n"), "{out}");
+        assert_eq!(redact_secrets("CREATE TABLE x (a int);"), "CREATE TABLE x (a int);");
     }
 
     #[test]
