@@ -200,7 +200,7 @@ pub enum Obtain {
 /// Obtains read access on the source if the job consents; a no-op otherwise. Idempotent.
 pub async fn obtain(ctx: &StepContext, input: &StepInput, what: Obtain) -> Result<AccessLog> {
     let key = keys::source_access(&input.run_id);
-    let mut log: AccessLog = ctx.store.get_json(&key).await.unwrap_or_default();
+    let mut log: AccessLog = ctx.store.get_json_opt(&key).await?.unwrap_or_default();
     if !input.job.obtain_source_access {
         return Ok(log);
     }
@@ -239,7 +239,7 @@ pub async fn obtain(ctx: &StepContext, input: &StepInput, what: Obtain) -> Resul
 /// owner), then the memberships revoked. Idempotent; returns what it restored.
 pub async fn restore(ctx: &StepContext, input: &StepInput) -> Result<Vec<String>> {
     let key = keys::source_access(&input.run_id);
-    let log: AccessLog = ctx.store.get_json(&key).await.unwrap_or_default();
+    let log: AccessLog = ctx.store.get_json_opt(&key).await?.unwrap_or_default();
     if log.is_empty() {
         return Ok(Vec::new());
     }
@@ -275,7 +275,7 @@ pub async fn unforce_target<C: GenericClient>(client: &C, store: &ArtifactStore,
         return Ok(());
     }
     let key = keys::target_access(run);
-    let mut log: Vec<QualifiedName> = store.get_json(&key).await.unwrap_or_default();
+    let mut log: Vec<QualifiedName> = store.get_json_opt(&key).await?.unwrap_or_default();
     let tables: Vec<QualifiedName> =
         rows.iter().map(|r| QualifiedName::new(r.get::<_, String>(0), r.get::<_, String>(1))).collect();
     for t in &tables {
@@ -295,7 +295,8 @@ pub async fn unforce_target<C: GenericClient>(client: &C, store: &ArtifactStore,
 
 /// Turns `FORCE ROW LEVEL SECURITY` back on where [`unforce_target`] turned it off. Idempotent.
 pub async fn restore_target(ctx: &StepContext, input: &StepInput) -> Result<Vec<String>> {
-    let log: Vec<QualifiedName> = ctx.store.get_json(&keys::target_access(&input.run_id)).await.unwrap_or_default();
+    let log: Vec<QualifiedName> =
+        ctx.store.get_json_opt(&keys::target_access(&input.run_id)).await?.unwrap_or_default();
     if log.is_empty() {
         return Ok(Vec::new());
     }

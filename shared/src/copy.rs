@@ -142,7 +142,18 @@ pub async fn copy_chunk(ctx: &StepContext, input: &ChunkInput, deadline: Option<
             counts.add(&c);
             (r, b)
         } else {
-            copy_slice(source_client, &mut target, input, index, slice).await?
+            match copy_slice(source_client, &mut target, input, index, slice).await {
+                Ok(counts) => counts,
+                // Another invocation of this chunk (a retry racing a Lambda that did not die)
+                // committed the slice first: its transaction holds the rows, this one rolled back.
+                Err(e) if e.sqlstate() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+                    let row = ledger(&target, &input.run_id, &chunk.id).await?.into_iter().find(|c| c.slice == index);
+                    let Some(row) = row else { return Err(e) };
+                    tracing::info!(slice = index, "slice committed meanwhile by another invocation of the chunk");
+                    (row.rows, row.bytes)
+                }
+                Err(e) => return Err(e),
+            }
         };
         let secs = slice_started.elapsed().as_secs_f64();
         if secs > 0.05 && slice_bytes > 0 {

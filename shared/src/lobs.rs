@@ -75,7 +75,7 @@ pub async fn copy_all(ctx: &StepContext, input: &StepInput) -> Result<LargeObjec
         source.query_one("SELECT current_user::text", &[]).await.map_err(|e| Error::db("read source user", e))?.get(0);
     let mut out =
         LargeObjectsOutput { objects: objects.len() as u64, bytes: 0, already_present: 0, unchanged: 0, removed: 0 };
-    let mut log = MembershipLog::open(&ctx.store, &input.run_id, LARGE_OBJECTS).await;
+    let mut log = MembershipLog::open(&ctx.store, &input.run_id, LARGE_OBJECTS).await?;
     if input.job.mode == Mode::Refresh {
         crate::refresh::ensure_refresh_run(&target, &input.run_id).await?;
         let validated = crate::refresh::validate_foreign_keys(ctx, input, &target).await?;

@@ -1044,7 +1044,7 @@ pub async fn pre_data(ctx: &StepContext, input: &StepInput) -> Result<SchemaOutp
     }
     let changing = !drop.is_empty() || !roots.is_empty();
 
-    let mut log = MembershipLog::open(&ctx.store, run, name).await;
+    let mut log = MembershipLog::open(&ctx.store, run, name).await?;
     let tx = target.transaction().await.map_err(|e| Error::db("begin refresh schema transaction", e))?;
     for holder in claim(&tx, &database, &input.job, run).await? {
         outcome.notes.push(format!("took the target over from refresh run {holder}, which had not ended"));

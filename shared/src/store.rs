@@ -68,6 +68,20 @@ impl ArtifactStore {
         let data = self.get_bytes(key).await?;
         serde_json::from_slice(&data).map_err(|e| Error::Store { key: key.to_string(), reason: e.to_string() })
     }
+
+    /// Like [`ArtifactStore::get_json`], `None` when no artifact has the key; any other failure
+    /// (access denied, throttled, unreadable) is an error, never taken for "nothing there" — a
+    /// log of what to undo read as empty would leave the undoing undone.
+    pub async fn get_json_opt<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        let data = match self {
+            Self::Local(s) => s.get_opt(key).await?,
+            Self::S3(s) => s.get_opt(key).await?,
+        };
+        data.map(|d| {
+            serde_json::from_slice(&d).map_err(|e| Error::Store { key: key.to_string(), reason: e.to_string() })
+        })
+        .transpose()
+    }
 }
 
 /// Artifacts as files under a root directory; keys are relative paths.
@@ -100,6 +114,15 @@ impl LocalStore {
     async fn get(&self, key: &str) -> Result<Vec<u8>> {
         let path = self.path(key)?;
         tokio::fs::read(&path).await.map_err(|e| Error::Store { key: key.to_string(), reason: e.to_string() })
+    }
+
+    async fn get_opt(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let path = self.path(key)?;
+        match tokio::fs::read(&path).await {
+            Ok(data) => Ok(Some(data)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::Store { key: key.to_string(), reason: e.to_string() }),
+        }
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>> {
@@ -175,6 +198,21 @@ impl S3Store {
             .await
             .map_err(|e| crate::aws::sdk_error("s3:PutObject", &self.url(key), e))?;
         Ok(())
+    }
+
+    async fn get_opt(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        validate_key(key)?;
+        match Box::pin(self.client.get_object().bucket(&self.bucket).key(key).send()).await {
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => Ok(None),
+            Err(e) => Err(crate::aws::sdk_error("s3:GetObject", &self.url(key), e)),
+            Ok(out) => {
+                let body = out.body.collect().await.map_err(|e| Error::Store {
+                    key: key.to_string(),
+                    reason: format!("reading the object from bucket {} failed: {e}", self.bucket),
+                })?;
+                Ok(Some(body.into_bytes().to_vec()))
+            }
+        }
     }
 
     async fn get(&self, key: &str) -> Result<Vec<u8>> {

@@ -125,6 +125,24 @@ async fn t40_a_key_range_chunk_killed_mid_slice_and_retried_has_no_missing_or_du
     p.cleanup().await;
 }
 
+/// Issue 23: two invocations of one chunk at once (a retry racing a Lambda that did not die):
+/// both end well, each slice is committed by exactly one of them, the rows arrive once.
+#[tokio::test]
+async fn two_invocations_of_one_chunk_at_once_both_succeed_and_copy_each_row_once() {
+    let p = pair("twice", BIG).await;
+    let plan = p.plan(2 * 1024 * 1024, 64).await;
+    let input = p.chunk_input(&plan, "big");
+    assert!(input.chunk.slices.len() >= 4, "expected several slices: {}", input.chunk.slices.len());
+    let (a, b) = tokio::join!(copy::copy_chunk(&p.ctx, &input, None), copy::copy_chunk(&p.ctx, &input, None));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert!(a.done && b.done);
+    assert_eq!((a.rows, b.rows), (200_000, 200_000), "each reports the whole chunk");
+    let target = p.target().await;
+    assert_eq!(fingerprint(&p.source, "big", "id").await, fingerprint(&target, "big", "id").await);
+    drop(target);
+    p.cleanup().await;
+}
+
 #[tokio::test]
 async fn t40_a_whole_table_chunk_killed_mid_copy_and_retried_has_no_missing_or_duplicate_rows() {
     let p = pair("t40w", BIG).await;

@@ -126,10 +126,12 @@ pub struct MembershipLog {
 }
 
 impl MembershipLog {
-    pub async fn open(store: &ArtifactStore, run: &str, phase: &str) -> Self {
+    /// The phase's log as stored (empty when there is none; a store failure is an error, not an
+    /// empty log that would forget what to revoke).
+    pub async fn open(store: &ArtifactStore, run: &str, phase: &str) -> Result<Self> {
         let key = keys::schema_memberships(run, phase);
-        let roles = store.get_json(&key).await.unwrap_or_default();
-        Self { store: store.clone(), key, holder: holder_role(run), roles }
+        let roles = store.get_json_opt(&key).await?.unwrap_or_default();
+        Ok(Self { store: store.clone(), key, holder: holder_role(run), roles })
     }
 
     /// Makes the connecting role a member of `role` through the run's holder role unless it is

@@ -118,7 +118,7 @@ pub async fn globals(ctx: &StepContext, input: &StepInput) -> Result<GlobalsOutp
         target_database: target_database.clone(),
     };
     ctx.store.put_json(&keys::schema_facts(run), &facts).await?;
-    let mut log = MembershipLog::open(&ctx.store, run, "globals").await;
+    let mut log = MembershipLog::open(&ctx.store, run, "globals").await?;
 
     let items = lex::split(&dump.globals);
     let mut globals_plan = Sanitizer::new(&facts).plan(Phase::Globals, &items);
@@ -288,7 +288,7 @@ async fn refresh_materialized_views(
     let run = &input.run_id;
     let mut target = ctx.connect(&input.job, Side::Target, "schema", run).await?;
     let previous = marker(&target, None, POST_DATA).await?.map(|(by, _)| by);
-    let mut log = MembershipLog::open(&ctx.store, run, POST_DATA).await;
+    let mut log = MembershipLog::open(&ctx.store, run, POST_DATA).await?;
     let tx = target.transaction().await.map_err(|e| Error::db("begin", e))?;
     for view in views {
         let owner: Option<String> = tx
@@ -370,7 +370,7 @@ async fn section(ctx: &StepContext, input: &StepInput, phase: Phase, extra: &[St
     let hash = section_hash(items);
     let report_key = keys::schema_report(run, name);
     let dump_key = keys::dump(run, name);
-    let mut log = MembershipLog::open(&ctx.store, run, name).await;
+    let mut log = MembershipLog::open(&ctx.store, run, name).await?;
 
     // A section applied by an earlier run of the same job: the same schema is accepted as is.
     let previous = marker(&target, None, name).await?;
@@ -520,7 +520,8 @@ pub async fn release(ctx: &StepContext, input: &StepInput) -> Result<ReleaseOutp
     let run = &input.run_id;
     let mut roles: Vec<String> = Vec::new();
     for step in ["globals", "database", PRE_DATA, POST_DATA, crate::lobs::LARGE_OBJECTS] {
-        let logged: Vec<String> = ctx.store.get_json(&keys::schema_memberships(run, step)).await.unwrap_or_default();
+        let logged: Vec<String> =
+            ctx.store.get_json_opt(&keys::schema_memberships(run, step)).await?.unwrap_or_default();
         for r in logged {
             if !roles.contains(&r) {
                 roles.push(r);
