@@ -8,7 +8,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{pgferry, scratch};
+use common::{libpq_tool, pgferry, scratch};
 use pgferry_tests::{Server, connect, create_db, drop_db, fingerprint, testbed, unique_name};
 
 const MAPPING_PASSWORD: &str = "Mapping-S3cret-7Q";
@@ -113,6 +113,11 @@ async fn t68_t70_a_begin_atomic_body_and_a_user_mapping_password_arrive_right_an
         assert!(found.is_empty(), "a password is kept in {found:?}");
         assert!(!stdout.contains(secret) && !stderr.contains(secret), "a password is in the output");
     }
+    // The target's own schema holds the function and no password either.
+    let target_dump = job_dir.join("target-schema.sql");
+    libpq_tool("pg_dump", &["--schema-only", "-f", target_dump.to_str().unwrap()], Server::Target, &dst);
+    let target_schema = std::fs::read_to_string(&target_dump).unwrap();
+    assert!(target_schema.contains("FUNCTION public.total()") && !target_schema.contains(MAPPING_PASSWORD));
     // The mapping itself is explained, not silently gone: its password was removed by rule.
     let text = std::fs::read_to_string(&report).unwrap();
     assert!(text.contains("<redacted>") || text.contains("fdw.user-mapping-password") || text.contains("dep.skipped"));

@@ -45,6 +45,10 @@ const KEYS: [&str; 8] = [
 /// The AWS emulator's variables (optional for tests that do not use it).
 const AWS_KEYS: [&str; 4] = ["AWS_ENDPOINT_URL", "AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"];
 
+/// Each server's own bin directory and major (optional: older test beds wrote none).
+const SERVER_KEYS: [&str; 4] =
+    ["PGFERRY_TEST_SOURCE_PG_BIN", "PGFERRY_TEST_TARGET_PG_BIN", "PGFERRY_TEST_SOURCE_PG", "PGFERRY_TEST_TARGET_PG"];
+
 /// The running test bed; panics with instructions when it is not up.
 pub fn testbed() -> &'static Testbed {
     static BED: OnceLock<Testbed> = OnceLock::new();
@@ -52,9 +56,10 @@ pub fn testbed() -> &'static Testbed {
         let mut vars: HashMap<String, String> = KEYS
             .iter()
             .chain(AWS_KEYS.iter())
+            .chain(SERVER_KEYS.iter())
             .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
             .collect();
-        if vars.len() < KEYS.len() + AWS_KEYS.len() {
+        if vars.len() < KEYS.len() + AWS_KEYS.len() + SERVER_KEYS.len() {
             let dir = std::env::var("PGFERRY_TESTBED_DIR").unwrap_or_else(|_| "/tmp/pgferry-testbed".to_string());
             let path = format!("{dir}/testbed.env");
             let required_present = KEYS.iter().all(|k| vars.contains_key(*k));
@@ -125,11 +130,16 @@ impl Testbed {
     /// Path of a PostgreSQL program of the source server's own version (pg_basebackup, pg_ctl of
     /// a copy of its data directory).
     pub fn source_pg_bin(&self, program: &str) -> String {
-        let dir = self
-            .vars
-            .get("PGFERRY_TEST_SOURCE_PG_BIN")
-            .map(String::as_str)
-            .unwrap_or_else(|| self.var("PGFERRY_TEST_PG_BIN"));
+        self.server_pg_bin("PGFERRY_TEST_SOURCE_PG_BIN", program)
+    }
+
+    /// Path of a PostgreSQL program of the target server's own version (its pg_ctl).
+    pub fn target_pg_bin(&self, program: &str) -> String {
+        self.server_pg_bin("PGFERRY_TEST_TARGET_PG_BIN", program)
+    }
+
+    fn server_pg_bin(&self, key: &str, program: &str) -> String {
+        let dir = self.vars.get(key).map(String::as_str).unwrap_or_else(|| self.var("PGFERRY_TEST_PG_BIN"));
         format!("{dir}/{program}")
     }
 }
