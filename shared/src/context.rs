@@ -311,7 +311,7 @@ impl StepContext {
         Self {
             store,
             credentials,
-            scratch: std::env::temp_dir().join("pgferry"),
+            scratch: crate::pg::default_scratch(),
             pg_bin_dir: std::env::var_os("PGFERRY_PG_BIN").map(PathBuf::from),
             aws: AwsAccess::default(),
             network: None,

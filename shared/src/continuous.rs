@@ -529,7 +529,7 @@ pub async fn subscribe(ctx: &StepContext, input: &StepInput) -> Result<Replicati
     let run = &input.run_id;
     require_continuous(job)?;
     let options = job.continuous_options();
-    let target = ctx.connect(job, Side::Target, "subscribe", run).await?;
+    let mut target = ctx.connect(job, Side::Target, "subscribe", run).await?;
     let record = record_of(&target, run).await?.ok_or_else(|| Error::Replication {
         reason: format!("run {run} has no replication record on the target: prepareReplication did not run"),
     })?;
@@ -563,11 +563,23 @@ pub async fn subscribe(ctx: &StepContext, input: &StepInput) -> Result<Replicati
             quote_literal(&names.slot),
         );
         // The statement holds the password: its error is reported without it (the server's
-        // message never repeats the connection string).
-        target.batch_execute(&sql).await.map_err(db_err(format!(
+        // message never repeats the connection string), and it is kept out of the target's
+        // statement log where the master may say so (RDS-CASES T70): in a transaction of its own
+        // (a subscription without a new slot may be created in one), with statement logging
+        // off for it. Where the master may not set those parameters (and for extensions such as
+        // pgaudit, whose settings need rds_superuser's grant), docs/continuous.md says what shows.
+        let mut tx = target.transaction().await.map_err(db_err("begin the subscription's transaction"))?;
+        let quiet = quiet_statement_logging(&mut tx).await?;
+        tx.batch_execute(&sql).await.map_err(db_err(format!(
             "create subscription {} on the target (connecting to the source as {})",
             names.subscription, names.user
         )))?;
+        tx.commit().await.map_err(db_err("commit the subscription"))?;
+        tracing::info!(
+            subscription = %names.subscription,
+            statement_logging_off = %quiet.join(", "),
+            "subscription created"
+        );
     }
     target
         .execute(
@@ -594,6 +606,25 @@ pub async fn subscribe(ctx: &StepContext, input: &StepInput) -> Result<Replicati
         excluded: vec![],
         wait_seconds: options.wait_seconds(),
     })
+}
+
+/// Turns statement logging off for the rest of the transaction, each parameter where the
+/// connecting role may set it; returns those it could.
+async fn quiet_statement_logging(tx: &mut tokio_postgres::Transaction<'_>) -> Result<Vec<&'static str>> {
+    let mut quiet = Vec::new();
+    for (param, value) in
+        [("log_statement", "none"), ("log_min_error_statement", "panic"), ("log_min_duration_statement", "-1")]
+    {
+        let sp = tx.savepoint("pgferry_quiet").await.map_err(db_err("savepoint"))?;
+        match sp.batch_execute(&format!("SET LOCAL {param} = {}", quote_literal(value))).await {
+            Ok(()) => {
+                sp.commit().await.map_err(db_err("release savepoint"))?;
+                quiet.push(param);
+            }
+            Err(_) => sp.rollback().await.map_err(db_err("roll back to savepoint"))?,
+        }
+    }
+    Ok(quiet)
 }
 
 /// What one look at both sides found.
@@ -856,7 +887,26 @@ pub async fn cleanup(ctx: &StepContext, input: &StepInput) -> Result<DropOutput>
     if job.mode != Mode::Continuous {
         return Ok(DropOutput { dropped: vec![] });
     }
-    let target = ctx.connect(job, Side::Target, "cleanup", run).await?;
+    let target = match ctx.connect(job, Side::Target, "cleanup", run).await {
+        Ok(target) => target,
+        Err(e) if e.kind().step_error_name() == "Pgferry.ConnectionFailed" => {
+            // The target is unreachable: production must not keep the run's slot (WAL piles up
+            // behind it), publication and user meanwhile. What the run created on the source is
+            // dropped now, by its names (the user only if it carries this run's mark); the
+            // error then makes the state machine retry, and a later attempt that reaches the
+            // target drops the subscription and finds the source clean.
+            if let Ok(source) = ctx.connect(job, Side::Source, "cleanup", run).await {
+                let names = Names::for_run(run, job);
+                let mut dropped = Vec::new();
+                match drop_source_objects(&source, None, &names, run, &mut dropped).await {
+                    Ok(()) => tracing::warn!(run, dropped = ?dropped, "target unreachable: the source is cleaned up"),
+                    Err(err) => tracing::warn!(run, error = %err, "target unreachable: cleaning up the source failed"),
+                }
+            }
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
     let Some(record) = record_of(&target, run).await? else {
         return Ok(DropOutput { dropped: vec![] });
     };
@@ -948,7 +998,21 @@ async fn drop_objects(source: &Client, target: &Client, record: &Record) -> Resu
         let pattern = format!("pg\\_{oid}\\_sync\\_%");
         drop_slots(source, "slot_name LIKE $1", &pattern, &mut dropped).await?;
     }
-    drop_slots(source, "slot_name = $1", &names.slot, &mut dropped).await?;
+    drop_source_objects(source, Some(target), names, &record.run_id, &mut dropped).await?;
+    Ok(dropped)
+}
+
+/// The source's part of [`drop_objects`]: the slot, the publication, the replica identities the
+/// run changed (known from the target's record: skipped without a target) and the replication
+/// user. Without a target (unreachable), the user is dropped only if it carries this run's mark.
+async fn drop_source_objects(
+    source: &Client,
+    target: Option<&Client>,
+    names: &Names,
+    run_id: &str,
+    dropped: &mut Vec<String>,
+) -> Result<()> {
+    drop_slots(source, "slot_name = $1", &names.slot, dropped).await?;
 
     let publication: bool = source
         .query_one("SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)", &[&names.publication])
@@ -962,7 +1026,11 @@ async fn drop_objects(source: &Client, target: &Client, record: &Record) -> Resu
             .map_err(db_err("drop the publication on the source"))?;
         dropped.push(format!("publication {}", names.publication));
     }
-    restore_replica_identities(source, target, &record.run_id, &mut dropped).await?;
+    if let Some(target) = target {
+        restore_replica_identities(source, target, run_id, dropped).await?;
+    } else if !own_replication_user(source, &names.user, run_id).await.unwrap_or(false) {
+        return Ok(());
+    }
 
     let user_exists: bool = source
         .query_one("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", &[&names.user])
@@ -1047,7 +1115,7 @@ async fn drop_objects(source: &Client, target: &Client, record: &Record) -> Resu
             .map_err(db_err(format!("drop the replication user {user} on the source")))?;
         dropped.push(format!("role {}", names.user));
     }
-    Ok(dropped)
+    Ok(())
 }
 
 /// Drops the slots matching `condition` (on `$1`), waiting for their walsenders to exit.

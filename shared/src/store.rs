@@ -100,14 +100,21 @@ impl LocalStore {
         Ok(self.root.join(key))
     }
 
+    /// Artifacts hold schemas, plans and reports of production databases: directories are created
+    /// 0700 and files 0600, whatever the umask.
     async fn put(&self, key: &str, data: &[u8]) -> Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
         let path = self.path(key)?;
         let io_err = |e: std::io::Error| Error::Store { key: key.to_string(), reason: e.to_string() };
         if let Some(dir) = path.parent() {
-            tokio::fs::create_dir_all(dir).await.map_err(io_err)?;
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io_err)?;
         }
         let tmp = path.with_extension(format!("tmp-{}", rand::random::<u32>()));
-        tokio::fs::write(&tmp, data).await.map_err(io_err)?;
+        let mut file =
+            std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(io_err)?;
+        file.write_all(data).map_err(io_err)?;
+        drop(file);
         tokio::fs::rename(&tmp, &path).await.map_err(io_err)
     }
 
@@ -275,6 +282,23 @@ mod tests {
         assert_eq!(keys, vec!["runs/r1/copy/c1.json", "runs/r1/copy/c2.json"]);
         let v: serde_json::Value = store.get_json("runs/r1/copy/c2.json").await.unwrap();
         assert_eq!(v["rows"], 2);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn artifacts_are_readable_by_their_user_only_and_a_missing_one_is_none() {
+        use std::os::unix::fs::PermissionsExt;
+        let (store, dir) = temp_store();
+        store.put_json("runs/r1/schema/pre-data-report.json", &serde_json::json!({})).await.unwrap();
+        let mode = |p: PathBuf| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(dir.join("runs/r1/schema/pre-data-report.json")), 0o600);
+        assert_eq!(mode(dir.join("runs/r1/schema")), 0o700);
+        assert_eq!(mode(dir.join("runs")), 0o700);
+        let none: Option<serde_json::Value> = store.get_json_opt("runs/r1/absent.json").await.unwrap();
+        assert!(none.is_none());
+        // Unreadable is an error, not "nothing there".
+        std::fs::create_dir_all(dir.join("runs/r1/dir.json")).unwrap();
+        assert!(store.get_json_opt::<serde_json::Value>("runs/r1/dir.json").await.is_err());
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -299,6 +299,9 @@ async fn continuous_mode_on_a_database_without_connect_for_public_cuts_over_and_
     .await;
     let admin = connect(&testbed().admin_url(Server::Source, &source_db)).await;
     admin.batch_execute(&format!("REVOKE CONNECT ON DATABASE \"{source_db}\" FROM PUBLIC")).await.unwrap();
+    // The target logs every statement of the master's: the subscription's must not show its password.
+    let target_admin = connect(&testbed().admin_url(Server::Target, "postgres")).await;
+    target_admin.batch_execute("ALTER ROLE dbadmin SET log_statement = 'all'").await.unwrap();
     let writing = Arc::new(AtomicBool::new(true));
     let writer = {
         let writing = Arc::clone(&writing);
@@ -340,6 +343,43 @@ async fn continuous_mode_on_a_database_without_connect_for_public_cuts_over_and_
     let grantees = "SELECT count(*) FROM pg_database d, aclexplode(d.datacl) a \
                     WHERE d.datname = current_database() AND a.grantee NOT IN (d.datdba, 0)";
     assert_eq!(count(&admin, grantees).await, 0, "CONNECT granted to the run's user is revoked");
+    target_admin.batch_execute("ALTER ROLE dbadmin RESET log_statement").await.unwrap();
+    // T70: the subscription's connection string (with its password) is not in the target's log.
+    let dir = std::env::var("PGFERRY_TESTBED_DIR").unwrap_or_else(|_| "/tmp/pgferry-testbed".to_string());
+    let subscription = continuous::Names::for_run(&input.run_id, &input.job).subscription;
+    let log = std::fs::read_to_string(format!("{dir}/target.log")).unwrap_or_default();
+    assert!(log.contains("statement:"), "the target logged no statement: is log_statement set?");
+    let leaked: Vec<&str> = log.lines().filter(|l| l.contains(&subscription) && l.contains("password=")).collect();
+    assert!(leaked.is_empty(), "the subscription's password is in the target's log: {leaked:?}");
+    drop_db(Server::Source, &source_db).await;
+    drop_db(Server::Target, &target_db).await;
+}
+
+/// Issue 23: the failure path's cleanup with the target unreachable still takes the run's slot,
+/// publication and user off the source (the error then makes the state machine retry); once the
+/// target is back, a retry drops the subscription and finds the source clean.
+#[tokio::test(flavor = "multi_thread")]
+async fn cleanup_with_an_unreachable_target_still_cleans_the_source() {
+    let _serial = SERIAL.lock().await;
+    let (source_db, target_db, _source) =
+        source_with("cont_unreach", "CREATE TABLE items (id int PRIMARY KEY); INSERT INTO items VALUES (1), (2);")
+            .await;
+    let (ctx, input) = step_setup(&source_db, &target_db, continuous_job(json!({})));
+    let env: Arc<dyn Environment> = Arc::new(LocalEnvironment::new(ctx.clone()));
+    let outcome = run_machine(env, &input.run_id, serde_json::to_value(&input.job).unwrap()).await;
+    assert!(matches!(outcome, Outcome::Succeeded(_)), "{outcome:?}");
+    assert_eq!(leftovers(&source_db, &input).await, (1, 1, 1), "slot, publication and user while streaming");
+
+    let mut unreachable = input.clone();
+    unreachable.job.target.url = Some(format!("postgresql://dbadmin@127.0.0.1:1/{target_db}?sslmode=verify-full"));
+    let err = continuous::cleanup(&ctx, &unreachable).await.unwrap_err();
+    assert_eq!(err.kind().step_error_name(), "Pgferry.ConnectionFailed", "{err}");
+    assert_eq!(leftovers(&source_db, &input).await, (0, 0, 0), "the source is clean although the target is not");
+
+    let done = continuous::cleanup(&ctx, &input).await.unwrap();
+    assert!(done.dropped.iter().any(|d| d.starts_with("subscription")), "{:?}", done.dropped);
+    let target_admin = connect(&testbed().admin_url(Server::Target, &target_db)).await;
+    assert_eq!(count(&target_admin, "SELECT count(*) FROM pg_subscription").await, 0);
     drop_db(Server::Source, &source_db).await;
     drop_db(Server::Target, &target_db).await;
 }

@@ -247,9 +247,50 @@ struct TempFile {
     path: PathBuf,
 }
 
+/// The effective user id of this process (the owner of `/proc/self`).
+fn own_uid() -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").ok().map(|m| m.uid())
+}
+
+/// The default scratch directory: `pgferry-<uid>` under the system's temporary directory, one per
+/// user, so that another user of a shared `/tmp` cannot hold it.
+pub fn default_scratch() -> PathBuf {
+    std::env::temp_dir().join(format!("pgferry-{}", own_uid().unwrap_or(0)))
+}
+
+/// Makes `dir` a directory only this user may enter (0700): created so, or accepted when it exists
+/// as a real directory owned by this user, its permissions then tightened. A directory someone
+/// else owns (or a symbolic link) is refused: files written there (the CA bundle child programs
+/// trust, a schema archive) could be read or swapped.
+pub fn private_dir(dir: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    let io = |e| Error::io(format!("create the private directory {}", dir.display()), e);
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent).map_err(io)?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io(e)),
+    }
+    let meta = std::fs::symlink_metadata(dir).map_err(io)?;
+    let mine = own_uid().is_none_or(|uid| meta.uid() == uid);
+    if !meta.is_dir() || !mine {
+        return Err(io(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            "it exists and is not a directory of this user's",
+        )));
+    }
+    if meta.permissions().mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+    }
+    Ok(())
+}
+
 impl TempFile {
     fn write(dir: &std::path::Path, name: &str, data: &[u8]) -> Result<Self> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+        private_dir(dir)?;
         let path = dir.join(format!("{}-{name}", rand::random::<u64>()));
         std::fs::write(&path, data).map_err(|e| Error::io(format!("write {}", path.display()), e))?;
         Ok(Self { path })
@@ -265,6 +306,26 @@ impl Drop for TempFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scratch_directories_are_private_and_a_symlink_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let base = std::env::temp_dir().join(format!("pgferry-private-{}", rand::random::<u64>()));
+        let dir = base.join("scratch");
+        private_dir(&dir).unwrap();
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        // An existing directory of this user's is tightened.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        private_dir(&dir).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        // A symbolic link (possibly to someone else's directory) is not used.
+        let link = base.join("link");
+        std::os::unix::fs::symlink(&dir, &link).unwrap();
+        assert!(private_dir(&link).is_err());
+        assert!(default_scratch().to_string_lossy().contains("pgferry-"));
+        std::fs::remove_dir_all(base).unwrap();
+    }
 
     #[test]
     fn application_name_names_step_and_run_within_63_bytes() {

@@ -52,7 +52,7 @@ pub async fn ensure(ctx: &StepContext, input: &StepInput) -> Result<Dump> {
     let globals =
         run_tool(ctx, &libpq, "pg_dumpall", &["--globals-only", "--no-role-passwords", "--dbname"], true).await?;
     let archive_path = ctx.scratch.join(format!("{}-schema.dump", rand::random::<u64>()));
-    std::fs::create_dir_all(&ctx.scratch).map_err(|e| Error::io(format!("create {}", ctx.scratch.display()), e))?;
+    crate::pg::private_dir(&ctx.scratch)?;
     let archive_arg = archive_path.display().to_string();
     // pg_dump locks every table it dumps: behind a long-running DDL it must fail, not wait forever.
     let lock_wait = format!("--lock-wait-timeout={}", crate::pg::DEFAULT_LOCK_TIMEOUT.as_millis());
