@@ -456,7 +456,15 @@ fn the_state_machine_role_may_read_every_item_reader_object_and_write_every_resu
         // state copies it), because moto resolves writer paths against the iteration results.
         assert!(parameters["Prefix.$"].as_str().is_none_or(|p| p.contains("$$.Execution.Name")), "{name}: {prefix}");
     }
-    for required in ["CopyChunks", "VerifyChunks"] {
+    // Issue 24: every Distributed Map writes its results to S3 (an item list of a few hundred would
+    // pass the 256 KiB payload limit as the Map's result), and the execution has a bound.
+    assert!(definition["TimeoutSeconds"].as_u64().is_some_and(|t| t > 0), "no top-level TimeoutSeconds");
+    for (name, map) in &found {
+        if map["ItemProcessor"]["ProcessorConfig"]["Mode"] == "DISTRIBUTED" {
+            assert!(map.get("ResultWriter").is_some(), "Distributed Map {name} has no ResultWriter");
+        }
+    }
+    for required in ["CopyChunks", "VerifyChunks", "BuildIndexes", "ValidateForeignKeys"] {
         let (_, map) = found.iter().find(|(n, _)| n == required).unwrap_or_else(|| panic!("no Map {required}"));
         assert!(map.get("ResultWriter").is_some(), "{required} has no ResultWriter");
         // No state reads the Map's result (it is the ResultWriterDetails object, not the array).

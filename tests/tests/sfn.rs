@@ -60,6 +60,9 @@ impl Stack {
         env.push(("PGFERRY_ARTIFACT_BUCKET".into(), bucket.clone()));
         env.push(("PGFERRY_PG_BIN".into(), testbed().var("PGFERRY_TEST_PG_BIN").into()));
         env.push(("RUST_LOG".into(), "info".into()));
+        // As a deployment's AllowedSources / AllowedTargets: the test bed's two servers only.
+        env.push(("PGFERRY_ALLOWED_SOURCES".into(), format!("127.0.0.1:{}", testbed().port(Server::Source))));
+        env.push(("PGFERRY_ALLOWED_TARGETS".into(), format!("127.0.0.1:{}", testbed().port(Server::Target))));
         let host = LambdaHost::start(bin_dir, adapter_port, moto.addr, &env, &dir).await;
 
         let definition = substituted_definition(&bucket);

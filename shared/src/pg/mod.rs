@@ -259,12 +259,13 @@ pub fn default_scratch() -> PathBuf {
     std::env::temp_dir().join(format!("pgferry-{}", own_uid().unwrap_or(0)))
 }
 
-/// Makes `dir` a directory only this user may enter (0700): created so, or accepted when it exists
-/// as a real directory owned by this user, its permissions then tightened. A directory someone
-/// else owns (or a symbolic link) is refused: files written there (the CA bundle child programs
-/// trust, a schema archive) could be read or swapped.
+/// Makes `dir` a directory only this user may enter (0700) when it does not exist; an existing
+/// one is used only when it is a real directory of this user's (never a symbolic link, never
+/// someone else's: files written there — the CA bundle child programs trust, a schema archive —
+/// could be read or swapped). Its permissions are left as they are: the system's temporary
+/// directory may be given as scratch, and files are created 0600, each under a fresh name.
 pub fn private_dir(dir: &std::path::Path) -> Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
     let io = |e| Error::io(format!("create the private directory {}", dir.display()), e);
     if let Some(parent) = dir.parent() {
         std::fs::create_dir_all(parent).map_err(io)?;
@@ -282,17 +283,19 @@ pub fn private_dir(dir: &std::path::Path) -> Result<()> {
             "it exists and is not a directory of this user's",
         )));
     }
-    if meta.permissions().mode() & 0o077 != 0 {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
-    }
     Ok(())
 }
 
 impl TempFile {
+    /// A new file (0600, never an existing path or a symbolic link) under a fresh name in `dir`.
     fn write(dir: &std::path::Path, name: &str, data: &[u8]) -> Result<Self> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
         private_dir(dir)?;
         let path = dir.join(format!("{}-{name}", rand::random::<u64>()));
-        std::fs::write(&path, data).map_err(|e| Error::io(format!("write {}", path.display()), e))?;
+        let err = |e| Error::io(format!("write {}", path.display()), e);
+        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).map_err(err)?;
+        file.write_all(data).map_err(err)?;
         Ok(Self { path })
     }
 }
@@ -315,10 +318,17 @@ mod tests {
         private_dir(&dir).unwrap();
         let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&dir), 0o700);
-        // An existing directory of this user's is tightened.
+        // An existing directory of this user's is used as it is (the system's temporary directory
+        // may be the scratch: its permissions are never touched).
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
         private_dir(&dir).unwrap();
-        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir), 0o755);
+        let tmp_mode = mode(&std::env::temp_dir());
+        let _ = private_dir(&std::env::temp_dir()); // another user's for a non-root user: refused
+        assert_eq!(mode(&std::env::temp_dir()), tmp_mode, "the temporary directory is left alone");
+        let file = TempFile::write(&dir, "x.pem", b"x").unwrap();
+        assert_eq!(mode(&file.path), 0o600);
+        drop(file);
         // A symbolic link (possibly to someone else's directory) is not used.
         let link = base.join("link");
         std::os::unix::fs::symlink(&dir, &link).unwrap();
