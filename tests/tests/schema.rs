@@ -16,7 +16,7 @@ use pgferry_core::schema::sanitize::Verdict;
 use pgferry_core::step::StepInput;
 use pgferry_core::store::ArtifactStore;
 use pgferry_core::{plan, schema};
-use pgferry_tests::{Server, connect, drop_db, testbed, unique_name};
+use pgferry_tests::{Server, connect, drop_db, source_with, testbed, unique_name};
 use tokio::sync::Mutex;
 use tokio_postgres::Client;
 
@@ -692,6 +692,52 @@ async fn t14_the_target_database_gets_the_source_encoding_and_collation() {
         ("LATIN1".to_string(), "C".to_string(), "café crème".to_string())
     );
     drop(target);
+    drop_db(Server::Target, &target_db).await;
+    drop_db(Server::Source, &source_db).await;
+}
+
+/// T68 against the server: SQL-standard bodies and rules whose text holds keyword-named columns
+/// (`begin`, `atomic`, `"end"`, `"case"`) in every position, as pg_dump prints them, arrive
+/// whole: each statement is sent alone with the extended protocol (which runs exactly one), and
+/// every routine and rule is defined on the target exactly as on the source.
+#[tokio::test]
+async fn t68_bodies_with_keyword_named_columns_arrive_statement_by_statement() {
+    let _lock = ROLES.lock().await;
+    let columns = ["begin", "atomic", "\"end\"", "\"case\""];
+    let mut ddl = format!(
+        "CREATE TABLE t (id int PRIMARY KEY, {}); CREATE TABLE a (LIKE t); CREATE TABLE b (LIKE t);",
+        columns.iter().map(|c| format!("{c} integer")).collect::<Vec<_>>().join(", ")
+    );
+    for (i, c) in columns.iter().enumerate() {
+        ddl += &format!(
+            "CREATE FUNCTION sum_{i}() RETURNS bigint LANGUAGE sql BEGIN ATOMIC SELECT sum(t.{c}) FROM t; END;
+             CREATE FUNCTION pick_{i}(x integer) RETURNS integer LANGUAGE sql
+               BEGIN ATOMIC SELECT CASE WHEN x > 0 THEN (SELECT t.{c} FROM t LIMIT 1) ELSE 0 END; END;
+             CREATE PROCEDURE bump_{i}() LANGUAGE sql
+               BEGIN ATOMIC UPDATE t SET {c} = {c} + 1; INSERT INTO a (id, {c}) VALUES (1, 1); END;
+             CREATE RULE keep_{i} AS ON DELETE TO t DO ALSO
+               (DELETE FROM a WHERE a.{c} = old.{c}; DELETE FROM b WHERE b.{c} = old.{c});
+             CREATE TABLE after_{i} (id int PRIMARY KEY);"
+        );
+    }
+    let (source_db, target_db, source) = source_with("t68", &ddl).await;
+    let (ctx, input) = context_and_input(&source_db, &target_db);
+    run_schema_steps(&ctx, &input).await;
+    let target = connect(&testbed().url(Server::Target, &target_db)).await;
+    let definitions = "SELECT p.proname::text, pg_get_functiondef(p.oid) FROM pg_proc p \
+                       JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'public' \
+                       UNION ALL SELECT r.rulename::text, pg_get_ruledef(r.oid) FROM pg_rewrite r \
+                       WHERE r.rulename LIKE 'keep\\_%' UNION ALL \
+                       SELECT c.relname::text, '' FROM pg_class c WHERE c.relkind = 'r' AND c.relname LIKE 'after\\_%' ORDER BY 1";
+    let rows = |rows: Vec<tokio_postgres::Row>| -> Vec<(String, String)> {
+        rows.iter().map(|r| (r.get(0), r.get(1))).collect()
+    };
+    let on_source = rows(source.query(definitions, &[]).await.unwrap());
+    let on_target = rows(target.query(definitions, &[]).await.unwrap());
+    assert_eq!(on_source.len(), 4 * 5, "{on_source:?}");
+    assert_eq!(on_target, on_source);
+    drop(target);
+    drop(source);
     drop_db(Server::Target, &target_db).await;
     drop_db(Server::Source, &source_db).await;
 }

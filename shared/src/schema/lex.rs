@@ -129,7 +129,8 @@ pub fn split(input: &str) -> Vec<Item<'_>> {
     let mut words: Vec<String> = Vec::new(); // leading keywords, to detect CREATE FUNCTION bodies
     let mut atomic_depth = 0usize;
     // As psql does, BEGIN/CASE/END count only outside parentheses: `sum(t.begin)` in a body
-    // reads a column named `begin` (RDS-CASES T68).
+    // reads a column named `begin` (RDS-CASES T68); unlike psql, `begin` inside a body never
+    // counts (see below).
     let mut paren_depth = 0usize;
     // Lines are asked for at increasing positions: count newlines once, incrementally.
     let (mut counted_to, mut line) = (0usize, 1usize);
@@ -221,10 +222,16 @@ pub fn split(input: &str) -> Vec<Item<'_>> {
                 if words.len() < 4 {
                     words.push(word.clone());
                 }
-                if defines_routine(&words) && paren_depth == 0 {
+                // A word after a dot is a name (`t.begin`), never a keyword.
+                let qualified = b[..s].iter().rev().find(|c| !c.is_ascii_whitespace()) == Some(&b'.');
+                if defines_routine(&words) && paren_depth == 0 && !qualified {
                     match word.as_str() {
-                        // `BEGIN ATOMIC … END` bodies hold `;`; CASE … END nests inside them.
-                        "BEGIN" | "CASE" if atomic_depth > 0 || next_word_is(b, i, b"ATOMIC") => atomic_depth += 1,
+                        // `BEGIN ATOMIC … END` bodies hold `;`. Inside one, only CASE … END
+                        // nests: a body cannot open another block, so `begin` there is a column
+                        // (an unreserved keyword: `UPDATE t SET begin = …`), while CASE and END
+                        // are reserved and always the keywords (RDS-CASES T68).
+                        "BEGIN" if atomic_depth == 0 && next_word_is(b, i, b"ATOMIC") => atomic_depth = 1,
+                        "CASE" if atomic_depth > 0 => atomic_depth += 1,
                         "END" if atomic_depth > 0 => atomic_depth -= 1,
                         _ => {}
                     }
@@ -619,6 +626,39 @@ mod tests {
             let tokens = tokenize(&input);
             proptest::prop_assert_eq!(tokens.iter().map(|t| t.text).collect::<String>(), input.clone());
             proptest::prop_assert!(tokens.iter().all(|t| !t.text.is_empty()));
+        }
+
+        /// T68: SQL-standard bodies reading columns named like the keywords that delimit them,
+        /// in every position (qualified, in parentheses, in CASE, quoted), and rules with several
+        /// actions, between ordinary statements: each statement is one item, as psql splits it.
+        #[test]
+        fn keyword_named_identifiers_never_merge_or_split_statements(
+            shapes in proptest::collection::vec((0usize..9, 0usize..6), 1..12)
+        ) {
+            // As pg_dump prints them: unreserved keywords bare, reserved ones (END, CASE) quoted.
+            const NAMES: [&str; 6] = ["begin", "atomic", "\"end\"", "\"case\"", "\"BEGIN\"", "\"end;\""];
+            let statements: Vec<String> = shapes
+                .iter()
+                .enumerate()
+                .map(|(i, &(shape, n))| {
+                    let c = NAMES[n];
+                    match shape {
+                        0 => format!("CREATE TABLE t{i} (id integer, {c} integer)"),
+                        1 => format!("CREATE FUNCTION f{i}() RETURNS bigint LANGUAGE sql BEGIN ATOMIC SELECT sum(t.{c}) FROM t; END"),
+                        2 => format!("CREATE FUNCTION f{i}() RETURNS integer LANGUAGE sql BEGIN ATOMIC SELECT (CASE WHEN t.{c} > 0 THEN t.{c} ELSE 0 END) FROM t; SELECT 1; END"),
+                        3 => format!("CREATE PROCEDURE p{i}() LANGUAGE sql BEGIN ATOMIC INSERT INTO t ({c}) VALUES (1); UPDATE t SET {c} = {c} + 1; END"),
+                        4 => format!("CREATE FUNCTION f{i}(x integer) RETURNS integer LANGUAGE sql BEGIN ATOMIC SELECT CASE x WHEN 1 THEN (SELECT t.{c} FROM t LIMIT 1) END; END"),
+                        5 => format!("CREATE RULE r{i} AS ON DELETE TO t DO ( DELETE FROM a WHERE a.{c} = old.{c}; DELETE FROM b WHERE b.{c} = old.{c}; )"),
+                        6 => format!("CREATE VIEW v{i} AS SELECT t.{c} AS {c} FROM t"),
+                        7 => format!("CREATE FUNCTION f{i}() RETURNS text LANGUAGE sql BEGIN ATOMIC SELECT 'end; begin'::text; END"),
+                        _ => format!("COMMENT ON COLUMN t.{c} IS 'begin atomic; end'"),
+                    }
+                })
+                .collect();
+            let input = statements.iter().map(|s| format!("{s};\n\n")).collect::<String>();
+            let got: Vec<&str> =
+                split(&input).iter().filter(|i| i.kind == ItemKind::Statement && !i.is_empty()).map(|i| i.sql()).collect();
+            proptest::prop_assert_eq!(got, statements.iter().map(String::as_str).collect::<Vec<_>>());
         }
 
         #[test]
