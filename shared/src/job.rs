@@ -486,41 +486,105 @@ fn schema_validator() -> &'static std::result::Result<jsonschema::Validator, Str
     })
 }
 
-/// What the schema says about a document.
-enum SchemaFinding {
-    /// A field the schema does not know: the most useful thing to report.
-    UnknownField(String),
-    /// Any other violation, with where it is.
-    Other(String),
+/// What the schema says about a document: every violation, unknown fields first (the most
+/// useful thing to report), each with where it is.
+struct SchemaFindings {
+    unknown_fields: Vec<String>,
+    other: Vec<String>,
 }
 
-fn schema_finding(value: &Value) -> Result<Option<SchemaFinding>> {
+impl SchemaFindings {
+    fn is_empty(&self) -> bool {
+        self.unknown_fields.is_empty() && self.other.is_empty()
+    }
+
+    /// One message: the only finding, or each on a line of its own.
+    fn message(&self) -> String {
+        let all: Vec<&String> = self.unknown_fields.iter().chain(&self.other).collect();
+        match all.as_slice() {
+            [one] => (*one).clone(),
+            many => format!(
+                "{} problems:\n{}",
+                many.len(),
+                many.iter().map(|m| format!("  - {m}")).collect::<Vec<_>>().join("\n")
+            ),
+        }
+    }
+}
+
+/// The schema node at a JSON pointer into the schema, following `$ref`s on the way (a
+/// validation error's schema path runs through them).
+fn schema_node<'a>(schema: &'a Value, path: &str) -> Option<&'a Value> {
+    let mut node = schema;
+    for segment in path.split('/').filter(|s| !s.is_empty()) {
+        if segment == "$ref" {
+            let target = node.get("$ref")?.as_str()?.strip_prefix('#')?;
+            node = schema.pointer(target)?;
+        } else {
+            node = node.get(segment.replace("~1", "/").replace("~0", "~"))?;
+        }
+    }
+    Some(node)
+}
+
+/// Levenshtein distance, case-insensitive (`subnetIDs` is one edit from `subnetIds` too).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.to_lowercase().chars().collect(), b.to_lowercase().chars().collect());
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+/// The known field closest to a misspelt one, when it is close enough to be meant.
+fn suggestion<'a>(known: impl Iterator<Item = &'a String>, name: &str) -> Option<&'a String> {
+    known
+        .map(|k| (edit_distance(name, k), k))
+        .filter(|(d, k)| *d <= (k.chars().count() / 3).max(2))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+fn schema_findings(value: &Value) -> Result<SchemaFindings> {
     let validator = schema_validator().as_ref().map_err(|e| Error::Internal(e.clone()))?;
-    let mut first = None;
+    let schema: Value = serde_json::from_str(JOB_SCHEMA).map_err(|e| Error::Internal(format!("job schema: {e}")))?;
+    let mut findings = SchemaFindings { unknown_fields: vec![], other: vec![] };
     for error in validator.iter_errors(value) {
         let at = error.instance_path().to_string();
         if let jsonschema::error::ValidationErrorKind::AdditionalProperties { unexpected } = error.kind() {
             let place = if at.is_empty() { String::new() } else { format!(" in {}", at.trim_start_matches('/')) };
-            return Ok(Some(SchemaFinding::UnknownField(format!(
-                "unknown field `{}`{place}",
-                unexpected.join("`, `")
-            ))));
+            let schema_path = error.schema_path().to_string();
+            let parent = schema_path.strip_suffix("/additionalProperties").unwrap_or(&schema_path);
+            let known: Vec<String> = schema_node(&schema, parent)
+                .and_then(|n| n.get("properties"))
+                .and_then(Value::as_object)
+                .map(|p| p.keys().cloned().collect())
+                .unwrap_or_default();
+            for name in unexpected {
+                let hint =
+                    suggestion(known.iter(), name).map(|k| format!(" (did you mean `{k}`?)")).unwrap_or_default();
+                findings.unknown_fields.push(format!("unknown field `{name}`{place}{hint}"));
+            }
+            continue;
         }
-        if first.is_none() {
-            let at = if at.is_empty() { "job".to_string() } else { at };
-            first = Some(SchemaFinding::Other(format!("does not match schema/job.schema.json at {at}: {error}")));
-        }
+        let at = if at.is_empty() { "job".to_string() } else { at };
+        findings.other.push(format!("does not match schema/job.schema.json at {at}: {error}"));
     }
-    Ok(first)
+    Ok(findings)
 }
 
 /// Validates a job document against the published JSON Schema. An unknown field is reported as
 /// serde reports it (``unknown field `x` ``), with where it is.
 pub fn check_schema(value: &Value) -> Result<()> {
-    match schema_finding(value)? {
-        None => Ok(()),
-        Some(SchemaFinding::UnknownField(reason) | SchemaFinding::Other(reason)) => Err(Error::job(reason)),
-    }
+    let findings = schema_findings(value)?;
+    if findings.is_empty() { Ok(()) } else { Err(Error::job(findings.message())) }
 }
 
 impl Job {
@@ -541,18 +605,17 @@ impl Job {
 
     /// As [`Job::from_json`], from a parsed document.
     pub fn from_value(value: Value) -> Result<Self> {
-        let finding = schema_finding(&value)?;
-        if let Some(SchemaFinding::UnknownField(reason)) = finding {
-            return Err(Error::job(reason));
+        // Every problem at once: unknown fields (with what was probably meant) and every other
+        // schema violation, each with its place.
+        let findings = schema_findings(&value)?;
+        if !findings.unknown_fields.is_empty() {
+            return Err(Error::job(findings.message()));
         }
         // Other schema findings come second to the typed validation, whose messages name the
         // rule broken; the schema has the last word.
         let job: Job = serde_json::from_value(value).map_err(|e| Error::job(e.to_string()))?;
         job.validate()?;
-        match finding {
-            Some(SchemaFinding::Other(reason) | SchemaFinding::UnknownField(reason)) => Err(Error::job(reason)),
-            None => Ok(job),
-        }
+        if findings.is_empty() { Ok(job) } else { Err(Error::job(findings.message())) }
     }
 
     /// Checks what serde cannot: one way to name each side, parseable URLs, identifiers.
@@ -673,6 +736,21 @@ mod tests {
         .unwrap_err();
         assert!(err.to_string().contains("source.url"), "{err}");
         assert_eq!(err.kind(), crate::ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn every_unknown_field_is_reported_at_once_with_what_was_meant() {
+        let err = Job::from_json(
+            r#"{"sorce":{"url":"postgresql://u@a/d"},"target":{"url":"postgresql://u@b/d","secretArm":"x"},"maxConcurency":4,"zzzz":1}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("5 problems") && err.contains("\"source\" is a required property"), "{err}");
+        assert!(err.contains("unknown field `sorce` (did you mean `source`?)"), "{err}");
+        assert!(err.contains("unknown field `maxConcurency` (did you mean `maxConcurrency`?)"), "{err}");
+        assert!(err.contains("unknown field `secretArm` in target (did you mean `secretArn`?)"), "{err}");
+        assert!(err.contains("unknown field `zzzz`") && !err.contains("`zzzz` (did you mean"), "{err}");
+        assert_eq!(edit_distance("subnetIDs", "subnetIds"), 0);
     }
 
     #[test]
