@@ -46,6 +46,10 @@ enum Command {
         /// Execution name (default: a new `run-…` id).
         #[arg(long)]
         run_id: Option<String>,
+        /// Continue a failed or killed run: its committed slices, applied schema sections and
+        /// plan are kept, what was half done is done again.
+        #[arg(long, value_name = "RUN_ID", conflicts_with = "run_id")]
+        resume: Option<String>,
         /// Give each task invocation this many seconds, as Lambda's timeout does (default: no
         /// limit). Copy tasks stop between slices in time and are invoked again.
         #[arg(long, value_name = "SECONDS")]
@@ -134,10 +138,20 @@ fn main() -> ExitCode {
 async fn dispatch(cli: Cli) -> Result<ExitCode, Error> {
     let store = ArtifactStore::local(&cli.store);
     match cli.command {
-        Command::Run { job, report, run_id, task_timeout } => {
+        Command::Run { job, report, run_id, resume, task_timeout } => {
             let (ctx, job) = load(&job, store)?;
             let budget = task_timeout.map(std::time::Duration::from_secs);
-            run(ctx, job, report, run_id.unwrap_or_else(new_run_id), budget, None).await
+            // `--resume` or the job's own `resume` (as in AWS); both must agree.
+            if let (Some(flag), Some(field)) = (&resume, &job.resume)
+                && flag != field
+            {
+                return Err(Error::job(format!("--resume {flag} and the job's \"resume\": \"{field}\" differ")));
+            }
+            let resume = resume.or_else(|| job.resume.clone());
+            if let Some(run_id) = &resume {
+                eprintln!("pgferry: {}", resume_summary(&ctx, &job, run_id).await?);
+            }
+            run(ctx, job, report, resume.or(run_id).unwrap_or_else(new_run_id), budget, None).await
         }
         Command::Cutover { job, report, run_id, task_timeout } => {
             let (ctx, job) = load(&job, store)?;
@@ -243,6 +257,43 @@ fn load(path: &str, store: ArtifactStore) -> Result<(StepContext, Job), Error> {
 }
 
 /// `run-20261126T103000Z-1a2b`: sortable, unique enough for a laptop, valid as an execution name.
+/// What a resumed run finds: "resumed run-…: 41 of 64 chunks already copied". The run must have
+/// left artifacts in this store.
+async fn resume_summary(ctx: &StepContext, job: &Job, run_id: &str) -> Result<String, Error> {
+    use pgferry_core::step::{Chunk, keys};
+    if ctx.store.get_json_opt::<serde_json::Value>(&keys::preflight(run_id)).await?.is_none() {
+        return Err(Error::job(format!(
+            "--resume {run_id}: no such run in this artifact store; give the --store it ran with"
+        )));
+    }
+    let Some(chunks) = ctx.store.get_json_opt::<Vec<Chunk>>(&keys::chunks(run_id)).await? else {
+        return Ok(format!("resumed {run_id}: it stopped before its copy was planned"));
+    };
+    let target = ctx.connect(job, pgferry_core::job::Side::Target, "resume", run_id).await?;
+    let ledger: bool = target
+        .query_one("SELECT to_regclass('pgferry.copied_chunks') IS NOT NULL", &[])
+        .await
+        .map_err(|e| Error::db("look for the chunk ledger", e))?
+        .get(0);
+    let rows = if ledger {
+        target
+            .query(
+                "SELECT chunk_id, count(*)::bigint FROM pgferry.copied_chunks WHERE run_id = $1 GROUP BY chunk_id",
+                &[&run_id],
+            )
+            .await
+            .map_err(|e| Error::db("read the run's chunk ledger", e))?
+    } else {
+        vec![]
+    };
+    let committed: std::collections::HashMap<String, i64> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let done = chunks
+        .iter()
+        .filter(|c| committed.get(&c.id).is_some_and(|n| usize::try_from(*n).unwrap_or(0) >= c.slices.len()))
+        .count();
+    Ok(format!("resumed {run_id}: {done} of {} chunks already copied", chunks.len()))
+}
+
 fn new_run_id() -> String {
     let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let (days, rem) = (secs / 86_400, secs % 86_400);

@@ -294,3 +294,101 @@ async fn ctrl_c_stops_a_refresh_mid_copy_and_its_failure_path_releases_the_targe
     drop_db(Server::Target, &target_db).await;
     drop_db(Server::Source, &source_db).await;
 }
+
+/// Issue 24: a run killed with SIGKILL in the middle of `CopyChunks` (no failure path runs) is
+/// continued with `pgferry run JOB --resume RUN_ID`: preflight recognises the run's own partial
+/// copy, the schema sections and the plan are kept, committed slices are not copied again, and
+/// the run says how many chunks it found copied; exit 0, every table equal.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_killed_mid_copy_is_resumed_and_ends_equal() {
+    let ddl: String = (0..120)
+        .map(|i| {
+            format!(
+                "CREATE TABLE t{i} (id int PRIMARY KEY, v text); \
+                 INSERT INTO t{i} SELECT g, md5(g::text) FROM generate_series(1, 2000) g;"
+            )
+        })
+        .collect();
+    let (source_db, target_db, source) = source_with("cli_resume", &ddl).await;
+    let dir = scratch("resume");
+    let job = dir.join("job.json");
+    std::fs::write(
+        &job,
+        serde_json::json!({
+            "source": {"url": testbed().url(Server::Source, &source_db)},
+            "target": {"url": testbed().url(Server::Target, &target_db)},
+            "maxConcurrency": 1
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let run_id = unique_name("run-killed");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pgferry"))
+        .args(["run", job.to_str().unwrap(), "--run-id", &run_id, "--store"])
+        .arg(dir.join("artifacts"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed once some chunks are committed (and well before all are).
+    let started = Instant::now();
+    loop {
+        let committed: i64 = match connect_opt(&testbed().admin_url(Server::Target, &target_db)).await {
+            Some(c) => c
+                .query_one(
+                    "SELECT CASE WHEN to_regclass('pgferry.copied_chunks') IS NULL THEN 0 \
+                     ELSE (SELECT count(*) FROM pgferry.copied_chunks) END",
+                    &[],
+                )
+                .await
+                .map_or(0, |r| r.get(0)),
+            None => 0,
+        };
+        if committed >= 10 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(300), "the copy never got going");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // A new run is refused the target, with how to continue the killed one.
+    let out = pgferry(&["preflight", job.to_str().unwrap()], &dir);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains(&format!("--resume {run_id}")), "{stdout}");
+    // Resumed as a job started in AWS would be: `"resume"` in the job (the definition takes it as
+    // the run id); `--resume RUN_ID` does the same for a job without it.
+    let mut resumed: serde_json::Value = serde_json::from_slice(&std::fs::read(&job).unwrap()).unwrap();
+    resumed["resume"] = serde_json::Value::String(run_id.clone());
+    let resumed_job = dir.join("resumed.json");
+    std::fs::write(&resumed_job, resumed.to_string()).unwrap();
+    let out = pgferry(&["run", resumed_job.to_str().unwrap()], &dir);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let line = stderr.lines().find(|l| l.contains(&format!("resumed {run_id}:"))).unwrap_or_else(|| panic!("{stderr}"));
+    let copied: usize =
+        line.split(": ").nth(2).and_then(|r| r.split(' ').next()).and_then(|n| n.parse().ok()).unwrap_or(0);
+    assert!(copied >= 9 && line.ends_with("of 120 chunks already copied"), "{line}");
+    let target = connect(&testbed().url(Server::Target, &target_db)).await;
+    for i in [0, 59, 119] {
+        let table = format!("t{i}");
+        assert_eq!(fingerprint(&source, &table, "id").await, fingerprint(&target, &table, "id").await, "{table}");
+    }
+    let slices: i64 = target
+        .query_one("SELECT count(*) FROM pgferry.copied_chunks WHERE run_id = $1", &[&run_id])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(slices, 120, "each slice committed once, by one of the two invocations");
+    drop((target, source));
+    drop_db(Server::Target, &target_db).await;
+    drop_db(Server::Source, &source_db).await;
+}
+
+/// A connection, or `None` while the database does not exist yet.
+async fn connect_opt(url: &str) -> Option<tokio_postgres::Client> {
+    let spec = pgferry_core::pg::ConnSpec::parse(url).ok()?;
+    pgferry_core::pg::connect(&spec, &pgferry_core::pg::Session::new("test", "resume")).await.ok()
+}

@@ -46,6 +46,10 @@ pub struct Job {
     /// preflight refuses such a pair.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_older_target: bool,
+    /// The run to continue instead of starting a new one (issue 24): the state machine takes it
+    /// as the run id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<String>,
     /// Where the functions run, for the network-path checks of local runs and tests; in AWS the
     /// deployment says it (see [`Network::from_env`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -390,8 +390,16 @@ pub fn chunk_predicate(chunk: &Chunk) -> Option<String> {
 }
 
 /// The plan step: builds the plan and stores it, with the item lists the Map states read.
+/// A run resumed (or a step retried) keeps the plan it made: chunk ids and slices must stay what
+/// the target's ledger recorded them as.
 pub async fn run(ctx: &StepContext, input: &StepInput) -> Result<PlanOutput> {
-    let plan = build(ctx, input, PlanOptions::default()).await?;
+    let plan = match ctx.store.get_json_opt::<Plan>(&keys::plan(&input.run_id)).await? {
+        Some(plan) => {
+            tracing::info!(chunks = plan.chunks.len(), "the run's plan exists: kept as it is");
+            plan
+        }
+        None => build(ctx, input, PlanOptions::default()).await?,
+    };
     let output = PlanOutput {
         plan_key: keys::plan(&input.run_id),
         chunks_key: keys::chunks(&input.run_id),

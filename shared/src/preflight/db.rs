@@ -155,12 +155,28 @@ pub(crate) async fn run(
                 } else if count == 0 {
                     pass("target-empty", format!("database {} holds no user relations", spec.dbname))
                 } else {
-                    let err = Error::TargetNotEmpty { database: spec.dbname.clone(), objects: names };
-                    fail(
-                        "target-empty",
-                        format!("{err} ({count} relations)"),
-                        ErrorKind::TargetNotEmpty.advice().unwrap_or_default(),
-                    )
+                    match pgferry_runs(&client).await?.as_slice() {
+                        // The target holds this very run's partial copy: it resumes (issue 24).
+                        [only] if *only == input.run_id => pass(
+                            "target-empty",
+                            format!(
+                                "database {} holds the partial copy of run {}: resuming it (committed slices are kept)",
+                                spec.dbname, input.run_id
+                            ),
+                        ),
+                        runs => {
+                            let err = Error::TargetNotEmpty { database: spec.dbname.clone(), objects: names };
+                            let advice = match runs.last() {
+                                Some(run) => format!(
+                                    "it holds what pgferry run {run} left: continue that run with `pgferry run JOB \
+                                     --resume {run}` (in AWS: start the job with \"resume\": \"{run}\"), or drop \
+                                     the database to start over"
+                                ),
+                                None => ErrorKind::TargetNotEmpty.advice().unwrap_or_default().to_string(),
+                            };
+                            fail("target-empty", format!("{err} ({count} relations)"), &advice)
+                        }
+                    }
                 });
                 target_db_exists = true;
                 target = Some(client);
@@ -307,6 +323,32 @@ pub(crate) async fn run(
 
 /// Mode refresh (RDS-CASES T57): the target must hold a finished pgferry copy of this source
 /// database (`pgferry.runs`); anything else would be overwritten.
+/// The pgferry runs whose bookkeeping the target database holds (schema sections applied, slices
+/// copied), oldest first; none when it has no `pgferry` schema.
+async fn pgferry_runs(client: &Client) -> Result<Vec<String>> {
+    let has: bool = client
+        .query_one(
+            "SELECT to_regclass('pgferry.applied_sections') IS NOT NULL AND to_regclass('pgferry.copied_chunks') IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(|e| Error::db("look for pgferry's bookkeeping on the target", e))?
+        .get(0);
+    if !has {
+        return Ok(vec![]);
+    }
+    let rows = client
+        .query(
+            "SELECT run_id FROM (SELECT run_id, min(applied_at) AS at FROM pgferry.applied_sections GROUP BY run_id \
+             UNION ALL SELECT run_id, NULL FROM pgferry.copied_chunks GROUP BY run_id) r \
+             GROUP BY run_id ORDER BY min(at) NULLS LAST, run_id",
+            &[],
+        )
+        .await
+        .map_err(|e| Error::db("read pgferry's bookkeeping on the target", e))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
 pub async fn refresh_target_check(source: Option<&Client>, target: &Client, job: &crate::job::Job) -> Result<Check> {
     match source {
         Some(source) => crate::refresh::target_check(source, target, job).await,
