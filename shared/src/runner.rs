@@ -160,17 +160,38 @@ fn interrupted(action: &str) -> TaskFailure {
     }
 }
 
+/// The one AWS SDK integration of the definition: the StoppedRun route asks Step Functions about
+/// the execution a status-change event names.
+pub const DESCRIBE_EXECUTION: &str = "arn:aws:states:::aws-sdk:sfn:describeExecution";
+
 /// Runs Task states in-process and reads ItemReader objects from the artifact store.
 #[derive(Debug)]
 pub struct LocalEnvironment {
     ctx: StepContext,
     task_budget: Option<Duration>,
     interrupt: Option<Interrupt>,
+    /// Executions `sfn:describeExecution` knows locally, by ARN (a local run has no Step
+    /// Functions to ask: what a test or caller registers with [`LocalEnvironment::with_execution`]).
+    executions: std::collections::HashMap<String, Value>,
 }
 
 impl LocalEnvironment {
     pub fn new(ctx: StepContext) -> Self {
-        Self { ctx, task_budget: None, interrupt: None }
+        Self { ctx, task_budget: None, interrupt: None, executions: std::collections::HashMap::new() }
+    }
+
+    /// Makes `sfn:describeExecution` of `arn` answer as Step Functions would for an execution of
+    /// the local state machine named `name` that ended with `status` on `input`.
+    pub fn with_execution(mut self, arn: &str, name: &str, status: &str, input: &Value) -> Self {
+        let described = serde_json::json!({
+            "ExecutionArn": arn,
+            "Name": name,
+            "Status": status,
+            "StateMachineArn": crate::asl::local_state_machine_arn(),
+            "Input": input.to_string(),
+        });
+        self.executions.insert(arn.to_string(), described);
+        self
     }
 
     /// Gives every Task invocation this much time, as Lambda's timeout would (no limit by default).
@@ -189,6 +210,13 @@ impl Environment for LocalEnvironment {
         let function = Function::from_resource(resource);
         let resource = resource.to_string();
         Box::pin(async move {
+            if resource == DESCRIBE_EXECUTION {
+                let arn = input.get("ExecutionArn").and_then(Value::as_str).unwrap_or_default();
+                return self.executions.get(arn).cloned().ok_or_else(|| TaskFailure {
+                    error: "Sfn.ExecutionDoesNotExistException".to_string(),
+                    cause: format!("Execution Does Not Exist: '{arn}'"),
+                });
+            }
             let Some(function) = function else {
                 return Err(TaskFailure {
                     error: "States.Runtime".to_string(),

@@ -297,13 +297,29 @@ async fn an_execution_stopped_by_hand_gets_its_failure_path_from_its_status_chan
     let RefreshRun { ctx, input, .. } = refresh_copy(&source_db, &target_db, serde_json::json!({})).await.unwrap();
     assert_eq!(holders(&target).await.last(), Some(&(input.run_id.clone(), Some(true))));
 
-    // The stopped execution's status-change event starts the state machine, which runs the
-    // stopped run's failure path under its run id and ends failed, saying why.
     let machine = StateMachine::parse(runner::DEFINITION, &runner::local_substitutions()).unwrap();
     let job = serde_json::to_value(&input.job).unwrap();
+    // A made-up event naming the live run (anyone may start an execution with any input): Step
+    // Functions says it is running, or knows no such execution; nothing is released.
+    let event = status_change(&input.run_id, "ABORTED", &job);
+    let arn = event["detail"]["executionArn"].as_str().unwrap().to_string();
+    for env in [
+        LocalEnvironment::new(ctx.clone()).with_execution(&arn, &input.run_id, "RUNNING", &job),
+        LocalEnvironment::new(ctx.clone()),
+    ] {
+        let outcome = Execution::new(&machine, Arc::new(env), "5e0d9a0c-forged".to_string()).run(event.clone()).await;
+        let Outcome::Failed { error, .. } = outcome.unwrap() else { panic!("a forged event was acted on") };
+        assert_eq!(error, "Pgferry.InvalidJob");
+        assert_eq!(holders(&target).await.last(), Some(&(input.run_id.clone(), Some(true))), "still held");
+    }
+
+    // The stopped execution's status-change event starts the state machine, which asks Step
+    // Functions about it, runs the stopped run's failure path under its run id and ends failed,
+    // saying why.
     for stopped_input in [job.clone(), serde_json::json!({"action": "cutover", "job": job})] {
         let event = status_change(&input.run_id, "ABORTED", &stopped_input);
-        let env = Arc::new(LocalEnvironment::new(ctx.clone()));
+        let env =
+            Arc::new(LocalEnvironment::new(ctx.clone()).with_execution(&arn, &input.run_id, "ABORTED", &stopped_input));
         let outcome = Execution::new(&machine, env, "5e0d9a0c-cleanup".to_string()).run(event).await.unwrap();
         let Outcome::Failed { error, cause } = outcome else { panic!("{outcome:?}") };
         assert_eq!(error, "Pgferry.Stopped");

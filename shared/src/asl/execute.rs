@@ -35,6 +35,11 @@ use super::{
 /// Account and region placeholder in the ARNs a local run reports in the context object.
 const LOCAL_ARN_PREFIX: &str = "arn:aws:states:local:000000000000";
 
+/// `$$.StateMachine.Id` of a local run.
+pub fn local_state_machine_arn() -> String {
+    format!("{LOCAL_ARN_PREFIX}:stateMachine:{LOCAL_STATE_MACHINE_NAME}")
+}
+
 /// The observer callback type.
 type Observer = Arc<dyn Fn(&Event) + Send + Sync>;
 
@@ -108,7 +113,7 @@ impl<'a> Execution<'a> {
                 "StartTime": format_rfc3339(SystemTime::now()),
             }),
             state_machine: json!({
-                "Id": format!("{LOCAL_ARN_PREFIX}:stateMachine:{LOCAL_STATE_MACHINE_NAME}"),
+                "Id": local_state_machine_arn(),
                 "Name": LOCAL_STATE_MACHINE_NAME,
             }),
         };

@@ -42,7 +42,7 @@ use futures_util::future::BoxFuture;
 
 pub use self::definition::StateMachine;
 pub use self::error::AslError;
-pub use self::execute::Execution;
+pub use self::execute::{Execution, local_state_machine_arn};
 
 /// Wildcard error name that matches every error except `States.Runtime`.
 pub const STATES_ALL: &str = "States.ALL";
