@@ -323,6 +323,52 @@ fn tagged(run: &str, item: &PostDataItem) -> String {
     format!("/* pgferry {} {} */ {}", safe_tag(run), safe_tag(&item.id), item.sql)
 }
 
+/// The one statement an item may run, checked against what the item says it is: items travel
+/// through S3 (the Map's ItemReader), where anyone allowed to write could put other SQL in. A
+/// validation is rebuilt from its table and constraint names; an index must be a single
+/// `CREATE [UNIQUE] INDEX name ON table …` of the item's own name and table.
+fn checked_sql(run: &str, item: &PostDataItem) -> Result<String> {
+    let refuse = |why: &str| {
+        Err(Error::Internal(format!(
+            "post-data item {} is not what pgferry planned ({why}): refused; its artifact may have been altered",
+            item.id
+        )))
+    };
+    match item.kind {
+        PostDataItemKind::ValidateConstraints => {
+            if item.names.is_empty() {
+                return refuse("no constraint");
+            }
+            let actions: Vec<String> =
+                item.names.iter().map(|c| format!("VALIDATE CONSTRAINT {}", quote_ident(c))).collect();
+            Ok(format!(
+                "/* pgferry {} {} */ ALTER TABLE {} {}",
+                safe_tag(run),
+                safe_tag(&item.id),
+                item.table,
+                actions.join(", ")
+            ))
+        }
+        PostDataItemKind::BuildIndex => {
+            let statements = crate::schema::lex::split(&item.sql)
+                .into_iter()
+                .filter(|i| i.kind == crate::schema::lex::ItemKind::Statement && !i.is_empty())
+                .count();
+            if statements != 1 {
+                return refuse("not one statement");
+            }
+            match recognize(item.sql.trim_end().trim_end_matches(';')) {
+                Some(Shape::Index { table, name })
+                    if table == item.table && item.names.len() == 1 && item.names[0] == name =>
+                {
+                    Ok(tagged(run, item))
+                }
+                _ => refuse("not an index of its table"),
+            }
+        }
+    }
+}
+
 /// Run ids come from execution names; anything outside `[A-Za-z0-9_-]` is dropped so a tag can
 /// never close its comment.
 fn safe_tag(s: &str) -> String {
@@ -430,12 +476,13 @@ pub async fn run_item(
         ))
         .await
         .map_err(|e| Error::db("prepare the session for post-data", e))?;
-    let sql = tagged(run, item);
+    let sql = checked_sql(run, item)?;
     let what = match item.kind {
         PostDataItemKind::BuildIndex => format!("build index {} on {}", item.names[0], item.table),
         PostDataItemKind::ValidateConstraints => format!("validate {} on {}", item.names.join(", "), item.table),
     };
-    let statement = client.batch_execute(&sql);
+    // The extended protocol runs exactly one statement.
+    let statement = async { client.query_typed(&sql, &[]).await.map(|_| ()) };
     let finished = match stop {
         Some(stop) => tokio::time::timeout_at(stop.into(), statement).await.ok(),
         None => Some(statement.await),
@@ -459,6 +506,46 @@ pub async fn run_item(
 
 #[cfg(test)]
 mod tests {
+    /// Issue 23: items come back from S3; one that is not what was planned is refused, and a
+    /// validation is rebuilt from its names whatever its text says.
+    #[test]
+    fn an_altered_item_is_refused_and_validations_are_rebuilt() {
+        let table = QualifiedName::new("public", "orders");
+        let index = |sql: &str| PostDataItem {
+            id: "index-0001".to_string(),
+            kind: PostDataItemKind::BuildIndex,
+            table: table.clone(),
+            names: vec!["orders_note_idx".to_string()],
+            sql: sql.to_string(),
+        };
+        let good = index("CREATE INDEX orders_note_idx ON public.orders USING btree (note)");
+        assert!(
+            checked_sql("run-1", &good)
+                .unwrap()
+                .ends_with("CREATE INDEX orders_note_idx ON public.orders USING btree (note)")
+        );
+        for bad in [
+            "CREATE INDEX orders_note_idx ON public.orders USING btree (note); DROP TABLE public.orders",
+            "DROP TABLE public.orders",
+            "CREATE INDEX orders_note_idx ON public.customers USING btree (note)",
+            "CREATE INDEX other_idx ON public.orders USING btree (note)",
+        ] {
+            assert!(checked_sql("run-1", &index(bad)).is_err(), "{bad}");
+        }
+        let validate = PostDataItem {
+            id: "validate-0001".to_string(),
+            kind: PostDataItemKind::ValidateConstraints,
+            table: table.clone(),
+            names: vec!["orders_customer_fkey".to_string()],
+            sql: "DROP TABLE public.orders".to_string(),
+        };
+        let sql = checked_sql("run-1", &validate).unwrap();
+        assert!(
+            sql.ends_with(&format!("ALTER TABLE {table} VALIDATE CONSTRAINT {}", quote_ident("orders_customer_fkey"))),
+            "{sql}"
+        );
+    }
+
     use super::*;
 
     fn t(schema: &str, name: &str) -> QualifiedName {
