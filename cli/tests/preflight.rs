@@ -136,7 +136,7 @@ async fn a_typo_in_a_job_field_is_refused_naming_the_field_and_the_schema_is_pub
     assert_eq!(out.status.code(), Some(2));
     let stderr = text(&out.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("unknown field `rdsInstnace`"), "{stderr}");
+    assert!(stderr.contains("unknown field `rdsInstnace` in source (did you mean `rdsInstance`?)"), "{stderr}");
     let schema: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../schema/job.schema.json")).unwrap(),
     )

@@ -611,8 +611,11 @@ impl Job {
     pub fn from_value(value: Value) -> Result<Self> {
         // Every problem at once: unknown fields (with what was probably meant) and every other
         // schema violation, each with its place.
-        let findings = schema_findings(&value)?;
+        let mut findings = schema_findings(&value)?;
         if !findings.unknown_fields.is_empty() {
+            // Other findings are mostly what the misspelt fields cause (a required field
+            // "missing"): the misspellings alone say what to fix.
+            findings.other.clear();
             return Err(Error::job(findings.message()));
         }
         // Other schema findings come second to the typed validation, whose messages name the
@@ -749,7 +752,7 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(err.contains("5 problems") && err.contains("\"source\" is a required property"), "{err}");
+        assert!(err.contains("4 problems") && !err.contains("required property"), "{err}");
         assert!(err.contains("unknown field `sorce` (did you mean `source`?)"), "{err}");
         assert!(err.contains("unknown field `maxConcurency` (did you mean `maxConcurrency`?)"), "{err}");
         assert!(err.contains("unknown field `secretArm` in target (did you mean `secretArn`?)"), "{err}");
