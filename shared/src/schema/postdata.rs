@@ -455,10 +455,12 @@ pub async fn run_item(
             return Ok(output(true, if waited { "finished by an earlier invocation" } else { "already done" }));
         }
         if claim(client, run, item).await? {
-            // Another session may have finished it between the look and the claim.
+            // Another session may have finished it between the look and the claim: the one this
+            // invocation waited for (an earlier invocation whose build went on), or another.
             if is_done(client, item).await? {
                 release(client, run, item).await?;
-                return Ok(output(true, "finished by another invocation"));
+                let by = if waited { "finished by an earlier invocation" } else { "finished by another invocation" };
+                return Ok(output(true, by));
             }
             break;
         }
