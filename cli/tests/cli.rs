@@ -10,7 +10,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{libpq_tool, pgferry, scratch};
-use pgferry_tests::{Server, connect, create_db, drop_db, fingerprint, source_with, testbed, unique_name};
+use pgferry_tests::{
+    Server, connect, create_db, drop_db, fingerprint, small_tables_ddl, source_with, testbed, unique_name,
+};
 
 fn write_job(dir: &Path, source_db: &str, target_db: &str) -> PathBuf {
     let job = serde_json::json!({
@@ -301,15 +303,7 @@ async fn ctrl_c_stops_a_refresh_mid_copy_and_its_failure_path_releases_the_targe
 /// the run says how many chunks it found copied; exit 0, every table equal.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_run_killed_mid_copy_is_resumed_and_ends_equal() {
-    let ddl: String = (0..120)
-        .map(|i| {
-            format!(
-                "CREATE TABLE t{i} (id int PRIMARY KEY, v text); \
-                 INSERT INTO t{i} SELECT g, md5(g::text) FROM generate_series(1, 2000) g;"
-            )
-        })
-        .collect();
-    let (source_db, target_db, source) = source_with("cli_resume", &ddl).await;
+    let (source_db, target_db, source) = source_with("cli_resume", &small_tables_ddl(120, 2000)).await;
     let dir = scratch("resume");
     let job = dir.join("job.json");
     std::fs::write(

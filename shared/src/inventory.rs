@@ -1536,16 +1536,9 @@ async fn schema_reports(ctx: &StepContext, run: &str, target: &Client) -> Result
     if !reports.is_empty() {
         return Ok((Some(run), reports));
     }
-    let previous = target
-        .query_opt(
-            "SELECT run_id FROM pgferry.applied_sections WHERE to_regclass('pgferry.applied_sections') IS NOT NULL \
-             AND section = 'pre-data' ORDER BY applied_at DESC LIMIT 1",
-            &[],
-        )
-        .await;
     // No bookkeeping table: the target was not made by pgferry's schema step.
-    let Ok(Some(row)) = previous else { return Ok((None, vec![])) };
-    let (run, reports) = load(row.get(0)).await;
+    let Some(previous) = crate::schema::pre_data_applied_by(target).await else { return Ok((None, vec![])) };
+    let (run, reports) = load(previous).await;
     Ok(if reports.is_empty() { (None, vec![]) } else { (Some(run), reports) })
 }
 

@@ -113,15 +113,8 @@ async fn relations_not_created(ctx: &StepContext, input: &StepInput) -> HashMap<
             let Ok(target) = ctx.connect(&input.job, Side::Target, "plan", &input.run_id).await else {
                 return HashMap::new();
             };
-            let applied_by = target
-                .query_opt(
-                    "SELECT run_id FROM pgferry.applied_sections WHERE to_regclass('pgferry.applied_sections') IS NOT NULL \
-                     AND section = 'pre-data' ORDER BY applied_at DESC LIMIT 1",
-                    &[],
-                )
-                .await;
-            let Ok(Some(row)) = applied_by else { return HashMap::new() };
-            match load(row.get(0)).await {
+            let Some(applied_by) = crate::schema::pre_data_applied_by(&target).await else { return HashMap::new() };
+            match load(applied_by).await {
                 Ok(report) => report,
                 Err(_) => return HashMap::new(),
             }

@@ -245,6 +245,19 @@ pub async fn run_machine(
     (outcome, report)
 }
 
+/// DDL of `tables` small tables `t0…` with a primary key and `rows` rows each: a copy made of many
+/// chunks, long enough to be caught in the middle.
+pub fn small_tables_ddl(tables: usize, rows: usize) -> String {
+    (0..tables)
+        .map(|i| {
+            format!(
+                "CREATE TABLE t{i} (id int PRIMARY KEY, v text); \
+                 INSERT INTO t{i} SELECT g, md5(g::text) FROM generate_series(1, {rows}) g;"
+            )
+        })
+        .collect()
+}
+
 /// A source database named after `prefix`, built by `ddl` and analyzed, and the name of a target
 /// database that does not exist yet.
 pub async fn source_with(prefix: &str, ddl: &str) -> (String, String, Client) {

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use pgferry_core::asl::Outcome;
-use pgferry_tests::{Server, connect, drop_db, run_machine, source_with, step_setup, testbed};
+use pgferry_tests::{Server, connect, drop_db, run_machine, small_tables_ddl, source_with, step_setup, testbed};
 
 /// Runs the target server's `pg_ctl` (as the OS user postgres when running as root).
 fn pg_ctl(args: &[&str]) {
@@ -32,15 +32,7 @@ fn pg_ctl(args: &[&str]) {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_target_restarted_with_20_seconds_of_downtime_mid_copy_is_waited_for_and_the_run_ends_equal() {
     // Many small tables: CopyChunks lasts long enough to be caught in the middle.
-    let ddl: String = (0..150)
-        .map(|i| {
-            format!(
-                "CREATE TABLE t{i} (id int PRIMARY KEY, v text); \
-                 INSERT INTO t{i} SELECT g, md5(g::text) FROM generate_series(1, 3000) g;"
-            )
-        })
-        .collect();
-    let (source_db, target_db, _source) = source_with("failover", &ddl).await;
+    let (source_db, target_db, _source) = source_with("failover", &small_tables_ddl(150, 3000)).await;
     let (ctx, input) = step_setup(&source_db, &target_db, serde_json::json!({}));
 
     let admin_url = testbed().admin_url(Server::Target, "postgres");

@@ -485,6 +485,21 @@ pub(crate) fn acting_roles(facts: &Facts, plan: &Plan) -> Vec<String> {
     roles
 }
 
+/// The run that last applied pre-data to the target, as pgferry's bookkeeping records it; `None`
+/// without bookkeeping (a target pgferry's schema step did not make) or when it cannot be read.
+pub(crate) async fn pre_data_applied_by(target: &Client) -> Option<String> {
+    target
+        .query_opt(
+            "SELECT run_id FROM pgferry.applied_sections WHERE to_regclass('pgferry.applied_sections') IS NOT NULL \
+             AND section = 'pre-data' ORDER BY applied_at DESC LIMIT 1",
+            &[],
+        )
+        .await
+        .ok()
+        .flatten()
+        .map(|row| row.get(0))
+}
+
 /// The latest applied-section marker: `(run id, dump hash)`, for one run or any.
 pub(crate) async fn marker(
     target: &Client,
