@@ -81,7 +81,8 @@ pub async fn watch(execution_arn: &str, bucket: Option<String>, interval: Durati
     };
     match &bucket {
         Some(bucket) => {
-            let store = ArtifactStore::s3(clients.s3.clone(), bucket);
+            // Read only, for display: the CLI does not hold the deployment's seal key.
+            let store = ArtifactStore::s3(clients.s3.clone(), bucket, None);
             let mut report = RunReport::gather(&store, &run_id, progress.phases, &outcome).await;
             report.fill_phase_totals();
             print!("{}", report.table());

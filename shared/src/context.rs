@@ -27,6 +27,9 @@ use crate::store::ArtifactStore;
 
 /// The environment variable naming the artifact bucket (set by `infra/template.yaml`).
 pub const ARTIFACT_BUCKET_VAR: &str = "PGFERRY_ARTIFACT_BUCKET";
+/// The Secrets Manager secret (ARN or name) whose text keys the seals of the bucket's artifacts
+/// (see [`crate::seal`]); required with [`ARTIFACT_BUCKET_VAR`].
+pub const SEAL_SECRET_VAR: &str = "PGFERRY_SEAL_SECRET";
 
 /// Passwords for the job's endpoints, by side.
 ///
@@ -324,14 +327,24 @@ impl StepContext {
     }
 
     /// The context of a Lambda function, from its environment: artifacts in the bucket named by
-    /// `PGFERRY_ARTIFACT_BUCKET` (else under `PGFERRY_ARTIFACT_DIR`, default
-    /// `/tmp/pgferry-artifacts`), the functions' network from `PGFERRY_SECURITY_GROUP_IDS` /
+    /// `PGFERRY_ARTIFACT_BUCKET`, sealed with the secret named by `PGFERRY_SEAL_SECRET` (else
+    /// under `PGFERRY_ARTIFACT_DIR`, default `/tmp/pgferry-artifacts`), the functions' network from `PGFERRY_SECURITY_GROUP_IDS` /
     /// `PGFERRY_SUBNET_IDS`, AWS clients from the standard AWS environment (built here when the
     /// store needs them, else on first use).
     pub async fn from_env() -> Result<Self> {
         let bucket = std::env::var(ARTIFACT_BUCKET_VAR).ok().filter(|b| !b.is_empty());
         let mut ctx = match bucket {
-            Some(bucket) => Self::in_bucket(Box::pin(Clients::from_env()).await?, bucket),
+            Some(bucket) => {
+                let clients = Box::pin(Clients::from_env()).await?;
+                let secret = std::env::var(SEAL_SECRET_VAR).ok().filter(|s| !s.is_empty()).ok_or_else(|| {
+                    Error::job(format!(
+                        "{SEAL_SECRET_VAR} is not set: with an artifact bucket, the functions seal what they \
+                         write with the deployment's seal secret (the template creates it)"
+                    ))
+                })?;
+                let key = Box::pin(seal_key_from_secret(&clients, &secret)).await?;
+                Self::in_bucket(clients, bucket, key)
+            }
             None => {
                 let dir = std::env::var_os("PGFERRY_ARTIFACT_DIR")
                     .map_or_else(|| PathBuf::from("/tmp/pgferry-artifacts"), PathBuf::from);
@@ -348,8 +361,8 @@ impl StepContext {
 
     /// A context whose artifacts live in an S3 bucket, reached through `clients` — the same
     /// clients (one configuration, one HTTP client) that serve the RDS and secret lookups.
-    pub fn in_bucket(clients: Clients, bucket: impl Into<String>) -> Self {
-        let store = ArtifactStore::s3(clients.s3.clone(), bucket);
+    pub fn in_bucket(clients: Clients, bucket: impl Into<String>, seal_key: crate::seal::SealKey) -> Self {
+        let store = ArtifactStore::s3(clients.s3.clone(), bucket, Some(seal_key));
         Self::new(store, Credentials::default()).with_aws(clients)
     }
 
@@ -616,6 +629,19 @@ pub fn endpoint_spec(side: Side, ep: &Endpoint, db: &DbFacts, secret: Option<&Db
     spec.sslrootcert = ep.ssl_root_cert.clone();
     spec.password = secret.map(|s| s.password.clone());
     Ok(spec)
+}
+
+/// The deployment's seal key, from its secret's text (never logged).
+async fn seal_key_from_secret(clients: &Clients, secret_id: &str) -> Result<crate::seal::SealKey> {
+    let out = clients
+        .secrets
+        .get_secret_value()
+        .secret_id(secret_id)
+        .send()
+        .await
+        .map_err(|e| crate::aws::sdk_error("secretsmanager:GetSecretValue", secret_id, e))?;
+    let text = out.secret_string().ok_or_else(|| Error::job(format!("seal secret {secret_id} holds no text")))?;
+    crate::seal::SealKey::from_secret(text)
 }
 
 #[cfg(test)]

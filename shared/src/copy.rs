@@ -50,7 +50,10 @@ const ASSUMED_BYTES_PER_SEC: f64 = 10.0 * 1024.0 * 1024.0;
 pub async fn handle(ctx: &StepContext, request: CopyRequest, deadline: Option<Instant>) -> Result<serde_json::Value> {
     Ok(match request {
         CopyRequest::Plan(input) => to_value(crate::plan::run(ctx, &input).await?),
-        CopyRequest::CopyChunk(input) => to_value(copy_chunk(ctx, &input, deadline).await?),
+        CopyRequest::CopyChunk(input) => {
+            ctx.store.check_item(&input.run_id, &input.chunk).await?;
+            to_value(copy_chunk(ctx, &input, deadline).await?)
+        }
         CopyRequest::LargeObjects(input) => to_value(crate::lobs::copy_all(ctx, &input).await?),
     })
 }

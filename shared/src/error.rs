@@ -91,6 +91,11 @@ pub enum Error {
     #[error("artifact `{key}`: {reason}")]
     Store { key: String, reason: String },
 
+    /// An artifact or a Map item whose seal does not match: written by someone other than the
+    /// deployment's functions (see `seal`). Nothing of it was used.
+    #[error("artifact `{key}` was changed outside pgferry ({reason}); nothing of it was used")]
+    Tampered { key: String, reason: String },
+
     /// Logical replication (mode `continuous`) is broken: an apply or table-sync error on the
     /// target, a lost slot, a run that cannot be found. The message carries the advice.
     #[error("replication: {reason}")]
@@ -156,6 +161,7 @@ impl Error {
             Self::PreflightFailed { .. } => ErrorKind::PreflightFailed,
             Self::VerifyMismatch { .. } => ErrorKind::VerifyMismatch,
             Self::Store { .. } => ErrorKind::Other,
+            Self::Tampered { .. } => ErrorKind::Tampered,
             Self::Replication { .. } => ErrorKind::ReplicationFailed,
             Self::Aws { failure, .. } => match failure {
                 crate::aws::AwsFailure::Unreachable => ErrorKind::AwsUnreachable,
@@ -250,6 +256,8 @@ pub enum ErrorKind {
     /// The job names a database the deployment's allow-lists do not (PGFERRY_ALLOWED_SOURCES,
     /// PGFERRY_ALLOWED_TARGETS).
     NotAllowed,
+    /// An artifact of the run was changed outside pgferry (its seal does not match).
+    Tampered,
     /// The target already holds data.
     TargetNotEmpty,
     /// Another run is writing to the target database.
@@ -276,7 +284,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, for tests that check the mapping is total.
-    pub const ALL: [ErrorKind; 29] = [
+    pub const ALL: [ErrorKind; 30] = [
         Self::ConnectTimeout,
         Self::ConnectionRefused,
         Self::HostNotFound,
@@ -295,6 +303,7 @@ impl ErrorKind {
         Self::Transient,
         Self::InvalidInput,
         Self::NotAllowed,
+        Self::Tampered,
         Self::TargetNotEmpty,
         Self::TargetBusy,
         Self::PreflightFailed,
@@ -328,6 +337,7 @@ impl ErrorKind {
             Self::InvalidInput | Self::AwsNotFound => "Pgferry.InvalidJob",
             Self::TargetNotEmpty => "Pgferry.TargetNotEmpty",
             Self::NotAllowed => "Pgferry.NotAllowed",
+            Self::Tampered => "Pgferry.Tampered",
             Self::TargetBusy => "Pgferry.TargetBusy",
             Self::PreflightFailed => "Pgferry.PreflightFailed",
             Self::VerifyMismatch => "Pgferry.VerifyMismatch",
@@ -395,6 +405,11 @@ impl ErrorKind {
             Self::NotAllowed => {
                 "nothing was read or written: name an allowed database, or add this one to the deployment's \
                  AllowedSources / AllowedTargets parameters (PGFERRY_ALLOWED_SOURCES / PGFERRY_ALLOWED_TARGETS)"
+            }
+            Self::Tampered => {
+                "a plan, dump or work item of this run in the artifact bucket was rewritten by someone other than \
+                 the deployment's functions: find who may write to the bucket (its policy, CloudTrail data events), \
+                 then start a new run; nothing of the rewritten artifact was run"
             }
             Self::TargetNotEmpty => {
                 "pgferry never overwrites data: point the job at an empty or missing database, or use mode `refresh`"

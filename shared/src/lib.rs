@@ -25,6 +25,7 @@ pub mod refresh;
 mod rowset;
 pub mod runner;
 pub mod schema;
+pub mod seal;
 pub mod step;
 pub mod store;
 pub mod telemetry;

@@ -193,6 +193,7 @@ pub async fn build(ctx: &StepContext, input: &StepInput, options: PlanOptions) -
                 key: key.clone(),
                 slices: group.to_vec(),
                 estimated_bytes: slice_bytes * group.len() as u64,
+                seal: None,
             })
             .collect();
         if table_chunks.iter().any(|c| matches!(c.slices[0], Slice::Pages { .. })) {
@@ -204,6 +205,7 @@ pub async fn build(ctx: &StepContext, input: &StepInput, options: PlanOptions) -
                 key: vec![],
                 slices: vec![Slice::Whole],
                 estimated_bytes: rel.table_bytes,
+                seal: None,
             });
         } else {
             verify_items.extend(table_chunks.iter().cloned());
@@ -393,6 +395,10 @@ pub async fn run(ctx: &StepContext, input: &StepInput) -> Result<PlanOutput> {
         }
         None => build(ctx, input, PlanOptions::default()).await?,
     };
+    let mut plan = plan;
+    // The Map states hand these items to the functions as they read them from the bucket.
+    ctx.store.seal_items(&input.run_id, &mut plan.chunks).await?;
+    ctx.store.seal_items(&input.run_id, &mut plan.verify_items).await?;
     let output = PlanOutput {
         plan_key: keys::plan(&input.run_id),
         chunks_key: keys::chunks(&input.run_id),
@@ -436,6 +442,7 @@ mod tests {
     #[test]
     fn a_refresh_orders_a_keyless_table_by_its_first_page_chunk_which_does_the_whole_table() {
         let chunk = |key: Vec<KeyColumn>, slice: Slice, bytes: u64| Chunk {
+            seal: None,
             id: String::new(),
             table: QualifiedName::new("public", "t"),
             columns: vec!["a".to_string()],
@@ -466,6 +473,7 @@ mod tests {
     fn a_chunk_spans_its_first_lower_to_its_last_upper_bound() {
         let k = key(&[("id", "integer")]);
         let chunk = Chunk {
+            seal: None,
             id: "c0".into(),
             table: QualifiedName::new("public", "t"),
             columns: vec!["id".into()],
@@ -483,6 +491,7 @@ mod tests {
     #[test]
     fn the_estimate_is_bounded_by_lanes_and_by_the_largest_chunk() {
         let chunk = |mb: u64| Chunk {
+            seal: None,
             id: String::new(),
             table: QualifiedName::new("public", "t"),
             columns: vec![],

@@ -1813,6 +1813,7 @@ mod tests {
     #[test]
     fn keys_are_selected_by_typed_literals() {
         let chunk = crate::step::Chunk {
+            seal: None,
             id: "c0".into(),
             table: QualifiedName::new("public", "t"),
             columns: vec!["a".into(), "b".into()],

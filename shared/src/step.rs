@@ -275,6 +275,19 @@ pub struct PostDataItem {
     pub names: Vec<String>,
     /// The one statement run.
     pub sql: String,
+    /// Sealed when the list is stored; checked before the statement runs (see [`crate::seal`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal: Option<String>,
+}
+
+impl crate::seal::SealedItem for PostDataItem {
+    const KIND: &'static str = "post-data-item";
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn seal_slot(&mut self) -> &mut Option<String> {
+        &mut self.seal
+    }
 }
 
 /// What a post-data item does.
@@ -358,6 +371,20 @@ pub struct Chunk {
     pub key: Vec<KeyColumn>,
     pub slices: Vec<Slice>,
     pub estimated_bytes: u64,
+    /// Sealed when the plan is stored; checked before the chunk is copied or verified (see
+    /// [`crate::seal`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal: Option<String>,
+}
+
+impl crate::seal::SealedItem for Chunk {
+    const KIND: &'static str = "chunk";
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn seal_slot(&mut self) -> &mut Option<String> {
+        &mut self.seal
+    }
 }
 
 /// COPY data format.

@@ -5,10 +5,12 @@
 //! Maps read their items from it too); locally (and in tests) it is a directory. Writes are
 //! atomic: a reader never sees half a file (a rename locally, inherent in an S3 `PutObject`).
 //! Both stores accept the same keys, so an artifact written by one function can be named in the
-//! state and read by another.
+//! state and read by another. Objects in the bucket are sealed and checked (see [`crate::seal`]);
+//! the directory is private to its user.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use aws_sdk_s3::primitives::ByteStream;
 
@@ -16,6 +18,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
+use crate::seal::{self, SealKey, SealedItem};
 
 /// Where artifacts are kept.
 #[derive(Debug, Clone)]
@@ -28,12 +31,37 @@ pub enum ArtifactStore {
 
 impl ArtifactStore {
     pub fn local(root: impl Into<PathBuf>) -> Self {
-        Self::Local(LocalStore { root: root.into() })
+        Self::Local(LocalStore { root: root.into(), key: Arc::default() })
     }
 
-    /// A bucket, through a client built once per process (see [`crate::aws::Clients`]).
-    pub fn s3(client: aws_sdk_s3::Client, bucket: impl Into<String>) -> Self {
-        Self::S3(S3Store { client, bucket: bucket.into() })
+    /// A bucket, through a client built once per process (see [`crate::aws::Clients`]). With a
+    /// seal key (the functions), every object written is sealed and every object read must carry
+    /// a matching seal; without one (the CLI showing a report), objects are read unchecked and
+    /// nothing that needs a seal can be written.
+    pub fn s3(client: aws_sdk_s3::Client, bucket: impl Into<String>, key: Option<SealKey>) -> Self {
+        Self::S3(S3Store { client, bucket: bucket.into(), key })
+    }
+
+    /// The key items are sealed with: the deployment's, or the local store's own.
+    pub async fn seal_key(&self) -> Result<SealKey> {
+        match self {
+            Self::Local(s) => s.seal_key().await,
+            Self::S3(s) => s.key.clone().ok_or_else(|| Error::Store {
+                key: format!("s3://{}", s.bucket),
+                reason: format!("no seal key: set {} to the deployment's seal secret", crate::context::SEAL_SECRET_VAR),
+            }),
+        }
+    }
+
+    /// Seals the items of a run's list before it is stored for a Map state.
+    pub async fn seal_items<T: SealedItem>(&self, run: &str, items: &mut [T]) -> Result<()> {
+        seal::seal_items(&self.seal_key().await?, run, items);
+        Ok(())
+    }
+
+    /// Checks an item a Map state handed over (see [`crate::seal`]).
+    pub async fn check_item<T: SealedItem>(&self, run: &str, item: &T) -> Result<()> {
+        seal::check_item(&self.seal_key().await?, run, item)
     }
 
     pub async fn put_bytes(&self, key: &str, data: &[u8]) -> Result<()> {
@@ -88,11 +116,53 @@ impl ArtifactStore {
 #[derive(Debug, Clone)]
 pub struct LocalStore {
     root: PathBuf,
+    /// Read from (or created as) [`LOCAL_KEY_FILE`] on first use.
+    key: Arc<tokio::sync::OnceCell<SealKey>>,
 }
+
+/// The local store's seal key, a 0600 file at its root (not an artifact: never listed).
+pub const LOCAL_KEY_FILE: &str = ".seal-key";
 
 impl LocalStore {
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    async fn seal_key(&self) -> Result<SealKey> {
+        self.key.get_or_try_init(|| async { self.load_or_create_key() }).await.cloned()
+    }
+
+    /// Reads the key file, or creates it: written whole to a private file, then linked into
+    /// place, so that of two processes starting at once one key wins and both use it.
+    fn load_or_create_key(&self) -> Result<SealKey> {
+        use std::io::Write;
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        let path = self.root.join(LOCAL_KEY_FILE);
+        let io_err = |e: std::io::Error| Error::Store { key: LOCAL_KEY_FILE.to_string(), reason: e.to_string() };
+        let read = |path: &Path| -> Result<SealKey> {
+            let bytes = std::fs::read(path).map_err(io_err)?;
+            SealKey::from_bytes(&bytes).ok_or_else(|| Error::Store {
+                key: path.display().to_string(),
+                reason: "not a seal key (32 bytes): remove it to have a new one made".to_string(),
+            })
+        };
+        if path.exists() {
+            return read(&path);
+        }
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.root).map_err(io_err)?;
+        let key = SealKey::generate();
+        let tmp = self.root.join(format!("{LOCAL_KEY_FILE}.tmp-{}", rand::random::<u32>()));
+        let mut file =
+            std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(io_err)?;
+        file.write_all(key.bytes()).and_then(|()| file.sync_all()).map_err(io_err)?;
+        drop(file);
+        let linked = std::fs::hard_link(&tmp, &path);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => Ok(key),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read(&path),
+            Err(e) => Err(io_err(e)),
+        }
     }
 
     fn path(&self, key: &str) -> Result<PathBuf> {
@@ -151,7 +221,7 @@ impl LocalStore {
                     pending.push(path);
                 } else if let Ok(rel) = path.strip_prefix(&self.root) {
                     let key = rel.to_string_lossy().replace('\\', "/");
-                    if key.starts_with(prefix) && !key.contains(".tmp-") {
+                    if key.starts_with(prefix) && !key.contains(".tmp-") && !key.starts_with(LOCAL_KEY_FILE) {
                         out.push(key);
                     }
                 }
@@ -180,6 +250,7 @@ fn validate_key(key: &str) -> Result<()> {
 pub struct S3Store {
     client: aws_sdk_s3::Client,
     bucket: String,
+    key: Option<SealKey>,
 }
 
 impl fmt::Debug for S3Store {
@@ -198,12 +269,15 @@ impl S3Store {
         format!("s3://{}/{key}", self.bucket)
     }
 
+    /// Writes the object, sealed when the store has a key.
     async fn put(&self, key: &str, data: &[u8]) -> Result<()> {
         validate_key(key)?;
+        let mut request = self.client.put_object().bucket(&self.bucket).key(key).body(ByteStream::from(data.to_vec()));
+        if let Some(seal_key) = &self.key {
+            request = request.metadata(seal::OBJECT_METADATA, seal_key.seal(key, data));
+        }
         // Boxed: the SDK's futures are deep types, and every step's future would carry them.
-        Box::pin(self.client.put_object().bucket(&self.bucket).key(key).body(ByteStream::from(data.to_vec())).send())
-            .await
-            .map_err(|e| crate::aws::sdk_error("s3:PutObject", &self.url(key), e))?;
+        Box::pin(request.send()).await.map_err(|e| crate::aws::sdk_error("s3:PutObject", &self.url(key), e))?;
         Ok(())
     }
 
@@ -212,13 +286,7 @@ impl S3Store {
         match Box::pin(self.client.get_object().bucket(&self.bucket).key(key).send()).await {
             Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => Ok(None),
             Err(e) => Err(crate::aws::sdk_error("s3:GetObject", &self.url(key), e)),
-            Ok(out) => {
-                let body = out.body.collect().await.map_err(|e| Error::Store {
-                    key: key.to_string(),
-                    reason: format!("reading the object from bucket {} failed: {e}", self.bucket),
-                })?;
-                Ok(Some(body.into_bytes().to_vec()))
-            }
+            Ok(out) => self.checked_body(key, out).await.map(Some),
         }
     }
 
@@ -234,11 +302,25 @@ impl S3Store {
             }
             Err(e) => return Err(crate::aws::sdk_error("s3:GetObject", &self.url(key), e)),
         };
+        self.checked_body(key, out).await
+    }
+
+    /// The object's bytes, after checking its seal when the store has a key.
+    async fn checked_body(
+        &self,
+        key: &str,
+        out: aws_sdk_s3::operation::get_object::GetObjectOutput,
+    ) -> Result<Vec<u8>> {
+        let seal = out.metadata().and_then(|m| m.get(seal::OBJECT_METADATA)).cloned();
         let body = out.body.collect().await.map_err(|e| Error::Store {
             key: key.to_string(),
             reason: format!("reading the object from bucket {} failed: {e}", self.bucket),
         })?;
-        Ok(body.into_bytes().to_vec())
+        let data = body.into_bytes().to_vec();
+        if let Some(seal_key) = &self.key {
+            seal_key.check(key, &data, seal.as_deref(), &self.url(key))?;
+        }
+        Ok(data)
     }
 
     /// Keys under `prefix`, sorted, following every page of `ListObjectsV2` (`page_size` keys a

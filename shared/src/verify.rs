@@ -24,7 +24,10 @@ use crate::step::{
 /// Entry point of the verify function.
 pub async fn handle(ctx: &StepContext, request: VerifyRequest) -> Result<serde_json::Value> {
     Ok(match request {
-        VerifyRequest::VerifyChunk(input) => to_value(verify_chunk(ctx, &input).await?),
+        VerifyRequest::VerifyChunk(input) => {
+            ctx.store.check_item(&input.run_id, &input.chunk).await?;
+            to_value(verify_chunk(ctx, &input).await?)
+        }
         VerifyRequest::Report(input) => to_value(report(ctx, &input).await?),
         VerifyRequest::Diagnose(input) => to_value(diagnose(ctx, &input).await?),
     })
@@ -673,6 +676,7 @@ mod tests {
     #[test]
     fn the_hash_query_quotes_every_name_and_sums_row_hashes_of_the_chunk_range() {
         let chunk = Chunk {
+            seal: None,
             id: "v0".into(),
             table: QualifiedName::new("Tenant A", "Order.Items"),
             columns: vec!["select".to_string(), "a\"b".to_string()],

@@ -443,6 +443,7 @@ mod tests {
 
     fn chunk(key: &[(&str, &str)]) -> Chunk {
         Chunk {
+            seal: None,
             id: "c0".into(),
             table: QualifiedName::new("public", "t"),
             columns: vec!["a".into()],

@@ -31,6 +31,7 @@ async fn t35_an_index_build_out_of_time_finishes_on_the_server_and_is_waited_for
         table: QualifiedName::new("public", "big"),
         names: vec!["big_v".into()],
         sql: "CREATE INDEX big_v ON public.big USING btree (v)".into(),
+        seal: None,
     };
 
     // An invocation whose time is up as soon as the build starts: it returns, the build goes on.
@@ -71,6 +72,7 @@ async fn t35_an_index_build_out_of_time_finishes_on_the_server_and_is_waited_for
         table: QualifiedName::new("public", "child"),
         names: vec!["child_p_fkey".into()],
         sql: "ALTER TABLE public.child VALIDATE CONSTRAINT child_p_fkey".into(),
+        seal: None,
     };
     let out = postdata::run_item(&client, "run-t35", &validate, None).await.unwrap();
     assert_eq!((out.done, out.outcome.as_str()), (true, "validated"));

@@ -39,6 +39,8 @@ struct Stack {
     aws: Clients,
     sfn: aws_sdk_sfn::Client,
     bucket: String,
+    /// The deployment's seal secret (the template generates one).
+    seal_secret: String,
     state_machine: String,
     dir: PathBuf,
 }
@@ -54,10 +56,23 @@ impl Stack {
         let sfn = aws_sdk_sfn::Client::new(&aws.config);
         let bucket = aws::unique("pgferry-artifacts");
         aws.s3.create_bucket().bucket(&bucket).send().await.expect("create bucket");
+        let seal_secret = format!("{:064x}", rand::random::<u128>());
+        let seal_arn = aws
+            .secrets
+            .create_secret()
+            .name(aws::unique("pgferry-seal"))
+            .secret_string(&seal_secret)
+            .send()
+            .await
+            .expect("create seal secret")
+            .arn()
+            .unwrap()
+            .to_string();
 
         // The functions' environment in the template, pointed at this emulator and the test bed.
         let mut env = moto.env();
         env.push(("PGFERRY_ARTIFACT_BUCKET".into(), bucket.clone()));
+        env.push(("PGFERRY_SEAL_SECRET".into(), seal_arn));
         env.push(("PGFERRY_PG_BIN".into(), testbed().var("PGFERRY_TEST_PG_BIN").into()));
         env.push(("RUST_LOG".into(), "info".into()));
         // As a deployment's AllowedSources / AllowedTargets: the test bed's two servers only.
@@ -76,7 +91,7 @@ impl Stack {
             .expect("create state machine")
             .state_machine_arn()
             .to_string();
-        Self { host, moto, aws, sfn, bucket, state_machine, dir }
+        Self { host, moto, aws, sfn, bucket, seal_secret, state_machine, dir }
     }
 
     /// Runs the CLI with this emulator's AWS environment and nothing else of ours.
@@ -239,7 +254,9 @@ async fn moto_runs_the_definition_through_the_real_handlers_and_the_target_equal
 
     // The artifacts are in the bucket under the run id: the report, and each Map's ResultWriter
     // manifest under the run's prefix.
-    let store = pgferry_core::store::ArtifactStore::s3(stack.aws.s3.clone(), &stack.bucket);
+    // Read as the functions read: every object must carry the deployment's seal.
+    let key = pgferry_core::seal::SealKey::from_secret(&stack.seal_secret).unwrap();
+    let store = pgferry_core::store::ArtifactStore::s3(stack.aws.s3.clone(), &stack.bucket, Some(key));
     let report: Value = store.get_json(&format!("runs/{run_id}/report.json")).await.unwrap();
     assert_eq!(report["equal"], true, "{report}");
     for map in ["copy", "verify"] {

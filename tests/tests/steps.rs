@@ -66,6 +66,56 @@ async fn t40_retried_chunk_is_committed_exactly_once() {
     cleanup(&source_db, &target_db).await;
 }
 
+/// Issue 23: the Map states hand chunks and post-data statements to the functions as read from
+/// the artifact store. A chunk narrowed (copy and verify would both skip rows and still say
+/// "equal") or a statement rewritten there is refused before anything is read or run; the items
+/// as the plan steps sealed them run.
+#[tokio::test]
+async fn map_items_changed_in_the_store_are_refused_as_tampered() {
+    use pgferry_core::runner::{self, Function};
+    use pgferry_core::step::{Chunk, PostDataItem};
+    let (ctx, input, source_db, target_db) = setup("tampered").await;
+    schema::handle(&ctx, SchemaRequest::Globals(input.clone())).await.unwrap();
+    schema::handle(&ctx, SchemaRequest::PreData(input.clone())).await.unwrap();
+    plan::run(&ctx, &input).await.unwrap();
+    schema::post_data_plan(&ctx, &input).await.unwrap();
+    let chunks: Vec<Chunk> = ctx.store.get_json(&keys::chunks(&input.run_id)).await.unwrap();
+    let items: Vec<PostDataItem> = ctx.store.get_json(&keys::post_data_items(&input.run_id, "indexes")).await.unwrap();
+    assert!(chunks[0].seal.is_some() && items[0].seal.is_some(), "stored items are sealed");
+
+    let invoke = |function: Function, payload: serde_json::Value| runner::invoke(&ctx, function, payload, None);
+    let chunk_payload = |action: &str, chunk: &Chunk| serde_json::json!({"action": action, "job": input.job, "runId": input.run_id, "chunk": chunk});
+    let mut narrowed = chunks[0].clone();
+    narrowed.slices = vec![pgferry_core::step::Slice::KeyRange { lower: None, upper: Some(vec!["10".into()]) }];
+    for (function, action) in [(Function::Copy, "copyChunk"), (Function::Verify, "verifyChunk")] {
+        let err = invoke(function, chunk_payload(action, &narrowed)).await.unwrap_err();
+        assert_eq!(runner::task_failure(&err).error, "Pgferry.Tampered", "{action}: {err}");
+    }
+    let mut rewritten = items[0].clone();
+    rewritten.sql = "DROP TABLE public.items".into();
+    let payload =
+        serde_json::json!({"action": "postDataItem", "job": input.job, "runId": input.run_id, "item": rewritten});
+    let err = invoke(Function::Schema, payload).await.unwrap_err();
+    assert_eq!(runner::task_failure(&err).error, "Pgferry.Tampered", "{err}");
+    // Another run's items do not pass for this run's either.
+    let other = serde_json::json!({"action": "copyChunk", "job": input.job, "runId": "run-other", "chunk": chunks[0]});
+    assert!(invoke(Function::Copy, other).await.is_err());
+
+    let target = connect(&testbed().url(Server::Target, &target_db)).await;
+    let rows: i64 = target.query_one("SELECT count(*) FROM items", &[]).await.unwrap().get(0);
+    assert_eq!(rows, 0, "nothing was copied by a refused item");
+    // As sealed, they run.
+    let out = invoke(Function::Copy, chunk_payload("copyChunk", &chunks[0])).await.unwrap();
+    assert_eq!(out["rows"], 1002, "{out}");
+    let payload =
+        serde_json::json!({"action": "postDataItem", "job": input.job, "runId": input.run_id, "item": items[0]});
+    invoke(Function::Schema, payload).await.unwrap();
+    let out = invoke(Function::Verify, chunk_payload("verifyChunk", &chunks[0])).await.unwrap();
+    assert_eq!(out["equal"], true, "{out}");
+    drop(target);
+    cleanup(&source_db, &target_db).await;
+}
+
 /// Roles are cluster-wide: runs into two databases of one target cluster (nightly refreshes
 /// scheduled together), or a DBA altering a role meanwhile, update the same role at the same
 /// moment, and PostgreSQL fails the later of two updates with "tuple concurrently updated" instead

@@ -7,6 +7,8 @@
 use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
 use pgferry_core::aws::Clients;
 use pgferry_core::context::StepContext;
+use pgferry_core::error::ErrorKind;
+use pgferry_core::seal::SealKey;
 use pgferry_core::store::ArtifactStore;
 use pgferry_tests::aws;
 use serde_json::{Value, json};
@@ -24,7 +26,7 @@ async fn bucket(c: &Clients) -> (String, ArtifactStore) {
         );
     }
     create.send().await.expect("create bucket");
-    (name.clone(), ArtifactStore::s3(c.s3.clone(), name))
+    (name.clone(), ArtifactStore::s3(c.s3.clone(), name, Some(SealKey::generate())))
 }
 
 #[tokio::test]
@@ -98,7 +100,7 @@ async fn a_context_in_a_bucket_keeps_its_artifacts_in_s3() {
     let (name, _) = bucket(&c).await;
     // The constructor `StepContext::from_env` uses when PGFERRY_ARTIFACT_BUCKET is set (called
     // directly: the environment is shared by the tests' threads).
-    let ctx = StepContext::in_bucket(c.clone(), &name);
+    let ctx = StepContext::in_bucket(c.clone(), &name, SealKey::generate());
     assert!(matches!(&ctx.store, ArtifactStore::S3(s) if s.bucket() == name), "{:?}", ctx.store);
     ctx.store.put_json("runs/r1/plan/chunks.json", &json!([{"chunk": "c1"}])).await.unwrap();
 
@@ -110,9 +112,58 @@ async fn a_context_in_a_bucket_keeps_its_artifacts_in_s3() {
     assert_eq!(ctx.aws.clients().await.unwrap().region(), c.region());
 }
 
+/// Issue 23: whoever may write into the bucket cannot hand the functions a rewritten plan, dump
+/// or post-data statement — an object not written by a function holding the deployment's key is
+/// refused, and so is a sealed object moved under another key.
+#[tokio::test]
+async fn an_object_rewritten_in_the_bucket_is_refused_as_tampered() {
+    let c = aws::clients().await;
+    let (name, store) = bucket(&c).await;
+    let key = "runs/r1/schema/post-data-items-indexes.json";
+    store.put_json(key, &json!([{"sql": "CREATE INDEX i ON t (a)"}])).await.unwrap();
+    let _: Value = store.get_json(key).await.unwrap();
+    let sealed = c.s3.get_object().bucket(&name).key(key).send().await.unwrap();
+    let seal = sealed.metadata().and_then(|m| m.get(pgferry_core::seal::OBJECT_METADATA)).cloned().unwrap();
+
+    let forged = br#"[{"sql": "DROP TABLE t"}]"#.to_vec();
+    let put = |key: &'static str, body: Vec<u8>, seal: Option<String>| {
+        let mut req = c.s3.put_object().bucket(&name).key(key).body(body.into());
+        if let Some(seal) = seal {
+            req = req.metadata(pgferry_core::seal::OBJECT_METADATA, seal);
+        }
+        req.send()
+    };
+    // Rewritten without a seal, with the old seal, and the genuine object copied to another key.
+    put(key, forged.clone(), None).await.unwrap();
+    let err = store.get_json::<Value>(key).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Tampered, "{err}");
+    assert!(err.to_string().contains("carries no seal") && err.to_string().contains(key), "{err}");
+    assert_eq!(err.kind().step_error_name(), "Pgferry.Tampered");
+    put(key, forged, Some(seal.clone())).await.unwrap();
+    let err = store.get_json::<Value>(key).await.unwrap_err();
+    assert!(err.to_string().contains("does not match"), "{err}");
+    put(
+        "runs/r1/schema/post-data-items-validations.json",
+        br#"[{"sql": "CREATE INDEX i ON t (a)"}]"#.to_vec(),
+        Some(seal),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        store.get_json_opt::<Value>("runs/r1/schema/post-data-items-validations.json").await.unwrap_err().kind(),
+        ErrorKind::Tampered
+    );
+    // The CLI reads reports for display without the key.
+    let display = ArtifactStore::s3(c.s3.clone(), &name, None);
+    assert_eq!(display.get_json::<Value>(key).await.unwrap(), json!([{"sql": "DROP TABLE t"}]));
+    assert!(display.seal_key().await.is_err(), "a store without the key cannot seal items");
+}
+
 #[test]
 fn the_template_names_the_bucket_in_the_variable_the_functions_read() {
     let template = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/template.yaml")).unwrap();
     let line = format!("{}: !Ref ArtifactBucket", pgferry_core::context::ARTIFACT_BUCKET_VAR);
+    assert!(template.lines().any(|l| l.trim() == line), "infra/template.yaml does not set `{line}`");
+    let line = format!("{}: !Ref SealSecret", pgferry_core::context::SEAL_SECRET_VAR);
     assert!(template.lines().any(|l| l.trim() == line), "infra/template.yaml does not set `{line}`");
 }

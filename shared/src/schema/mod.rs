@@ -67,7 +67,10 @@ pub async fn handle_until(
         SchemaRequest::Globals(input) => to_value(globals(ctx, &input).await?),
         SchemaRequest::PreData(input) => to_value(pre_data(ctx, &input).await?),
         SchemaRequest::PostDataPlan(input) => to_value(post_data_plan(ctx, &input).await?),
-        SchemaRequest::PostDataItem(input) => to_value(post_data_item(ctx, &input, deadline).await?),
+        SchemaRequest::PostDataItem(input) => {
+            ctx.store.check_item(&input.run_id, &input.item).await?;
+            to_value(post_data_item(ctx, &input, deadline).await?)
+        }
         SchemaRequest::PostData(input) => to_value(post_data(ctx, &input).await?),
         SchemaRequest::Sequences(input) => to_value(sequences(ctx, &input).await?),
         SchemaRequest::Release(input) => to_value(release(ctx, &input).await?),
@@ -207,10 +210,13 @@ pub async fn pre_data(ctx: &StepContext, input: &StepInput) -> Result<SchemaOutp
 pub async fn post_data_plan(ctx: &StepContext, input: &StepInput) -> Result<PostDataPlanOutput> {
     let run = &input.run_id;
     let target = ctx.connect(&input.job, Side::Target, "schema", run).await?;
-    let split = match marker(&target, None, POST_DATA).await? {
+    let mut split = match marker(&target, None, POST_DATA).await? {
         Some(_) => postdata::Split::default(),
         None => post_data_split(ctx, run, &target).await?,
     };
+    // The Map states hand these statements to the functions as they read them from the bucket.
+    ctx.store.seal_items(run, &mut split.indexes).await?;
+    ctx.store.seal_items(run, &mut split.validations).await?;
     let (indexes_key, validations_key) =
         (keys::post_data_items(run, "indexes"), keys::post_data_items(run, "validations"));
     ctx.store.put_json(&indexes_key, &split.indexes).await?;

@@ -73,6 +73,7 @@ pub fn split(plan: &mut Plan, partitioned: &HashSet<QualifiedName>) -> Split {
                     table,
                     names: vec![name],
                     sql,
+                    seal: None,
                 });
                 p.sql = None;
                 p.outcome = Some(format!("built in parallel before this section (post-data item {id})"));
@@ -100,6 +101,7 @@ pub fn split(plan: &mut Plan, partitioned: &HashSet<QualifiedName>) -> Split {
                     table,
                     names: vec![name],
                     sql: index_sql,
+                    seal: None,
                 });
                 p.sql = Some(attach.clone());
                 p.outcome = Some(format!("index built in parallel (post-data item {id}), then attached: {attach}"));
@@ -123,6 +125,7 @@ pub fn split(plan: &mut Plan, partitioned: &HashSet<QualifiedName>) -> Split {
             sql: format!("ALTER TABLE {table} {}", actions.join(", ")),
             table,
             names,
+            seal: None,
         });
     }
     split
@@ -514,6 +517,7 @@ mod tests {
     fn an_altered_item_is_refused_and_validations_are_rebuilt() {
         let table = QualifiedName::new("public", "orders");
         let index = |sql: &str| PostDataItem {
+            seal: None,
             id: "index-0001".to_string(),
             kind: PostDataItemKind::BuildIndex,
             table: table.clone(),
@@ -535,6 +539,7 @@ mod tests {
             assert!(checked_sql("run-1", &index(bad)).is_err(), "{bad}");
         }
         let validate = PostDataItem {
+            seal: None,
             id: "validate-0001".to_string(),
             kind: PostDataItemKind::ValidateConstraints,
             table: table.clone(),
