@@ -5,6 +5,7 @@
 //! stderr, the summary to stdout; the exit status is 0 only when the copy completed and
 //! verification found the target equal.
 
+mod progress;
 mod sfn;
 mod summary;
 
@@ -172,7 +173,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Error> {
                 count(CheckStatus::Pass),
                 count(CheckStatus::Warn),
                 count(CheckStatus::Fail),
-                cli.store.join(&out.report_key).display()
+                ctx.store.location(&out.report_key)
             );
             Ok(if out.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
@@ -454,31 +455,94 @@ fn work_states(definition: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Prints a line per finished phase (and retries) and remembers each phase's duration. On a
-/// terminal, a live counter of finished chunks is redrawn in place while a Map state runs.
+/// Prints a line per finished phase (and retries) and remembers each phase's duration. While a
+/// Map state runs, its progress (items, bytes, rate, time left) is redrawn in place on a terminal
+/// and printed as a plain line every 10 s otherwise (see [`progress`]).
 fn progress_observer(work: Vec<String>, phases: Arc<Mutex<Vec<Phase>>>) -> Arc<dyn Fn(&Event) + Send + Sync> {
     let live = std::io::stderr().is_terminal();
-    let done = std::sync::atomic::AtomicUsize::new(0);
-    Arc::new(move |event: &Event| match event {
-        Event::StateExited { name, map_index: Some(_), ok: true, .. } if live => {
-            let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-            eprint!("\r\x1b[2K  ⋯ {name}: {n} done");
-        }
-        Event::StateExited { name, map_index: None, elapsed, ok } if work.contains(name) => {
-            if live {
-                done.store(0, std::sync::atomic::Ordering::Relaxed);
-                eprint!("\r\x1b[2K");
+    let tracker = Mutex::new(Tracker::default());
+    Arc::new(move |event: &Event| {
+        let Ok(mut t) = tracker.lock() else { return };
+        match event {
+            Event::StateEntered { name, map_index: None } => t.map_entered(name),
+            Event::TaskSucceeded { name, map_index, output } => {
+                t.task_succeeded(name, map_index.is_some(), output);
+                if let Some(map) = t.current.as_mut().filter(|_| map_index.is_some())
+                    && map.due(live)
+                {
+                    if live {
+                        eprint!("\r\x1b[2K  ⋯ {}", map.line());
+                    } else {
+                        eprintln!("  ⋯ {}", map.line());
+                    }
+                }
             }
-            eprintln!("  {} {name} ({})", if *ok { "✓" } else { "✗" }, summary::human_duration(*elapsed));
-            if let Ok(mut p) = phases.lock() {
-                p.push(Phase::new(name, *elapsed, *ok));
+            Event::StateExited { name, map_index: None, elapsed, ok } if work.contains(name) => {
+                if live && t.current.take().is_some() {
+                    eprint!("\r\x1b[2K");
+                }
+                t.current = None;
+                eprintln!("  {} {name} ({})", if *ok { "✓" } else { "✗" }, summary::human_duration(*elapsed));
+                if let Ok(mut p) = phases.lock() {
+                    p.push(Phase::new(name, *elapsed, *ok));
+                }
             }
+            Event::Retrying { name, error, attempt, delay } => {
+                eprintln!("  ↻ {name}: {error}, attempt {attempt} in {}", summary::human_duration(*delay));
+            }
+            _ => {}
         }
-        Event::Retrying { name, error, attempt, delay } => {
-            eprintln!("  ↻ {name}: {error}, attempt {attempt} in {}", summary::human_duration(*delay));
-        }
-        _ => {}
     })
+}
+
+/// What the progress display knows: the plans' totals and the Map state running.
+#[derive(Debug, Default)]
+struct Tracker {
+    /// From the chunk plan: copy items, verify items, estimated bytes.
+    chunks: Option<u64>,
+    verify_items: Option<u64>,
+    estimated_bytes: Option<u64>,
+    /// From the post-data plan: index builds, foreign key validations.
+    indexes: Option<u64>,
+    validations: Option<u64>,
+    current: Option<progress::MapProgress>,
+}
+
+impl Tracker {
+    fn map_entered(&mut self, name: &str) {
+        let (items, bytes) = match name {
+            "CopyChunks" => (self.chunks, self.estimated_bytes),
+            "VerifyChunks" | "CutoverVerify" => (self.verify_items, None),
+            "BuildIndexes" => (self.indexes, None),
+            "ValidateForeignKeys" => (self.validations, None),
+            _ => return,
+        };
+        self.current = Some(progress::MapProgress::new(name, items, bytes));
+    }
+
+    fn task_succeeded(&mut self, name: &str, in_map: bool, output: &serde_json::Value) {
+        if !in_map {
+            let plan = match name {
+                "PlanChunks" => &output["plan"],
+                "CutoverPlan" => &output["plan"],
+                "PlanPostData" => {
+                    self.indexes = output["postDataPlan"]["indexes"].as_u64();
+                    self.validations = output["postDataPlan"]["validations"].as_u64();
+                    return;
+                }
+                _ => return,
+            };
+            self.chunks = plan["chunks"].as_u64();
+            self.verify_items = plan["verifyItems"].as_u64().filter(|n| *n > 0).or(self.chunks);
+            self.estimated_bytes = plan["estimatedBytes"].as_u64();
+            return;
+        }
+        let Some(map) = self.current.as_mut() else { return };
+        // Copy and post-data items put their result under `progress`; verify items are the result.
+        let result = if output["progress"].is_object() { &output["progress"] } else { output };
+        let done = result["done"].as_bool().unwrap_or(true);
+        map.item(result["chunkId"].as_str(), result["bytes"].as_u64(), done);
+    }
 }
 
 /// `pgferry verify`: plan, hash every chunk on both sides, report.

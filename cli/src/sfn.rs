@@ -9,11 +9,11 @@
 //! credentials, `AWS_ENDPOINT_URL`) through the clients of `pgferry_core::aws`.
 
 use std::collections::HashMap;
-use std::io::Read;
+use std::io::{IsTerminal, Read};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use aws_sdk_sfn::types::{ExecutionStatus, HistoryEvent, HistoryEventType};
+use aws_sdk_sfn::types::{ExecutionStatus, HistoryEvent};
 use pgferry_core::asl::Outcome;
 use pgferry_core::aws::{Clients, sdk_error};
 use pgferry_core::context::{ARTIFACT_BUCKET_VAR, Credentials};
@@ -61,6 +61,7 @@ pub async fn watch(execution_arn: &str, bucket: Option<String>, interval: Durati
     let described = loop {
         let events = history(&sfn, execution_arn).await?;
         progress.show(&events);
+        progress.show_map_run(&sfn).await;
         let described = describe(&sfn, execution_arn).await?;
         if *described.status() != ExecutionStatus::Running {
             // Events written between the history read and the status read.
@@ -237,11 +238,41 @@ struct Progress {
     /// State name → when it was entered (ms since the epoch) and whether it failed since.
     open: HashMap<String, (i64, bool)>,
     phases: Vec<Phase>,
+    /// The Map Run in flight and its progress (from `DescribeMapRun`'s item counts).
+    map_run: Option<(String, crate::progress::MapProgress)>,
+    /// The work state entered last (the Map a Map Run belongs to).
+    last_entered: String,
 }
 
 impl Progress {
     fn new(work_states: Vec<String>) -> Self {
-        Self { work_states, last_event: 0, open: HashMap::new(), phases: Vec::new() }
+        Self {
+            work_states,
+            last_event: 0,
+            open: HashMap::new(),
+            phases: Vec::new(),
+            map_run: None,
+            last_entered: String::new(),
+        }
+    }
+
+    /// The running Map Run's items: a bar on a terminal, a plain line every 10 s otherwise. A
+    /// failed `DescribeMapRun` (e.g. not allowed) shows nothing.
+    async fn show_map_run(&mut self, sfn: &aws_sdk_sfn::Client) {
+        let Some((arn, map)) = self.map_run.as_mut() else { return };
+        let Ok(described) = Box::pin(sfn.describe_map_run().map_run_arn(arn.as_str()).send()).await else { return };
+        if let Some(counts) = described.item_counts() {
+            let done = counts.succeeded() + counts.failed() + counts.aborted() + counts.timed_out();
+            map.set_counts(u64::try_from(done).unwrap_or(0), u64::try_from(counts.total()).unwrap_or(0));
+        }
+        let terminal = std::io::stderr().is_terminal();
+        if map.due(terminal) {
+            if terminal {
+                eprint!("\r\x1b[2K  ⋯ {}", map.line());
+            } else {
+                eprintln!("  ⋯ {}", map.line());
+            }
+        }
     }
 
     fn is_work(&self, name: &str) -> bool {
@@ -255,6 +286,7 @@ impl Progress {
             let at = millis(event.timestamp());
             if let Some(entered) = event.state_entered_event_details() {
                 self.open.insert(entered.name().to_string(), (at, false));
+                self.last_entered = entered.name().to_string();
                 if self.is_work(entered.name()) {
                     eprintln!("  → {}", entered.name());
                 }
@@ -263,6 +295,9 @@ impl Progress {
                 let (since, failed) = self.open.remove(name).unwrap_or((at, false));
                 let elapsed = Duration::from_millis(u64::try_from(at - since).unwrap_or(0));
                 if self.is_work(name) {
+                    if self.map_run.take().is_some() && std::io::stderr().is_terminal() {
+                        eprint!("\r\x1b[2K");
+                    }
                     let mark = if failed { "✗" } else { "✓" };
                     eprintln!("  {mark} {name} ({})", summary::human_duration(elapsed));
                     self.phases.push(Phase::new(name, elapsed, !failed));
@@ -272,8 +307,12 @@ impl Progress {
                     *failed = true;
                 }
                 eprintln!("  ! {error}: {}", cause.lines().next().unwrap_or(""));
-            } else if *event.r#type() == HistoryEventType::MapRunStarted {
+            } else if let Some(started) = event.map_run_started_event_details() {
                 eprintln!("    map run started");
+                if let Some(arn) = started.map_run_arn() {
+                    let map = crate::progress::MapProgress::new(&self.last_entered, None, None);
+                    self.map_run = Some((arn.to_string(), map));
+                }
             }
         }
     }

@@ -153,6 +153,26 @@ async fn run_refuses_an_unknown_field_naming_it_and_writes_nothing() {
     assert!(!target_database_exists(&target_db).await);
 }
 
+/// Issue 28: misspelt fields are all named at once, each with its suggestion, exit 2.
+#[tokio::test]
+async fn misspelt_fields_are_all_named_with_a_suggestion_each() {
+    let dir = scratch("misspelt");
+    let target_db = unique_name("never_created");
+    let job = serde_json::json!({
+        "sorce": {"url": testbed().url(Server::Source, "postgres")},
+        "target": {"url": testbed().url(Server::Target, &target_db)},
+        "maxConcurency": 4
+    });
+    let path = dir.join("job.json");
+    std::fs::write(&path, job.to_string()).unwrap();
+    let out = pgferry(&["run", path.to_str().unwrap()], &dir);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unknown field `sorce` (did you mean `source`?)"), "{stderr}");
+    assert!(stderr.contains("unknown field `maxConcurency` (did you mean `maxConcurrency`?)"), "{stderr}");
+    assert!(!target_database_exists(&target_db).await);
+}
+
 #[tokio::test]
 async fn run_with_an_unreachable_source_fails_preflight_in_one_line_and_writes_nothing() {
     let dir = scratch("unreachable");

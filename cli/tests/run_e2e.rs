@@ -129,6 +129,8 @@ async fn pgbench_scale_20_with_foreign_keys_and_t29_to_t39_shapes_arrive_equal()
     let said = format!("{stdout}{stderr}");
     assert!(said.contains("source-privileges") && said.contains("public.secret"), "{said}");
     assert!(said.contains("source-row-security") && said.contains("public.tenant_rows"), "{said}");
+    assert!(said.contains("obtainSourceAccess"), "`run` shows each failing check's advice: {said}");
+    assert!(said.contains("✗ Preflight"), "the failed phase is shown failed: {said}");
     let out = pgferry(&["preflight", job.to_str().unwrap()], &dir);
     let checks = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{checks}");

@@ -405,6 +405,7 @@ pub async fn run(ctx: &StepContext, input: &StepInput) -> Result<PlanOutput> {
         verify_key: keys::verify_items(&input.run_id),
         tables: plan.chunks.iter().map(|c| &c.table).collect::<std::collections::BTreeSet<_>>().len(),
         chunks: plan.chunks.len(),
+        verify_items: plan.verify_items.len(),
         estimated_bytes: plan.estimated_bytes,
         estimated_seconds: plan.estimated_seconds,
         max_concurrency: input.job.effective_max_concurrency(),

@@ -344,6 +344,9 @@ pub struct PlanOutput {
     pub verify_key: String,
     pub tables: usize,
     pub chunks: usize,
+    /// Items of the verify Map (a table copied by page ranges is verified as one item).
+    #[serde(default)]
+    pub verify_items: usize,
     pub estimated_bytes: u64,
     /// Rough copy time in seconds at `max_concurrency` (see `plan::estimate_seconds`).
     pub estimated_seconds: u64,

@@ -42,6 +42,16 @@ impl ArtifactStore {
         Self::S3(S3Store { client, bucket: bucket.into(), key })
     }
 
+    /// Where an artifact is, for a person: an absolute path locally, `s3://bucket/key` in S3.
+    pub fn location(&self, key: &str) -> String {
+        match self {
+            Self::Local(s) => {
+                std::path::absolute(s.root.join(key)).unwrap_or_else(|_| s.root.join(key)).display().to_string()
+            }
+            Self::S3(s) => s.url(key),
+        }
+    }
+
     /// The key items are sealed with: the deployment's, or the local store's own.
     pub async fn seal_key(&self) -> Result<SealKey> {
         match self {

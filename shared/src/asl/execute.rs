@@ -172,6 +172,15 @@ impl<'a> Execution<'a> {
                 let elapsed = started.elapsed();
                 tracing::debug!(state = %state.name, ?map_index, ok, ?elapsed, "exited state");
                 self.emit(Event::StateExited { name: state.name.clone(), map_index, elapsed, ok });
+                if self.observer.is_some() && matches!(state.kind, Kind::Task(_)) {
+                    let output = match &step {
+                        Step::Next { ok: true, output, .. } | Step::End(output) => Some(output.clone()),
+                        _ => None,
+                    };
+                    if let Some(output) = output {
+                        self.emit(Event::TaskSucceeded { name: state.name.clone(), map_index, output });
+                    }
+                }
                 match step {
                     Step::Next { next, output, .. } => {
                         name = next;

@@ -141,6 +141,9 @@ pub enum Event {
         /// Whether the state completed without an error.
         ok: bool,
     },
+    /// A Task state succeeded (emitted after its `StateExited`); `output` is the state's output,
+    /// after its `ResultPath` and `OutputPath` (what the next state receives).
+    TaskSucceeded { name: String, map_index: Option<usize>, output: serde_json::Value },
     /// A Task or Map failed with an error that a retrier matched; the state runs again after
     /// `delay`.
     Retrying {

@@ -929,8 +929,10 @@ async fn events_are_emitted_in_order() {
             entered("One", Some(0)),
             Event::Retrying { name: "One".into(), error: "Flaky".into(), attempt: 1, delay: Duration::from_secs(2) },
             exited("One", Some(0), 2, true),
+            Event::TaskSucceeded { name: "One".into(), map_index: Some(0), output: json!(2) },
             entered("One", Some(1)),
             exited("One", Some(1), 0, true),
+            Event::TaskSucceeded { name: "One".into(), map_index: Some(1), output: json!(3) },
             exited("Copy", None, 2, true),
         ]
     );

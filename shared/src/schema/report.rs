@@ -155,7 +155,7 @@ pub async fn summary(store: &ArtifactStore, run: &str) -> Option<String> {
     if !not_recreated.is_empty() {
         out += &format!("  not recreated: {}\n", not_recreated.join(", "));
     }
-    out += &format!("  details: {}\n", keys::schema_report(run, "<step>"));
+    out += &format!("  details: {}\n", store.location(&keys::schema_report(run, "<step>")));
     Some(out)
 }
 
