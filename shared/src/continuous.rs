@@ -751,7 +751,7 @@ pub async fn check_lag(ctx: &StepContext, input: &StepInput) -> Result<LagOutput
                 "SELECT now() > coalesce(subscribed_at, created_at) + make_interval(secs => $2::float8)
                    FROM {RECORD_TABLE} WHERE run_id = $1"
             ),
-            &[run, &(options.deadline_seconds() as f64)],
+            &[run, &(options.effective_deadline_seconds() as f64)],
         )
         .await
         .map_err(db_err("read the replication record"))?

@@ -111,8 +111,9 @@ impl ContinuousOptions {
     pub const DEFAULT_MAX_LAG_BYTES: u64 = 1 << 20;
     /// 10 s of replay lag.
     pub const DEFAULT_MAX_LAG_SECONDS: u64 = 10;
-    /// A lag check every 30 s (each one a Lambda invocation and a state transition).
-    pub const DEFAULT_WAIT_SECONDS: u64 = 30;
+    /// A lag check every 45 s (each one a Lambda invocation and ~9 history events): the default
+    /// deadline then takes 1,920 passes, within [`WAIT_LOOP_PASSES_MAX`].
+    pub const DEFAULT_WAIT_SECONDS: u64 = 45;
     /// One day to catch up, then the loop stops (Step Functions allows a year per execution).
     pub const DEFAULT_DEADLINE_SECONDS: u64 = 86_400;
 
@@ -127,6 +128,11 @@ impl ContinuousOptions {
     }
     pub fn deadline_seconds(&self) -> u64 {
         self.deadline_seconds.unwrap_or(Self::DEFAULT_DEADLINE_SECONDS)
+    }
+    /// How long the lag loop waits: `deadlineSeconds`, but at most [`WAIT_LOOP_PASSES_MAX`] lag
+    /// checks (`waitSeconds` apart), which keeps the loop within an execution's history.
+    pub fn effective_deadline_seconds(&self) -> u64 {
+        self.deadline_seconds().min(self.wait_seconds().saturating_mul(WAIT_LOOP_PASSES_MAX))
     }
 }
 
@@ -290,6 +296,12 @@ pub struct CloneOptions {
 /// Default seconds between two `Describe*` calls on a clone being created: a PITR restore takes
 /// 10-30 minutes, an Aurora clone 5-15, so polling faster buys nothing.
 pub const DEFAULT_CLONE_POLL_SECONDS: u32 = 30;
+
+/// Passes a waiting loop of the state machine (the lag loop of mode `continuous`, the wait for a
+/// clone) may make within its deadline. Each pass writes about 9 history events (a Wait, a Task,
+/// a Choice) and an execution may hold 25,000: 2,000 passes leave the rest of the run room. A
+/// job whose deadline and interval would need more is refused, not failed after a day.
+pub const WAIT_LOOP_PASSES_MAX: u64 = 2_000;
 /// Default minutes to wait for a clone: a large RDS restore replays a lot of WAL.
 pub const DEFAULT_CLONE_WAIT_MINUTES: u32 = 180;
 
@@ -394,6 +406,16 @@ impl Endpoint {
             }
             if options.effective_max_wait_minutes() == 0 {
                 return err("`clone.maxWaitMinutes` must be at least 1".to_string());
+            }
+            let wait = u64::from(options.effective_max_wait_minutes()) * 60;
+            let poll = u64::from(options.effective_poll_seconds());
+            if wait.div_ceil(poll) > WAIT_LOOP_PASSES_MAX {
+                return err(format!(
+                    "`clone.maxWaitMinutes` / `clone.pollSeconds` makes {} looks at the clone, more than the \
+                     {WAIT_LOOP_PASSES_MAX} an execution's history holds: set pollSeconds to at least {}",
+                    wait.div_ceil(poll),
+                    wait.div_ceil(WAIT_LOOP_PASSES_MAX)
+                ));
             }
             if options.port == Some(0) {
                 return err("`clone.port` must be 1-65535".to_string());
@@ -714,6 +736,32 @@ impl Job {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 24: a waiting loop never passes Step Functions' 25,000 history events: the lag loop
+    /// stops after 2,000 checks at the latest, a clone wait that would need more is refused.
+    #[test]
+    fn waiting_loops_that_would_outgrow_an_execution_history_are_refused() {
+        let job = |extra: &str| {
+            Job::from_json(&format!(
+                r#"{{"source":{{"url":"postgresql://u@a/d"}},"target":{{"url":"postgresql://u@b/d"}},{extra}}}"#
+            ))
+        };
+        let continuous = |options: &str| {
+            job(&format!(r#""mode":"continuous","continuous":{options}"#)).unwrap().continuous_options()
+        };
+        assert_eq!(continuous("{}").effective_deadline_seconds(), 86_400, "the default deadline fits");
+        assert_eq!(continuous(r#"{"waitSeconds":1}"#).effective_deadline_seconds(), 2_000);
+        assert_eq!(continuous(r#"{"waitSeconds":30,"deadlineSeconds":600}"#).effective_deadline_seconds(), 600);
+        let clone = |options: &str| {
+            Job::from_json(&format!(
+                r#"{{"source":{{"rdsInstance":"p","database":"d","consistency":"clone","clone":{options}}},
+                    "target":{{"url":"postgresql://u@b/d"}}}}"#
+            ))
+        };
+        clone("{}").unwrap();
+        let err = clone(r#"{"pollSeconds":1}"#).unwrap_err().to_string();
+        assert!(err.contains("10800 looks at the clone") && err.contains("pollSeconds to at least 6"), "{err}");
+    }
 
     #[test]
     fn a_minimal_job_defaults_to_snapshot() {

@@ -743,6 +743,11 @@ pub mod keys {
     pub fn failure(run: &str) -> String {
         format!("runs/{run}/failure.json")
     }
+    /// Where the Distributed Maps' `ResultWriter`s export the run's child executions (written
+    /// by Step Functions, not by a function: unsealed).
+    pub fn map_results(run: &str) -> String {
+        format!("runs/{run}/map-results/")
+    }
 }
 
 #[cfg(test)]

@@ -88,6 +88,15 @@ impl ArtifactStore {
         }
     }
 
+    /// An object Step Functions wrote (a `ResultWriter` export), read without a seal check: it
+    /// carries none. Only for what is shown or reported, never for what is run.
+    pub async fn get_bytes_unsealed(&self, key: &str) -> Result<Vec<u8>> {
+        match self {
+            Self::Local(s) => s.get(key).await,
+            Self::S3(s) => S3Store { key: None, ..s.clone() }.get(key).await,
+        }
+    }
+
     /// Keys under `prefix`, sorted.
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>> {
         match self {

@@ -659,19 +659,69 @@ pub async fn report(ctx: &StepContext, input: &StepInput) -> Result<ReportOutput
 
 /// Records a failure caught by the state machine.
 pub async fn diagnose(ctx: &StepContext, input: &DiagnoseInput) -> Result<DiagnoseOutput> {
-    let output = DiagnoseOutput {
-        report_key: keys::failure(&input.run_id),
-        error: input.error.error.clone(),
-        cause: input.error.cause.clone(),
-    };
+    let (mut error, mut cause) = (input.error.error.clone(), input.error.cause.clone());
+    // A Distributed Map fails with a generic name whatever its item's error was: the item's own
+    // (`Pgferry.*`, which the advice and the alert are about) is in the Map's export.
+    if error == crate::asl::STATES_EXCEED_TOLERATED_FAILURE_THRESHOLD {
+        match failed_item(ctx, &input.run_id).await {
+            Ok(Some((item_error, item_cause))) => (error, cause) = (item_error, item_cause),
+            Ok(None) => tracing::warn!("no failed item found in the run's map results"),
+            Err(e) => tracing::warn!(error = %e, "the run's map results could not be read"),
+        }
+    }
+    let output = DiagnoseOutput { report_key: keys::failure(&input.run_id), error, cause };
     ctx.store.put_json(&output.report_key, &output).await?;
     tracing::error!(error = %output.error, cause = %output.cause, "run failed");
     Ok(output)
 }
 
+/// The error and cause of the first failed child execution in the run's Map exports
+/// (`FAILED_*.json` under [`keys::map_results`]).
+async fn failed_item(ctx: &StepContext, run: &str) -> Result<Option<(String, String)>> {
+    for key in ctx.store.list(&keys::map_results(run)).await? {
+        let Some(name) = key.rsplit('/').next() else { continue };
+        if !(name.starts_with("FAILED_") && name.ends_with(".json")) {
+            continue;
+        }
+        let records: Vec<serde_json::Value> = serde_json::from_slice(&ctx.store.get_bytes_unsealed(&key).await?)
+            .map_err(|e| crate::Error::Store { key: key.clone(), reason: e.to_string() })?;
+        if let Some(record) = records.iter().find(|r| r["Error"].is_string()) {
+            let text = |field: &str| record[field].as_str().unwrap_or_default().to_string();
+            return Ok(Some((text("Error"), text("Cause"))));
+        }
+    }
+    Ok(None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 24: the run's failure names the failed item's error, read back from the export the
+    /// failed Distributed Map left (its own error is generic); other errors pass through.
+    #[tokio::test]
+    async fn diagnose_recovers_a_failed_map_items_error_from_the_maps_export() {
+        let dir = std::env::temp_dir().join(format!("pgferry-diagnose-{}", rand::random::<u64>()));
+        let ctx = StepContext::new(crate::store::ArtifactStore::local(&dir), Default::default());
+        let job = crate::job::Job::from_json(
+            r#"{"source": {"url": "postgresql://a@h/db"}, "target": {"url": "postgresql://b@h/db"}}"#,
+        )
+        .unwrap();
+        let failed =
+            serde_json::json!([{"Status": "FAILED", "Error": "Pgferry.TlsFailed", "Cause": "certificate expired"}]);
+        ctx.store.put_json("runs/r1/map-results/copy/0b1c/FAILED_0.json", &failed).await.unwrap();
+        ctx.store.put_json("runs/r1/map-results/copy/0b1c/SUCCEEDED_0.json", &serde_json::json!([])).await.unwrap();
+        let input = |error: &str| DiagnoseInput {
+            job: job.clone(),
+            run_id: "r1".into(),
+            error: crate::step::StepError { error: error.into(), cause: "Map Run failed".into() },
+        };
+        let out = diagnose(&ctx, &input(crate::asl::STATES_EXCEED_TOLERATED_FAILURE_THRESHOLD)).await.unwrap();
+        assert_eq!((out.error.as_str(), out.cause.as_str()), ("Pgferry.TlsFailed", "certificate expired"));
+        let out = diagnose(&ctx, &input("Pgferry.AuthFailed")).await.unwrap();
+        assert_eq!((out.error.as_str(), out.cause.as_str()), ("Pgferry.AuthFailed", "Map Run failed"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 
     #[test]
     fn the_hash_query_quotes_every_name_and_sums_row_hashes_of_the_chunk_range() {

@@ -175,6 +175,10 @@ pub(crate) struct MapState {
     /// `Label`: names the Map Run (`…:mapRun:<state machine>/<label>:<id>`); the state name when
     /// absent.
     pub(crate) label: Option<String>,
+    /// `ItemProcessor.ProcessorConfig.Mode` is `DISTRIBUTED`: each iteration is a child
+    /// execution with its own history, and a failed iteration fails the Map with
+    /// `States.ExceedToleratedFailureThreshold` (no tolerated failures are supported).
+    pub(crate) distributed: bool,
     /// `ResultWriter` (Distributed mode only).
     pub(crate) result_writer: Option<ResultWriter>,
     pub(crate) result_selector: Option<Template>,
@@ -745,6 +749,7 @@ fn parse_map(fields: &Fields<'_>) -> Result<MapState, AslError> {
         max_concurrency,
         max_concurrency_path,
         label,
+        distributed,
         result_writer,
         result_selector: fields.template("ResultSelector")?,
         result_path: fields.result_path()?,

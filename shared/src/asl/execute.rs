@@ -10,6 +10,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::SystemTime;
 
 use futures_util::future::BoxFuture;
@@ -28,8 +29,9 @@ use super::retry::{Catcher, Retrier, error_matches};
 use super::template::Template;
 use super::time::{format_rfc3339, now_unix_nanos, parse_rfc3339, until};
 use super::{
-    AslError, Environment, Event, Outcome, STATES_NO_CHOICE_MATCHED, STATES_RESULT_PATH_MATCH_FAILURE, STATES_RUNTIME,
-    STATES_TIMEOUT, TaskFailure,
+    AslError, Environment, Event, HISTORY_LIMIT_EVENTS, Outcome, PAYLOAD_LIMIT_BYTES, STATES_DATA_LIMIT_EXCEEDED,
+    STATES_EXCEED_TOLERATED_FAILURE_THRESHOLD, STATES_NO_CHOICE_MATCHED, STATES_RESULT_PATH_MATCH_FAILURE,
+    STATES_RUNTIME, STATES_TIMEOUT, TaskFailure,
 };
 
 /// Account and region placeholder in the ARNs a local run reports in the context object.
@@ -66,6 +68,65 @@ impl fmt::Debug for Execution<'_> {
 struct Run {
     execution: Value,
     state_machine: Value,
+}
+
+/// The history events of one execution (the run, or one child execution of a Distributed Map),
+/// counted as Step Functions writes them, so that a definition that would pass
+/// [`HISTORY_LIMIT_EVENTS`] in AWS fails here too.
+#[derive(Debug)]
+struct History(AtomicUsize);
+
+impl History {
+    /// `ExecutionStarted` and the event that ends the execution.
+    fn new() -> Self {
+        Self(AtomicUsize::new(2))
+    }
+
+    /// Counts `events`; passing the limit fails the execution with `States.Runtime`, which no
+    /// `Catch` handles (as in AWS, where the failure path would not run either).
+    fn add(&self, events: usize, state: &str) -> Result<(), TaskFailure> {
+        let total = self.0.fetch_add(events, Ordering::Relaxed) + events;
+        if total > HISTORY_LIMIT_EVENTS {
+            return Err(TaskFailure::new(
+                STATES_RUNTIME,
+                format!(
+                    "state `{state}`: the execution's history passed Step Functions' {HISTORY_LIMIT_EVENTS} events; \
+                     a loop must go on in a new execution before that"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The events a state writes when it runs once (retries are counted as they happen):
+    /// a Lambda Task entered, scheduled, started, succeeded or failed, exited; a Distributed Map
+    /// entered, started, its Map Run started and ended, the Map ended and exited (its iterations
+    /// are child executions); an inline Map entered, started, ended, exited (and two events per
+    /// iteration); a Fail state entered; any other state entered and exited.
+    fn events_of(kind: &Kind) -> usize {
+        match kind {
+            Kind::Task(_) => 5,
+            Kind::Map(map) if map.distributed => 6,
+            Kind::Map(_) => 4,
+            Kind::Fail(_) => 1,
+            _ => 2,
+        }
+    }
+}
+
+/// Fails a state whose output passes Step Functions' payload quota.
+fn check_payload(state: &str, what: &str, value: &Value) -> Result<(), TaskFailure> {
+    let size = serde_json::to_vec(value).map_or(0, |v| v.len());
+    if size > PAYLOAD_LIMIT_BYTES {
+        return Err(TaskFailure::new(
+            STATES_DATA_LIMIT_EXCEEDED,
+            format!(
+                "state `{state}`: its {what} is {size} bytes, more than the {PAYLOAD_LIMIT_BYTES} bytes Step Functions \
+                 passes between states; keep big data in the artifact store and pass its key"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// How a state ended.
@@ -118,7 +179,11 @@ impl<'a> Execution<'a> {
             }),
         };
         let input = run.execution["Input"].clone();
-        let states = self.run_states(&run, &self.machine.root, input, None);
+        let history = History::new();
+        if let Err(failure) = check_payload("(execution)", "input", &input) {
+            return Ok(Outcome::Failed { error: failure.error, cause: failure.cause });
+        }
+        let states = self.run_states(&run, &self.machine.root, input, None, &history);
         let result = match self.machine.timeout {
             None => states.await,
             Some(limit) => tokio::time::timeout(limit, states).await.unwrap_or_else(|_| {
@@ -151,6 +216,7 @@ impl<'a> Execution<'a> {
         states: &'s States,
         input: Value,
         map_index: Option<usize>,
+        history: &'s History,
     ) -> BoxFuture<'s, Result<Value, TaskFailure>> {
         Box::pin(async move {
             let mut name = states.start_at.as_str();
@@ -160,10 +226,18 @@ impl<'a> Execution<'a> {
                 let Some(state) = states.states.get(name) else {
                     return Err(TaskFailure::new(STATES_RUNTIME, format!("state `{name}` does not exist")));
                 };
+                history.add(History::events_of(&state.kind), &state.name)?;
                 self.emit(Event::StateEntered { name: state.name.clone(), map_index });
                 tracing::debug!(state = %state.name, ?map_index, "entered state");
                 let started = Instant::now();
-                let step = self.run_state(run, state, input).await;
+                let step = match self.run_state(run, state, input, history).await {
+                    Step::Next { output, .. } | Step::End(output)
+                        if check_payload(&state.name, "output", &output).is_err() =>
+                    {
+                        Step::Failed(check_payload(&state.name, "output", &output).unwrap_err())
+                    }
+                    step => step,
+                };
                 let ok = match &step {
                     Step::Next { ok, .. } => *ok,
                     Step::End(_) => true,
@@ -193,7 +267,7 @@ impl<'a> Execution<'a> {
         })
     }
 
-    async fn run_state<'s>(&'s self, run: &'s Run, state: &'s State, input: Value) -> Step<'s> {
+    async fn run_state<'s>(&'s self, run: &'s Run, state: &'s State, input: Value, history: &'s History) -> Step<'s> {
         let entered = format_rfc3339(SystemTime::now());
         let name = state.name.as_str();
         let context = |retry_count| Context::new(&run.execution, &run.state_machine, name, &entered, retry_count);
@@ -201,7 +275,7 @@ impl<'a> Execution<'a> {
             Kind::Task(task) => {
                 let input = &input;
                 let result = self
-                    .with_retry(name, &task.retry, |retry_count| async move {
+                    .with_retry(name, &task.retry, history, |retry_count| async move {
                         let context = context(retry_count);
                         self.task_attempt(&Scope { state: name, input, context: &context }, task).await
                     })
@@ -211,9 +285,9 @@ impl<'a> Execution<'a> {
             Kind::Map(map) => {
                 let input = &input;
                 let result = self
-                    .with_retry(name, &map.retry, |retry_count| async move {
+                    .with_retry(name, &map.retry, history, |retry_count| async move {
                         let context = context(retry_count);
-                        self.map_attempt(run, &Scope { state: name, input, context: &context }, map).await
+                        self.map_attempt(run, &Scope { state: name, input, context: &context }, map, history).await
                     })
                     .await;
                 return settle(name, result, &map.catch, &map.transition, input.clone());
@@ -229,7 +303,13 @@ impl<'a> Execution<'a> {
 
     /// Runs `attempt` until it succeeds, or fails with an error no retrier (still) covers.
     /// `attempt` gets the number of retries so far (`$$.State.RetryCount`).
-    async fn with_retry<F, Fut>(&self, name: &str, retriers: &[Retrier], mut attempt: F) -> Result<Value, TaskFailure>
+    async fn with_retry<F, Fut>(
+        &self,
+        name: &str,
+        retriers: &[Retrier],
+        history: &History,
+        mut attempt: F,
+    ) -> Result<Value, TaskFailure>
     where
         F: FnMut(u32) -> Fut,
         Fut: Future<Output = Result<Value, TaskFailure>>,
@@ -241,7 +321,7 @@ impl<'a> Execution<'a> {
                 Ok(output) => return Ok(output),
                 Err(failure) => failure,
             };
-            if failure.error == STATES_RUNTIME {
+            if failure.error == STATES_RUNTIME || failure.error == STATES_DATA_LIMIT_EXCEEDED {
                 return Err(failure);
             }
             // Only the first matching retrier applies, even when it is exhausted.
@@ -252,6 +332,8 @@ impl<'a> Execution<'a> {
             if attempts_by_retrier[index] >= retrier.max_attempts {
                 return Err(failure);
             }
+            // A retry writes the task's scheduled, started and failed events again.
+            history.add(3, name)?;
             let delay = retrier.delay(attempts_by_retrier[index]);
             attempts_by_retrier[index] += 1;
             retries += 1;
@@ -264,6 +346,7 @@ impl<'a> Execution<'a> {
     /// One attempt of a Task state: input processing, the call, output processing.
     async fn task_attempt(&self, scope: &Scope<'_>, task: &Task) -> Result<Value, TaskFailure> {
         let effective = effective_input(scope, &task.input_path, task.parameters.as_ref())?;
+        check_payload(scope.state, "input", &effective)?;
         let call = self.env.invoke(&task.resource, effective);
         let result = match task.timeout {
             None => call.await?,
@@ -274,13 +357,20 @@ impl<'a> Execution<'a> {
                 )
             })??,
         };
+        check_payload(scope.state, "result", &result)?;
         state_output(scope, result, task.result_selector.as_ref(), &task.result_path, &task.output_path)
     }
 
     /// One attempt of a Map state: read the items, run every iteration, collect results in
     /// item order (or export them through the `ResultWriter`). The first iteration to fail fails
     /// the attempt; the others are dropped, as AWS aborts them.
-    async fn map_attempt(&self, run: &Run, scope: &Scope<'_>, map: &MapState) -> Result<Value, TaskFailure> {
+    async fn map_attempt(
+        &self,
+        run: &Run,
+        scope: &Scope<'_>,
+        map: &MapState,
+        history: &History,
+    ) -> Result<Value, TaskFailure> {
         let effective = select(scope, &map.input_path, "InputPath")?;
         let effective_scope = scope.with_input(&effective);
         let items = match &map.items {
@@ -336,27 +426,54 @@ impl<'a> Execution<'a> {
         };
         let limit = if max_concurrency == 0 { count.max(1) } else { max_concurrency };
         let keep_inputs = writer.is_some();
+        if !map.distributed {
+            // Inline: every iteration's events (started, succeeded, and its states') are the
+            // execution's own.
+            history.add(2 * count, scope.state)?;
+        }
         let mut iterations = stream::iter(inputs.into_iter().enumerate())
             .map(|(index, input)| async move {
                 let started = SystemTime::now();
                 let kept = if keep_inputs { input.clone() } else { Value::Null };
-                let output = self.run_states(run, &map.processor, input, Some(index)).await;
-                let iteration =
-                    output.map(|output| Iteration { input: kept, output, started, stopped: SystemTime::now() });
-                (index, iteration)
+                // A Distributed Map's iteration is a child execution, with a history of its own.
+                let child = History::new();
+                let history = if map.distributed { &child } else { history };
+                let output = self.run_states(run, &map.processor, input, Some(index), history).await;
+                (index, Iteration { input: kept, output, started, stopped: SystemTime::now() })
             })
             .buffer_unordered(limit);
         let mut done: Vec<Option<Iteration>> = (0..count).map(|_| None).collect();
+        let mut failed = 0usize;
         while let Some((index, iteration)) = iterations.next().await {
-            done[index] = Some(iteration?);
+            if let Err(failure) = &iteration.output {
+                // Inline: the iteration's error is the Map's. Distributed: the Map Run fails at
+                // its first failed child (no failure is tolerated); the children in flight are
+                // aborted and the rest never start, as in AWS.
+                if !map.distributed {
+                    return Err(failure.clone());
+                }
+                failed += 1;
+                done[index] = Some(iteration);
+                break;
+            }
+            done[index] = Some(iteration);
         }
-        let done = done.into_iter().flatten();
+        drop(iterations);
+        let done: Vec<Iteration> = done.into_iter().flatten().collect();
+        let label = map.label.as_deref().unwrap_or(scope.state);
+        let map_run = MapRun::new(run.state_machine["Id"].as_str().unwrap_or_default(), label);
         let result = match writer {
-            None => Value::Array(done.map(|iteration| iteration.output).collect()),
+            None => {
+                // The iterations' results come back as one array, whatever `ResultPath` keeps of
+                // it: past the quota, a `ResultWriter` must export them instead.
+                let result = Value::Array(done.into_iter().filter_map(|iteration| iteration.output.ok()).collect());
+                if failed == 0 {
+                    check_payload(scope.state, "result (the iterations' outputs)", &result)?;
+                }
+                result
+            }
             Some((writer, destination)) => {
-                let label = map.label.as_deref().unwrap_or(scope.state);
-                let map_run = MapRun::new(run.state_machine["Id"].as_str().unwrap_or_default(), label);
-                let export = map_run.export(&destination, &done.collect::<Vec<_>>());
+                let export = map_run.export(&destination, &done);
                 for (key, body) in export.objects {
                     self.env.write_result(&writer.resource, &destination.bucket, &key, body).await?;
                 }
@@ -364,6 +481,16 @@ impl<'a> Execution<'a> {
                 export.result
             }
         };
+        if failed > 0 {
+            return Err(scope.failure(
+                STATES_EXCEED_TOLERATED_FAILURE_THRESHOLD,
+                format!(
+                    "Map Run {} failed: {failed} of {count} items failed and the Map tolerates none; the items' \
+                     errors are in its ResultWriter export (FAILED_*.json)",
+                    map_run.arn
+                ),
+            ));
+        }
         state_output(scope, result, map.result_selector.as_ref(), &map.result_path, &map.output_path)
     }
 }

@@ -63,6 +63,19 @@ pub const STATES_INTRINSIC_FAILURE: &str = "States.IntrinsicFailure";
 pub const STATES_ITEM_READER_FAILED: &str = "States.ItemReaderFailed";
 /// A Map `ResultWriter` could not write the results.
 pub const STATES_RESULT_WRITER_FAILED: &str = "States.ResultWriterFailed";
+/// A state's input or output passed [`PAYLOAD_LIMIT_BYTES`]; like `States.Runtime`, neither
+/// retried nor caught by the wildcards: the execution fails and no `Catch` runs.
+pub const STATES_DATA_LIMIT_EXCEEDED: &str = "States.DataLimitExceeded";
+/// A Distributed Map's child executions failed more than it tolerates (none, here): the Map
+/// fails with this name, whatever the children's errors were (they are in its `ResultWriter`
+/// export, `FAILED_*.json`).
+pub const STATES_EXCEED_TOLERATED_FAILURE_THRESHOLD: &str = "States.ExceedToleratedFailureThreshold";
+
+/// Step Functions' payload quota: a state's input and output, as JSON text, at most 256 KiB.
+pub const PAYLOAD_LIMIT_BYTES: usize = 262_144;
+/// Step Functions' history quota: events per execution (a Distributed Map's child executions
+/// each have their own). Passing it fails the execution at once, with no `Catch` run.
+pub const HISTORY_LIMIT_EVENTS: usize = 25_000;
 
 /// What a Task or ItemReader failure looks like (Step Functions' `{"Error", "Cause"}`).
 ///

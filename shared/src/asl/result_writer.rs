@@ -10,8 +10,9 @@
 //!
 //! This module computes that layout and those documents; the [`Environment`](super::Environment)
 //! stores them (S3 in AWS terms, the artifact store in the CLI). Only the default export is
-//! produced (no `WriterConfig`: transformation `NONE`, JSON output). A Map that fails writes
-//! nothing here, where AWS would also export the failed and pending records.
+//! produced (no `WriterConfig`: transformation `NONE`, JSON output). A Map Run that fails exports
+//! its failed child executions too (`FAILED_0.json`, with each one's `Error` and `Cause`); the
+//! items never started are not listed (AWS lists them as `PENDING`).
 
 use std::time::SystemTime;
 
@@ -26,7 +27,8 @@ use super::time::format_rfc3339;
 #[derive(Debug)]
 pub(crate) struct Iteration {
     pub(crate) input: Value,
-    pub(crate) output: Value,
+    /// The child execution's output, or how it failed.
+    pub(crate) output: Result<Value, TaskFailure>,
     pub(crate) started: SystemTime,
     pub(crate) stopped: SystemTime,
 }
@@ -104,18 +106,27 @@ impl MapRun {
     pub(crate) fn export(&self, destination: &Destination, iterations: &[Iteration]) -> Export {
         let directory = format!("{}{}/", destination.prefix, self.id);
         let mut objects = Vec::new();
-        let mut succeeded = Vec::new();
-        if !iterations.is_empty() {
-            let records: Vec<Value> = iterations.iter().map(|iteration| self.record(iteration)).collect();
-            let body = serde_json::to_vec(&records).unwrap_or_default();
-            let key = format!("{directory}SUCCEEDED_0.json");
-            succeeded.push(json!({"Key": key, "Size": body.len()}));
-            objects.push((key, body));
+        let mut files = serde_json::Map::new();
+        for (status, ok) in [("FAILED", false), ("SUCCEEDED", true)] {
+            let records: Vec<Value> = iterations
+                .iter()
+                .filter(|iteration| iteration.output.is_ok() == ok)
+                .map(|iteration| self.record(iteration))
+                .collect();
+            let mut listed = Vec::new();
+            if !records.is_empty() {
+                let body = serde_json::to_vec(&records).unwrap_or_default();
+                let key = format!("{directory}{status}_0.json");
+                listed.push(json!({"Key": key, "Size": body.len()}));
+                objects.push((key, body));
+            }
+            files.insert(status.to_string(), Value::Array(listed));
         }
+        files.insert("PENDING".to_string(), json!([]));
         let manifest = json!({
             "DestinationBucket": destination.bucket,
             "MapRunArn": self.arn,
-            "ResultFiles": {"FAILED": [], "PENDING": [], "SUCCEEDED": succeeded},
+            "ResultFiles": files,
         });
         let manifest_key = format!("{directory}manifest.json");
         objects.push((manifest_key.clone(), serde_json::to_vec(&manifest).unwrap_or_default()));
@@ -126,24 +137,38 @@ impl MapRun {
         Export { objects, result }
     }
 
-    /// The child execution record of one successful iteration (transformation `NONE`).
+    /// The child execution record of one iteration (transformation `NONE`).
     fn record(&self, iteration: &Iteration) -> Value {
         let name = random_uuid();
-        json!({
+        let mut record = json!({
             "ExecutionArn": format!("{}:{name}", self.child_execution_prefix),
             "Input": iteration.input.to_string(),
             "InputDetails": {"Included": true},
             "Name": name,
-            "Output": iteration.output.to_string(),
-            "OutputDetails": {"Included": true},
             "RedriveCount": 0,
-            "RedriveStatus": "NOT_REDRIVABLE",
-            "RedriveStatusReason": "Execution is SUCCEEDED and cannot be redriven",
             "StartDate": format_rfc3339(iteration.started),
             "StateMachineArn": self.child_state_machine,
-            "Status": "SUCCEEDED",
             "StopDate": format_rfc3339(iteration.stopped),
-        })
+        });
+        let fields = match &iteration.output {
+            Ok(output) => json!({
+                "Output": output.to_string(),
+                "OutputDetails": {"Included": true},
+                "RedriveStatus": "NOT_REDRIVABLE",
+                "RedriveStatusReason": "Execution is SUCCEEDED and cannot be redriven",
+                "Status": "SUCCEEDED",
+            }),
+            Err(failure) => json!({
+                "Error": failure.error,
+                "Cause": failure.cause,
+                "RedriveStatus": "REDRIVABLE",
+                "Status": "FAILED",
+            }),
+        };
+        if let (Value::Object(record), Value::Object(fields)) = (&mut record, fields) {
+            record.extend(fields);
+        }
+        record
     }
 }
 
@@ -212,8 +237,8 @@ mod tests {
         let destination = Destination { bucket: "b".into(), prefix: "runs/1/copy/".into() };
         let at = SystemTime::UNIX_EPOCH;
         let iterations = [
-            Iteration { input: json!({"n": 1}), output: json!({"done": true}), started: at, stopped: at },
-            Iteration { input: json!({"n": 2}), output: json!("two"), started: at, stopped: at },
+            Iteration { input: json!({"n": 1}), output: Ok(json!({"done": true})), started: at, stopped: at },
+            Iteration { input: json!({"n": 2}), output: Ok(json!("two")), started: at, stopped: at },
         ];
         let export = run.export(&destination, &iterations);
         let [(results_key, results), (manifest_key, manifest)] = export.objects.as_slice() else {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::path::ResultPath;
-use super::{AslError, STATES_ALL, STATES_RUNTIME, STATES_TASK_FAILED, STATES_TIMEOUT};
+use super::{AslError, STATES_ALL, STATES_DATA_LIMIT_EXCEEDED, STATES_RUNTIME, STATES_TASK_FAILED, STATES_TIMEOUT};
 
 /// How a retrier spreads its delays.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -56,8 +56,8 @@ const CATCHER_UNSUPPORTED: &[&str] = &["Assign", "Output"];
 /// Whether an `ErrorEquals` list matches `error`.
 pub(crate) fn error_matches(error_equals: &[String], error: &str) -> bool {
     error_equals.iter().any(|name| {
-        if error == STATES_RUNTIME {
-            return name == STATES_RUNTIME;
+        if error == STATES_RUNTIME || error == STATES_DATA_LIMIT_EXCEEDED {
+            return name == error;
         }
         match name.as_str() {
             STATES_ALL => true,

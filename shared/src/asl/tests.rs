@@ -719,12 +719,68 @@ async fn result_writer_without_a_bucket_fails_before_any_iteration_runs() {
     assert!(env.calls().is_empty() && env.writes().is_empty());
 }
 
+/// As in AWS: a Distributed Map whose child execution fails fails with
+/// `States.ExceedToleratedFailureThreshold`, not the child's error, which is in the export.
 #[tokio::test]
-async fn failing_iteration_writes_no_results() {
+async fn a_failed_child_execution_fails_the_distributed_map_with_the_threshold_name_and_is_exported() {
     let env = FakeEnv::failing("Pgferry.CopyFailed").with_items(Ok(vec![json!(1)]));
     let outcome = run(WRITING_MAP, env.clone(), json!({"runId": "r7"})).await;
-    assert!(failed("Pgferry.CopyFailed")(&outcome), "{outcome:?}");
-    assert!(env.writes().is_empty());
+    let Outcome::Failed { error, cause } = &outcome else { panic!("{outcome:?}") };
+    assert_eq!(error, "States.ExceedToleratedFailureThreshold");
+    assert!(cause.contains("1 of 1 items failed") && !cause.contains("Pgferry.CopyFailed"), "{cause}");
+    let writes = env.writes();
+    let failed_file = writes.iter().find(|w| w.2.ends_with("/FAILED_0.json")).expect("the failed records");
+    let records = failed_file.3.as_array().unwrap();
+    assert_eq!(
+        (records[0]["Status"].as_str(), records[0]["Error"].as_str()),
+        (Some("FAILED"), Some("Pgferry.CopyFailed"))
+    );
+    assert_eq!(records[0]["Cause"], "it broke");
+    let manifest = &writes.iter().find(|w| w.2.ends_with("/manifest.json")).unwrap().3;
+    assert_eq!(manifest["ResultFiles"]["FAILED"][0]["Key"], json!(failed_file.2));
+}
+
+/// Step Functions' quotas hold here as in AWS: a state output over 256 KiB fails the execution
+/// with `States.DataLimitExceeded`, which `States.ALL` does not catch.
+#[tokio::test]
+async fn an_output_over_256_kib_fails_the_execution_uncaught() {
+    let text = r#"{"StartAt": "T", "States": {
+        "T": {"Type": "Task", "Resource": "r", "End": true,
+              "Catch": [{"ErrorEquals": ["States.ALL"], "Next": "Caught"}]},
+        "Caught": {"Type": "Succeed"}}}"#;
+    let big = "x".repeat(crate::asl::PAYLOAD_LIMIT_BYTES);
+    let env = FakeEnv::with_handler(move |_, _| {
+        let big = big.clone();
+        async move { Ok(json!({"blob": big})) }.boxed()
+    });
+    let outcome = run(text, env, json!({})).await;
+    assert!(failed("States.DataLimitExceeded")(&outcome), "{outcome:?}");
+    // Just under the limit passes.
+    let fits = "x".repeat(crate::asl::PAYLOAD_LIMIT_BYTES - 100);
+    let env = FakeEnv::with_handler(move |_, _| {
+        let fits = fits.clone();
+        async move { Ok(json!({"blob": fits})) }.boxed()
+    });
+    assert!(matches!(run(text, env, json!({})).await, Outcome::Succeeded(_)));
+}
+
+/// A loop that would write more than 25,000 history events fails when it passes them, and no
+/// `Catch` runs; the same loop as a Distributed Map's child executions has a history each.
+#[tokio::test]
+async fn a_loop_past_25000_history_events_fails_the_execution() {
+    let looping = r#"{"StartAt": "Count", "States": {
+        "Count": {"Type": "Pass", "Parameters": {"n.$": "States.MathAdd($.n, 1)"}, "Next": "More"},
+        "More": {"Type": "Choice", "Choices": [{"Variable": "$.n", "NumericLessThan": LIMIT, "Next": "Count"}],
+                 "Default": "Done"},
+        "Done": {"Type": "Succeed"}}}"#;
+    // Two states of two events each a pass, plus the execution's own two.
+    let within = looping.replace("LIMIT", "6000");
+    assert!(matches!(run(&within, FakeEnv::echo(), json!({"n": 0})).await, Outcome::Succeeded(_)));
+    let past = looping.replace("LIMIT", "6300");
+    let outcome = run(&past, FakeEnv::echo(), json!({"n": 0})).await;
+    let Outcome::Failed { error, cause } = &outcome else { panic!("{outcome:?}") };
+    assert_eq!(error, "States.Runtime");
+    assert!(cause.contains("25000 events"), "{cause}");
 }
 
 #[tokio::test]
