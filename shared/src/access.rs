@@ -5,7 +5,7 @@
 //! and the copy half-way, and row-level security silently hides rows from `COPY … TO`. With
 //! consent, before the schema is dumped, the source user is made a member of the owners of such
 //! tables (an owner reads its tables and bypasses their policies), through the run's own holder
-//! role as on the target ([`crate::schema::apply::holder_role`]: two consenting runs from one
+//! role as on the target ([`crate::roles::holder_role`]: two consenting runs from one
 //! source do not take each other's access away), and `FORCE ROW LEVEL SECURITY`, which subjects
 //! even the owner to the policies, is turned off. Every change is logged in the artifact store
 //! *before* it is made; the release step (on success and on the failure path) restores `FORCE`
@@ -25,10 +25,10 @@ use crate::context::StepContext;
 use crate::error::{Error, Result};
 use crate::job::Side;
 use crate::pg::{QualifiedName, quote_ident};
-use crate::preflight::{fail, pass, warn};
-use crate::schema::apply::{HOLDER_PREFIX, REACH_CTE, drop_holder, hold, holder_role, privileges_holder_sql};
+use crate::roles::{HOLDER_PREFIX, REACH_CTE, drop_holder, hold, holder_role, privileges_holder_sql};
 use crate::step::Check;
 use crate::step::{StepInput, keys};
+use crate::step::{fail, pass, warn};
 use crate::store::ArtifactStore;
 
 /// User relations as the copy sees them (system schemas and pgferry's own excluded).
@@ -54,7 +54,7 @@ impl AccessLog {
 /// Owners of relations the current user cannot read or whose policies apply to it, that it is not
 /// already a member of; and the tables with `FORCE ROW LEVEL SECURITY` that hide rows from it.
 /// A membership held only through another run's holder role does not count (that run may end
-/// first, see [`crate::schema::apply::holder_role`]): the owner is listed when the user reads
+/// first, see [`crate::roles::holder_role`]): the owner is listed when the user reads
 /// the table as its member at all, so that this run holds the membership itself. `run` names this
 /// run (empty for preflight, which has none yet).
 async fn needs(client: &Client, run: &str) -> Result<(Vec<(String, Option<&'static str>)>, Vec<QualifiedName>)> {

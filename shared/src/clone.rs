@@ -135,7 +135,7 @@ pub async fn create(ctx: &StepContext, input: &StepInput) -> Result<CloneRecord>
         return Err(Error::job(format!(
             "{} keeps no automated backups (BackupRetentionPeriod 0), so it cannot be restored to a point in time: {}",
             source.label(),
-            backups_advice(&source)
+            source.backups_advice()
         )));
     }
     let identifier = clone_identifier(&input.run_id);
@@ -165,7 +165,7 @@ pub async fn create(ctx: &StepContext, input: &StepInput) -> Result<CloneRecord>
                         "{} reports no LatestRestorableTime: its automated backups are not ready yet (a new instance \
                          needs its first backup) — {}",
                         source.label(),
-                        backups_advice(&source)
+                        source.backups_advice()
                     ))
                 })?,
                 // A copy-on-write clone shares the cluster volume as it is when the clone is made.
@@ -210,7 +210,7 @@ pub async fn create(ctx: &StepContext, input: &StepInput) -> Result<CloneRecord>
         ctx.store.put_json(&keys::preflight_source(&input.run_id), first).await?;
     }
     let estimate = first
-        .and_then(|p| p.checks.into_iter().find(|c| c.name == crate::preflight::cloud::CLONE_ESTIMATE_CHECK))
+        .and_then(|p| p.checks.into_iter().find(|c| c.name == crate::step::CLONE_ESTIMATE_CHECK))
         .map(|c| c.detail);
     let wait_until = DateTime::from_secs(now().secs() + i64::from(options.effective_max_wait_minutes()) * 60);
     let record = CloneRecord {
@@ -238,19 +238,6 @@ fn basis_of(source: &DbFacts) -> String {
         }
         ResourceKind::Cluster => format!("creation of the copy-on-write clone of {}", source.label()),
     }
-}
-
-/// The commands that turn automated backups on.
-pub(crate) fn backups_advice(source: &DbFacts) -> String {
-    let modify = match source.kind {
-        ResourceKind::Instance => "modify-db-instance",
-        ResourceKind::Cluster => "modify-db-cluster",
-    };
-    format!(
-        "turn automated backups on (point-in-time restore needs them; the first backup takes a while): aws rds \
-         {modify} {} --backup-retention-period 7 --apply-immediately",
-        source.cli_identifier()
-    )
 }
 
 /// The job as later steps see it: the source keeps its name (its credentials, and the identity a

@@ -27,9 +27,7 @@ use crate::store::ArtifactStore;
 
 /// The environment variable naming the artifact bucket (set by `infra/template.yaml`).
 pub const ARTIFACT_BUCKET_VAR: &str = "PGFERRY_ARTIFACT_BUCKET";
-/// The Secrets Manager secret (ARN or name) whose text keys the seals of the bucket's artifacts
-/// (see [`crate::seal`]); required with [`ARTIFACT_BUCKET_VAR`].
-pub const SEAL_SECRET_VAR: &str = "PGFERRY_SEAL_SECRET";
+pub use crate::seal::SEAL_SECRET_VAR;
 
 /// Passwords for the job's endpoints, by side.
 ///
@@ -591,7 +589,7 @@ impl StepContext {
         let Some(facts) = report.facts.iter().find(|f| f.side == side) else {
             return err;
         };
-        match crate::preflight::explain(facts, err.kind()) {
+        match crate::step::explain(facts, err.kind()) {
             Some(explanation) => Error::Explained { source: Box::new(err), explanation },
             None => err,
         }

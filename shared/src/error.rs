@@ -11,6 +11,22 @@ use tokio_postgres::error::SqlState;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// What kind of AWS failure an [`Error::Aws`] is, from the SDK's error variant and the service's
+/// error code (never from message text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AwsFailure {
+    /// The API endpoint did not answer: no route, no NAT gateway or VPC endpoint, or a timeout.
+    Unreachable,
+    /// The caller's IAM identity may not do this.
+    AccessDenied,
+    /// The named resource does not exist (in this account and region).
+    NotFound,
+    /// Throttling or a server-side error: worth retrying.
+    Transient,
+    /// Anything else the service refused.
+    Other,
+}
+
 /// Everything that can go wrong in pgferry. Messages are lowercase and never contain secrets.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -103,7 +119,7 @@ pub enum Error {
 
     /// An AWS API call failed; `failure` is classified from the SDK error and the service's code.
     #[error("{operation} {resource}: {}{message}", code.as_deref().map(|c| format!("{c}: ")).unwrap_or_default())]
-    Aws { operation: String, resource: String, failure: crate::aws::AwsFailure, code: Option<String>, message: String },
+    Aws { operation: String, resource: String, failure: AwsFailure, code: Option<String>, message: String },
 
     /// A connection failure explained with what preflight learned about that side (network path,
     /// parameters, credentials); classified as the failure itself.
@@ -164,11 +180,11 @@ impl Error {
             Self::Tampered { .. } => ErrorKind::Tampered,
             Self::Replication { .. } => ErrorKind::ReplicationFailed,
             Self::Aws { failure, .. } => match failure {
-                crate::aws::AwsFailure::Unreachable => ErrorKind::AwsUnreachable,
-                crate::aws::AwsFailure::AccessDenied => ErrorKind::AwsAccessDenied,
-                crate::aws::AwsFailure::NotFound => ErrorKind::AwsNotFound,
-                crate::aws::AwsFailure::Transient => ErrorKind::Transient,
-                crate::aws::AwsFailure::Other => ErrorKind::Other,
+                AwsFailure::Unreachable => ErrorKind::AwsUnreachable,
+                AwsFailure::AccessDenied => ErrorKind::AwsAccessDenied,
+                AwsFailure::NotFound => ErrorKind::AwsNotFound,
+                AwsFailure::Transient => ErrorKind::Transient,
+                AwsFailure::Other => ErrorKind::Other,
             },
             Self::Explained { source, .. } => source.kind(),
             Self::Internal(_) => ErrorKind::Other,

@@ -208,7 +208,7 @@ fn read_keys(row: &Row, types: &[KeyType]) -> std::result::Result<Keys, tokio_po
     Ok(all)
 }
 
-/// What differs in a keyed slice since the marks (as [`crate::watermark::slice_changes`]), by
+/// What differs in a keyed slice since the marks (as [`crate::watermark::bucket_slice_changes`]), by
 /// merging both sides' ordered key lists.
 pub(crate) async fn slice_changes(
     source: &Client,

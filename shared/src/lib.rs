@@ -22,6 +22,7 @@ pub mod pg;
 pub mod plan;
 pub mod preflight;
 pub mod refresh;
+pub mod roles;
 mod rowset;
 pub mod runner;
 pub mod schema;

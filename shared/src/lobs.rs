@@ -21,7 +21,7 @@ use crate::context::StepContext;
 use crate::error::{Error, Result};
 use crate::job::{Mode, Side};
 use crate::pg::{quote_ident, quote_literal};
-use crate::schema::apply::MembershipLog;
+use crate::roles::MembershipLog;
 use crate::step::{LargeObjectsOutput, StepInput};
 
 /// The artifact key part of the memberships this step holds ([`MembershipLog`]).

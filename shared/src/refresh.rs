@@ -56,7 +56,8 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::job::{Job, Mode, Side};
 use crate::pg::{ConnSpec, QualifiedName, quote_ident, quote_literal};
 use crate::plan::slice_predicate;
-use crate::schema::apply::{self, MembershipLog};
+use crate::roles::MembershipLog;
+use crate::schema::apply;
 use crate::schema::facts::{Facts, TargetFacts};
 use crate::schema::lex::{self, Item, ItemKind};
 use crate::schema::parse::Statement;
@@ -1172,7 +1173,12 @@ pub(crate) async fn refresh_slice(
     let (source_rows, target_rows);
     match marks {
         Some(marks) if by_rows => {
-            let c = crate::watermark::slice_changes(source, target, chunk, &filter, marks).await?;
+            // Integer and uuid keys: both sides' ordered key lists merged; other keys: key hash buckets.
+            let c = if crate::keystream::supported(chunk) {
+                crate::keystream::slice_changes(source, target, chunk, &filter, marks).await?
+            } else {
+                crate::watermark::bucket_slice_changes(source, target, chunk, &filter, marks).await?
+            };
             (source_rows, target_rows) = (c.source_rows, c.target_rows);
             tracing::debug!(slice = index, written = c.written, one_sided = c.one_sided, "changes since the marks");
             if !c.is_empty() {

@@ -25,6 +25,10 @@ use crate::error::{Error, Result};
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
+/// The Secrets Manager secret (ARN or name) whose text keys the seals of the bucket's artifacts;
+/// required with an artifact bucket (`PGFERRY_ARTIFACT_BUCKET`).
+pub const SEAL_SECRET_VAR: &str = "PGFERRY_SEAL_SECRET";
+
 /// The metadata key of an S3 object's seal (sent as `x-amz-meta-pgferry-seal`).
 pub const OBJECT_METADATA: &str = "pgferry-seal";
 

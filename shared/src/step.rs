@@ -660,6 +660,72 @@ pub struct DiagnoseOutput {
     pub cause: String,
 }
 
+// ---------------------------------------------------------------------------------- checks
+
+/// The name of the check holding a clone's estimate (kept in the clone record and the report).
+pub const CLONE_ESTIMATE_CHECK: &str = "source-clone-estimate";
+
+/// One sentence explaining a connection failure of `kind` from what preflight learned about the
+/// side, or `None` when it learned nothing that helps.
+pub fn explain(facts: &EndpointFacts, kind: crate::error::ErrorKind) -> Option<String> {
+    let what = facts.resource.clone().unwrap_or_else(|| facts.endpoint.clone());
+    match kind {
+        crate::error::ErrorKind::ConnectTimeout | crate::error::ErrorKind::ConnectionLost => {
+            match (facts.network_open, &facts.network) {
+                (Some(false), Some(path)) => Some(path.clone()),
+                (Some(true), Some(path)) => Some(format!(
+                    "the security groups of {what} were open at preflight ({path}); look at network ACLs, route tables, \
+                 and whether the rules changed since"
+                )),
+                (None, Some(path)) => Some(path.clone()),
+                _ => facts.publicly_accessible.filter(|p| !p).map(|_| {
+                    format!("{what} is not publicly accessible: only clients inside its VPC (or peered) reach it")
+                }),
+            }
+        }
+        crate::error::ErrorKind::ConnectionRefused
+        | crate::error::ErrorKind::HostNotFound
+        | crate::error::ErrorKind::StartingUp => facts
+            .status
+            .as_ref()
+            .map(|status| format!("{what} was `{status}` at preflight, endpoint {}", facts.endpoint)),
+        crate::error::ErrorKind::EncryptionRequired => facts
+            .force_ssl
+            .map(|on| format!("rds.force_ssl={} on {what}: connect with sslMode verify-full", u8::from(on))),
+        crate::error::ErrorKind::AuthFailed => {
+            facts.credentials.as_ref().map(|c| format!("the password came from {c}"))
+        }
+        crate::error::ErrorKind::CertificateUntrusted
+        | crate::error::ErrorKind::CertificateInvalid
+        | crate::error::ErrorKind::HostnameMismatch => facts
+            .ca_certificate
+            .as_ref()
+            .map(|ca| format!("{what} presents a certificate from CA {ca}; pgferry dialled {}", facts.endpoint)),
+        _ => None,
+    }
+}
+
+pub(crate) fn pass(name: &str, detail: String) -> Check {
+    Check { name: name.to_string(), status: CheckStatus::Pass, detail, advice: None }
+}
+
+pub(crate) fn warn(name: &str, detail: String, advice: &str) -> Check {
+    Check { name: name.to_string(), status: CheckStatus::Warn, detail, advice: Some(advice.to_string()) }
+}
+
+pub(crate) fn fail(name: &str, detail: String, advice: &str) -> Check {
+    Check { name: name.to_string(), status: CheckStatus::Fail, detail, advice: Some(advice.to_string()) }
+}
+
+pub(crate) fn fail_from(name: &str, err: &crate::error::Error) -> Check {
+    Check {
+        name: name.to_string(),
+        status: CheckStatus::Fail,
+        detail: err.to_string(),
+        advice: err.kind().advice().map(str::to_string),
+    }
+}
+
 /// Artifact keys of one run, in one place.
 pub mod keys {
     pub fn preflight(run: &str) -> String {

@@ -58,7 +58,7 @@ impl ArtifactStore {
             Self::Local(s) => s.seal_key().await,
             Self::S3(s) => s.key.clone().ok_or_else(|| Error::Store {
                 key: format!("s3://{}", s.bucket),
-                reason: format!("no seal key: set {} to the deployment's seal secret", crate::context::SEAL_SECRET_VAR),
+                reason: format!("no seal key: set {} to the deployment's seal secret", seal::SEAL_SECRET_VAR),
             }),
         }
     }

@@ -11,7 +11,7 @@
 //! - rows written since on either side (`age(xmin)` at most the mark's age: one cheap pass over
 //!   the slice, no row is formatted or hashed), and
 //! - keys present on one side only (source deletes, target deletes): integer and uuid keys are
-//!   listed in key order by both servers and merged ([`crate::keystream`]); other keys are found
+//!   listed in key order by both servers and merged (module `keystream`); other keys are found
 //!   by a per-bucket count and hash of the *keys* with the changed keys taken out, then a key
 //!   listing of the few buckets that still differ,
 //!
@@ -287,19 +287,16 @@ fn subtract(total: &BucketSums, part: &BucketSums) -> BucketSums {
     out
 }
 
-/// What differs in a keyed slice since the marks: rows written on either side, and keys that
-/// one side lost. Reads keys and transaction ids only, never formats a row. Integer and uuid keys
-/// are merged as ordered key lists ([`crate::keystream`]), others compared by key hash buckets.
-pub(crate) async fn slice_changes(
+/// What differs in a keyed slice since the marks, by key hash buckets: rows written on either
+/// side, and keys that one side lost. Reads keys and transaction ids only, never formats a row.
+/// (Integer and uuid keys are merged as ordered key lists instead, by `keystream`.)
+pub(crate) async fn bucket_slice_changes(
     source: &Client,
     target: &Client,
     chunk: &Chunk,
     filter: &Option<String>,
     marks: &Watermarks,
 ) -> Result<SliceChanges> {
-    if crate::keystream::supported(chunk) {
-        return crate::keystream::slice_changes(source, target, chunk, filter, marks).await;
-    }
     let table = &chunk.table;
     let err = |what: &str| {
         let what = format!("{what} of {table}");

@@ -3,7 +3,7 @@
 
 use pgferry_core::access::{self, Obtain};
 use pgferry_core::context::StepContext;
-use pgferry_core::schema::apply::{MembershipLog, holder_role};
+use pgferry_core::roles::{MembershipLog, holder_role};
 use pgferry_core::schema::report::SchemaReport;
 use pgferry_core::schema::sanitize::Verdict;
 use pgferry_core::step::{ChunkInput, SchemaRequest, StepInput, keys};

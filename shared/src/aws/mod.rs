@@ -103,21 +103,7 @@ impl Clients {
     }
 }
 
-/// What kind of AWS failure an [`Error::Aws`] is, from the SDK's error variant and the service's
-/// error code (never from message text).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AwsFailure {
-    /// The API endpoint did not answer: no route, no NAT gateway or VPC endpoint, or a timeout.
-    Unreachable,
-    /// The caller's IAM identity may not do this.
-    AccessDenied,
-    /// The named resource does not exist (in this account and region).
-    NotFound,
-    /// Throttling or a server-side error: worth retrying.
-    Transient,
-    /// Anything else the service refused.
-    Other,
-}
+pub use crate::error::AwsFailure;
 
 /// Classifies an AWS error code (`DBInstanceNotFound`, `AccessDeniedException`…).
 pub fn classify_code(code: &str) -> AwsFailure {

@@ -110,6 +110,19 @@ impl DbFacts {
     }
 
     /// Whether the parameter group is an RDS default group, which cannot be modified.
+    /// The commands that turn automated backups on (point-in-time restores need them).
+    pub fn backups_advice(&self) -> String {
+        let modify = match self.kind {
+            ResourceKind::Instance => "modify-db-instance",
+            ResourceKind::Cluster => "modify-db-cluster",
+        };
+        format!(
+            "turn automated backups on (point-in-time restore needs them; the first backup takes a while): aws rds \
+             {modify} {} --backup-retention-period 7 --apply-immediately",
+            self.cli_identifier()
+        )
+    }
+
     pub fn uses_default_parameter_group(&self) -> bool {
         self.parameter_group.as_deref().is_none_or(|g| g.starts_with("default."))
     }

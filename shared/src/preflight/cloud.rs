@@ -536,8 +536,7 @@ fn unplaced_check(ctx: &StepContext, ep: &Endpoint, side: Side, db: &DbFacts) ->
     )
 }
 
-/// The name of the check holding the clone's estimate (kept in the clone record and the report).
-pub const CLONE_ESTIMATE_CHECK: &str = "source-clone-estimate";
+pub use crate::step::CLONE_ESTIMATE_CHECK;
 
 /// Typical time to create a clone, by kind: stated in the estimate, never measured.
 const RESTORE_TIME_INSTANCE: &str =
@@ -593,7 +592,7 @@ fn clone_backups_check(db: &DbFacts) -> Check {
         Some(0) => fail(
             name,
             format!("{} keeps no automated backups (BackupRetentionPeriod 0): it cannot be cloned", db.label()),
-            &crate::clone::backups_advice(db),
+            &db.backups_advice(),
         ),
         Some(days) => {
             let latest = db

@@ -24,10 +24,12 @@ use std::time::Instant;
 
 use crate::aws::rds::{DbFacts, Parameters};
 use crate::context::{CredentialSource, StepContext};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::Result;
 use crate::job::{Job, Mode, Side};
 use crate::pg::ConnSpec;
-use crate::step::{Check, CheckStatus, EndpointFacts, PreflightOutput, StepInput, keys};
+pub use crate::step::explain;
+use crate::step::{CheckStatus, EndpointFacts, PreflightOutput, StepInput, keys};
+pub(crate) use crate::step::{fail, fail_from, pass, warn};
 
 /// Oldest source server pgferry supports (generated columns, `hashtextextended`).
 pub const MIN_SERVER_VERSION_NUM: i32 = 120000;
@@ -123,62 +125,10 @@ pub async fn run_with(ctx: &StepContext, input: &StepInput, req: Requirements) -
     Ok(output)
 }
 
-/// One sentence explaining a connection failure of `kind` from what preflight learned about the
-/// side, or `None` when it learned nothing that helps.
-pub fn explain(facts: &EndpointFacts, kind: ErrorKind) -> Option<String> {
-    let what = facts.resource.clone().unwrap_or_else(|| facts.endpoint.clone());
-    match kind {
-        ErrorKind::ConnectTimeout | ErrorKind::ConnectionLost => match (facts.network_open, &facts.network) {
-            (Some(false), Some(path)) => Some(path.clone()),
-            (Some(true), Some(path)) => Some(format!(
-                "the security groups of {what} were open at preflight ({path}); look at network ACLs, route tables, \
-                 and whether the rules changed since"
-            )),
-            (None, Some(path)) => Some(path.clone()),
-            _ => facts.publicly_accessible.filter(|p| !p).map(|_| {
-                format!("{what} is not publicly accessible: only clients inside its VPC (or peered) reach it")
-            }),
-        },
-        ErrorKind::ConnectionRefused | ErrorKind::HostNotFound | ErrorKind::StartingUp => facts
-            .status
-            .as_ref()
-            .map(|status| format!("{what} was `{status}` at preflight, endpoint {}", facts.endpoint)),
-        ErrorKind::EncryptionRequired => facts
-            .force_ssl
-            .map(|on| format!("rds.force_ssl={} on {what}: connect with sslMode verify-full", u8::from(on))),
-        ErrorKind::AuthFailed => facts.credentials.as_ref().map(|c| format!("the password came from {c}")),
-        ErrorKind::CertificateUntrusted | ErrorKind::CertificateInvalid | ErrorKind::HostnameMismatch => facts
-            .ca_certificate
-            .as_ref()
-            .map(|ca| format!("{what} presents a certificate from CA {ca}; pgferry dialled {}", facts.endpoint)),
-        _ => None,
-    }
-}
-
-pub(crate) fn pass(name: &str, detail: String) -> Check {
-    Check { name: name.to_string(), status: CheckStatus::Pass, detail, advice: None }
-}
-
-pub(crate) fn warn(name: &str, detail: String, advice: &str) -> Check {
-    Check { name: name.to_string(), status: CheckStatus::Warn, detail, advice: Some(advice.to_string()) }
-}
-
-pub(crate) fn fail(name: &str, detail: String, advice: &str) -> Check {
-    Check { name: name.to_string(), status: CheckStatus::Fail, detail, advice: Some(advice.to_string()) }
-}
-
-pub(crate) fn fail_from(name: &str, err: &Error) -> Check {
-    Check {
-        name: name.to_string(),
-        status: CheckStatus::Fail,
-        detail: err.to_string(),
-        advice: err.kind().advice().map(str::to_string),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorKind;
 
     fn facts() -> EndpointFacts {
         EndpointFacts {

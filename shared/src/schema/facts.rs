@@ -322,11 +322,11 @@ impl SourceFacts {
 const RDS_INTERNAL_ROLES: &[&str] = &["rdsadmin", "rdsrepladmin", "rdstopmgr", "rdswriteforwarduser", "rdsproxyadmin"];
 
 /// Roles RDS owns (never created or altered by pgferry): `rdsadmin`, `rds_*`, `rdsrepladmin`…
-/// Also pgferry's per-run holder roles (`pgferry_hold_*`, [`super::apply::holder_role`]): a
+/// Also pgferry's per-run holder roles (`pgferry_hold_*`, [`crate::roles::holder_role`]): a
 /// cluster that is the target of other runs holds them for those runs; like RDS's roles they
 /// belong to that cluster and are never carried by a copy, nor listed by verification.
 pub fn is_rds_internal(role: &str) -> bool {
-    RDS_INTERNAL_ROLES.contains(&role) || role.starts_with("rds_") || role.starts_with(super::apply::HOLDER_PREFIX)
+    RDS_INTERNAL_ROLES.contains(&role) || role.starts_with("rds_") || role.starts_with(crate::roles::HOLDER_PREFIX)
 }
 
 /// Predefined roles of PostgreSQL (`pg_monitor`, `pg_read_all_data`…): exist or not by version.

@@ -37,11 +37,11 @@ use crate::context::StepContext;
 use crate::error::{Error, Result};
 use crate::job::Side;
 use crate::pg::{self, Session};
+use crate::roles::MembershipLog;
 use crate::step::{
     GlobalsOutput, PostDataItem, PostDataItemInput, PostDataItemOutput, PostDataPlanOutput, ReleaseOutput,
     SchemaOutput, SchemaRequest, SequencesOutput, StepInput, keys,
 };
-use apply::MembershipLog;
 use facts::{Facts, SourceFacts, TargetFacts};
 use lex::{Item, ItemKind};
 use report::SchemaReport;
@@ -554,8 +554,8 @@ pub async fn release(ctx: &StepContext, input: &StepInput) -> Result<ReleaseOutp
     restored.extend(crate::access::restore(ctx, input).await?);
     let spec = ctx.conn_spec(&input.job, Side::Target).await?;
     let target = pg::connect(&spec.with_dbname("postgres"), &Session::new("release", run)).await?;
-    // The run's memberships go with its holder role; other runs' stay (see `apply::holder_role`).
-    let revoked = if apply::drop_holder(&target, run).await? { roles } else { Vec::new() };
+    // The run's memberships go with its holder role; other runs' stay (see `roles::holder_role`).
+    let revoked = if crate::roles::drop_holder(&target, run).await? { roles } else { Vec::new() };
     // Last, once its memberships are gone: a refresh lets go of the target for the next run.
     if input.job.mode == crate::job::Mode::Refresh {
         match ctx.connect(&input.job, Side::Target, "release", run).await {
