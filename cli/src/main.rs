@@ -363,7 +363,7 @@ async fn run(
     report.fill_phase_totals();
     print!("{}", report.table());
     // What the schema step kept, rewrote and left out, and what is left to do by hand.
-    if let Some(schema) = pgferry_core::schema::report::summary(&store, &run_id).await {
+    if let Some(schema) = pgferry_core::dump::report::summary(&store, &run_id).await {
         print!("{schema}");
     }
     // Schema objects, owners, ACLs, roles and settings: what the schema report explains, and not.

@@ -87,7 +87,7 @@ pub async fn watch(execution_arn: &str, bucket: Option<String>, interval: Durati
             let mut report = RunReport::gather(&store, &run_id, progress.phases, &outcome).await;
             report.fill_phase_totals();
             print!("{}", report.table());
-            if let Some(schema) = pgferry_core::schema::report::summary(&store, &run_id).await {
+            if let Some(schema) = pgferry_core::dump::report::summary(&store, &run_id).await {
                 print!("{schema}");
             }
             if let Some(failure) = &report.failure {

@@ -16,11 +16,11 @@ mod pg {
 }
 
 #[allow(dead_code, unreachable_pub)]
-#[path = "../../shared/src/schema/lex.rs"]
+#[path = "../../shared/src/dump/lex.rs"]
 mod lex;
 
 #[allow(dead_code, unreachable_pub)]
-#[path = "../../shared/src/schema/parse.rs"]
+#[path = "../../shared/src/dump/parse.rs"]
 mod parse;
 
 fuzz_target!(|data: &[u8]| {

@@ -191,7 +191,7 @@ pub async fn copy_chunk(ctx: &StepContext, input: &ChunkInput, deadline: Option<
 /// When this chunk completed its table (every slice of every chunk of the table is in the
 /// ledger), builds the table's post-data indexes now, overlapping with the copy of other tables,
 /// as pg_restore and pgcopydb do. Returns false while a build still runs at the deadline: the
-/// chunk is invoked again and waits for it (see [`crate::schema::postdata`]). Indexes are never
+/// chunk is invoked again and waits for it (see [`crate::dump::postdata`]). Indexes are never
 /// built before the table's last slice has committed, so no slice loads into an indexed table.
 async fn build_indexes_of_completed_table(
     ctx: &StepContext,
@@ -223,7 +223,7 @@ async fn build_indexes_of_completed_table(
         return Ok(true);
     }
     for item in &mine {
-        let out = crate::schema::postdata::run_item(target, run, item, deadline).await?;
+        let out = crate::dump::postdata::run_item(target, run, item, deadline).await?;
         tracing::info!(item = %out.id, table = %table, outcome = %out.outcome, millis = out.millis, "index of a completed table");
         if !out.done {
             return Ok(false);

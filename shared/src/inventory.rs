@@ -27,14 +27,14 @@ use tokio_postgres::Client;
 
 use crate::catalog::{FIRST_NORMAL_OBJECT_ID, PGFERRY_SCHEMA, REPLICATION_OBJECT_PREFIX, VERSIONED_PRIVILEGES};
 use crate::context::StepContext;
+use crate::dump::facts::{is_predefined, is_rds_internal};
+use crate::dump::lex::{self, ItemKind, TokenKind};
+use crate::dump::parse::{DatabaseAction, Parsed, RoleOption, RoleRef, Statement};
+use crate::dump::report::{STEPS, SchemaReport};
+use crate::dump::sanitize::{self, Verdict};
 use crate::error::{Error, Result};
 use crate::job::Side;
 use crate::pg::quote_ident;
-use crate::schema::facts::{is_predefined, is_rds_internal};
-use crate::schema::lex::{self, ItemKind, TokenKind};
-use crate::schema::parse::{DatabaseAction, Parsed, RoleOption, RoleRef, Statement};
-use crate::schema::report::{STEPS, SchemaReport};
-use crate::schema::sanitize::{self, Verdict};
 use crate::step::{StepInput, keys};
 
 /// Rule of the inventory itself (not of the sanitizer): pgferry's bookkeeping on the target.

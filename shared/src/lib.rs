@@ -13,6 +13,7 @@ pub mod clone;
 pub mod context;
 pub mod continuous;
 pub mod copy;
+pub mod dump;
 pub mod error;
 pub mod inventory;
 pub mod job;

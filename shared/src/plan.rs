@@ -20,11 +20,11 @@ use tokio_postgres::Client;
 
 use crate::catalog::{self, Relation};
 use crate::context::StepContext;
+use crate::dump::report::SchemaReport;
+use crate::dump::sanitize::Verdict;
 use crate::error::{Error, Result};
 use crate::job::{Mode, Side};
 use crate::pg::{QualifiedName, quote_ident, quote_literal};
-use crate::schema::report::SchemaReport;
-use crate::schema::sanitize::Verdict;
 use crate::step::{Chunk, CopyFormat, KeyColumn, PlanOutput, Slice, StepInput, keys};
 
 /// Target size of one slice (one transaction on the target): small enough that a slice commits

@@ -52,18 +52,19 @@ use crate::context::StepContext;
 use crate::copy::{
     LedgerRow, column_list, copy_in_sql, copy_options, copy_out_sql, copy_out_where, record_slice, stream,
 };
+use crate::dump::apply;
+use crate::dump::facts::{Facts, TargetFacts};
+use crate::dump::lex::{self, Item, ItemKind};
+use crate::dump::parse::Statement;
+use crate::dump::report::SchemaReport;
+use crate::dump::sanitize::{self, Plan, TocEntry};
+use crate::dump::tool as dump;
 use crate::error::{Error, ErrorKind, Result};
 use crate::job::{Job, Mode, Side};
 use crate::pg::{ConnSpec, QualifiedName, quote_ident, quote_literal};
 use crate::plan::slice_predicate;
 use crate::roles::MembershipLog;
-use crate::schema::apply;
-use crate::schema::facts::{Facts, TargetFacts};
-use crate::schema::lex::{self, Item, ItemKind};
-use crate::schema::parse::Statement;
-use crate::schema::report::SchemaReport;
-use crate::schema::sanitize::{self, Plan, TocEntry};
-use crate::schema::{PRE_DATA, dump, marker, plan_sections, section_hash};
+use crate::schema::{PRE_DATA, marker, plan_sections, section_hash};
 use crate::step::{ChunkInput, CopyChunkOutput, RefreshCounts, SchemaOutput, Slice, StepInput, keys};
 use crate::verify::hash_sql;
 
@@ -1464,7 +1465,7 @@ async fn rebuild_indexes(
     if indexes.is_empty() {
         return Ok(());
     }
-    let memory = crate::schema::postdata::MAINTENANCE_WORK_MEM;
+    let memory = crate::dump::postdata::MAINTENANCE_WORK_MEM;
     tx.batch_execute(&format!("SET LOCAL maintenance_work_mem = '{memory}'"))
         .await
         .map_err(|e| Error::db("set maintenance_work_mem", e))?;

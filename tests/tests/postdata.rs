@@ -5,9 +5,10 @@
 use std::time::{Duration, Instant};
 
 use pgferry_core::copy;
+use pgferry_core::dump::postdata;
 use pgferry_core::pg::QualifiedName;
 use pgferry_core::plan::{self, PlanOptions};
-use pgferry_core::schema::{self, postdata};
+use pgferry_core::schema;
 use pgferry_core::step::{ChunkInput, PostDataItem, PostDataItemKind, keys};
 use pgferry_tests::{Server, connect, create_db, drop_db, source_with, step_setup, strings, testbed};
 

@@ -9,10 +9,10 @@
 use std::collections::BTreeSet;
 
 use pgferry_core::context::{Credentials, StepContext};
+use pgferry_core::dump::report::SchemaReport;
+use pgferry_core::dump::sanitize::Verdict;
 use pgferry_core::job::Job;
 use pgferry_core::pg::quote_ident;
-use pgferry_core::schema::report::SchemaReport;
-use pgferry_core::schema::sanitize::Verdict;
 use pgferry_core::step::StepInput;
 use pgferry_core::store::ArtifactStore;
 use pgferry_core::{plan, schema};
@@ -437,7 +437,7 @@ async fn role_facts(client: &Client, s: &Shapes) -> BTreeSet<String> {
     out
 }
 
-fn statements(reports: &[SchemaReport]) -> impl Iterator<Item = &pgferry_core::schema::sanitize::Planned> {
+fn statements(reports: &[SchemaReport]) -> impl Iterator<Item = &pgferry_core::dump::sanitize::Planned> {
     reports.iter().flat_map(|r| r.plans.iter().flat_map(|p| &p.statements))
 }
 

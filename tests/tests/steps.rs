@@ -3,9 +3,9 @@
 
 use pgferry_core::access::{self, Obtain};
 use pgferry_core::context::StepContext;
+use pgferry_core::dump::report::SchemaReport;
+use pgferry_core::dump::sanitize::Verdict;
 use pgferry_core::roles::{MembershipLog, holder_role};
-use pgferry_core::schema::report::SchemaReport;
-use pgferry_core::schema::sanitize::Verdict;
 use pgferry_core::step::{ChunkInput, SchemaRequest, StepInput, keys};
 use pgferry_core::{copy, plan, schema};
 use pgferry_tests::{Server, connect, create_db, drop_db, step_setup, testbed, unique_name};

@@ -8,8 +8,8 @@
 //! silently. On a pair where the target is as new as the source, the same job needs no consent.
 
 use pgferry_core::asl::Outcome;
+use pgferry_core::dump::report::SchemaReport;
 use pgferry_core::preflight;
-use pgferry_core::schema::report::SchemaReport;
 use pgferry_core::step::{CheckStatus, keys};
 use pgferry_tests::{Server, connect, drop_db, run_machine, source_with, step_setup, testbed, unique_name};
 

@@ -1,30 +1,16 @@
 //! The schema step: globals and the target database, the schema's pre-data and post-data, and
-//! sequences — dumped once, sanitized for the target, applied so that nothing is lost silently.
-//!
-//! `pg_dumpall` and `pg_dump` output is not restorable on RDS as it is: the master user is not a
-//! superuser, RDS owns some roles, and a peer tool's substring filter once turned every role
-//! NOLOGIN because `NOSUPERUSER` contains `SUPERUSER`. Here a real lexer ([`lex`]) splits the dump
-//! into statements, a parser ([`parse`]) reads the shapes that matter, rules ([`sanitize`])
-//! decide from facts about the target ([`facts`]) what to keep, rewrite, skip or try, and the
-//! apply engine ([`apply`]) runs the plan one statement at a time. Every step writes a report
-//! ([`report`]) naming each statement's verdict and rule (RDS-CASES A, B, T60).
+//! sequences — dumped once, sanitized for the target, applied so that nothing is lost silently
+//! (the machinery is in [`crate::dump`]).
 //!
 //! Steps and what makes them retry-safe:
-//! - **globals** takes the run's one dump ([`dump`]), then converges roles and the database: each
+//! - **globals** takes the run's one dump ([`tool`]), then converges roles and the database: each
 //!   statement is idempotent (create if missing, then converge).
 //! - **pre-data** / **post-data** apply their section in one transaction with a marker row that
 //!   also records a hash of the section: a retry finds all or nothing, and a later run of the
 //!   same job into the same database finds the same schema applied and changes nothing.
 //! - **release** revokes the memberships the master was given to act as the objects' owners.
 
-pub mod apply;
-pub mod dump;
-pub mod facts;
-pub mod lex;
-pub mod parse;
-pub mod postdata;
-pub mod report;
-pub mod sanitize;
+use crate::dump::{apply, facts, lex, postdata, report, sanitize, tool};
 
 use std::time::Instant;
 
@@ -109,7 +95,7 @@ pub async fn globals(ctx: &StepContext, input: &StepInput) -> Result<GlobalsOutp
         source_facts.master = master.clone();
     }
     drop(source);
-    let dump = dump::ensure(ctx, input).await?;
+    let dump = tool::ensure(ctx, input).await?;
     crate::access::obtain(ctx, input, crate::access::Obtain::Unforce).await?;
 
     let target_spec = ctx.conn_spec(job, Side::Target).await?;
@@ -231,7 +217,7 @@ pub async fn post_data_plan(ctx: &StepContext, input: &StepInput) -> Result<Post
 
 /// The post-data items of the run (the section's own transaction recomputes the same split).
 async fn post_data_split(ctx: &StepContext, run: &str, target: &Client) -> Result<postdata::Split> {
-    let dump = dump::stored(ctx, run).await?;
+    let dump = tool::stored(ctx, run).await?;
     let facts: Facts = ctx.store.get_json(&keys::schema_facts(run)).await?;
     let pre_items = lex::split(&dump.pre_data);
     let (_, pre_items) = sanitize::database_items(&pre_items);
@@ -336,7 +322,7 @@ async fn section(ctx: &StepContext, input: &StepInput, phase: Phase, extra: &[St
     let started = Instant::now();
     let run = &input.run_id;
     let name = phase.as_str();
-    let dump = dump::stored(ctx, run).await?;
+    let dump = tool::stored(ctx, run).await?;
     let mut target = ctx.connect(&input.job, Side::Target, "schema", run).await?;
     if let Some(row) = marker(&target, Some(run), name).await?
         && row.0 == *run

@@ -1586,7 +1586,7 @@ fn unquote_value(text: &str) -> String {
 /// artifact. Applying it loses nothing, as those options are never applied (`fdw.user-mapping-password`).
 pub fn redact_secrets(text: &str) -> String {
     let mut edits = Edits::default();
-    for item in crate::schema::lex::split(text) {
+    for item in crate::dump::lex::split(text) {
         if item.kind != ItemKind::Statement {
             continue;
         }
@@ -1618,8 +1618,8 @@ fn redact_spans(sql: &str, spans: &[(usize, usize)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::facts::{AvailableExtension, Setting, SourceFacts, TargetFacts, TargetRole};
-    use crate::schema::lex::split;
+    use crate::dump::facts::{AvailableExtension, Setting, SourceFacts, TargetFacts, TargetRole};
+    use crate::dump::lex::split;
 
     const GLOBALS: &str = include_str!("../../tests/fixtures/schema/globals.sql");
     const PRE_DATA: &str = include_str!("../../tests/fixtures/schema/pre-data.sql");
@@ -1972,7 +1972,7 @@ GRANT reader TO app WITH INHERIT TRUE GRANTED BY postgres;
         );
 
         let mut existing = facts.clone();
-        existing.target.database = Some(crate::schema::facts::TargetDatabase {
+        existing.target.database = Some(crate::dump::facts::TargetDatabase {
             owner: "dbadmin".into(),
             encoding: "UTF8".into(),
             collate: "C".into(),

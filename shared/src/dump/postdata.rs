@@ -353,9 +353,9 @@ fn checked_sql(run: &str, item: &PostDataItem) -> Result<String> {
             ))
         }
         PostDataItemKind::BuildIndex => {
-            let statements = crate::schema::lex::split(&item.sql)
+            let statements = crate::dump::lex::split(&item.sql)
                 .into_iter()
-                .filter(|i| i.kind == crate::schema::lex::ItemKind::Statement && !i.is_empty())
+                .filter(|i| i.kind == crate::dump::lex::ItemKind::Statement && !i.is_empty())
                 .count();
             if statements != 1 {
                 return refuse("not one statement");
