@@ -14,31 +14,15 @@
 
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, TryStreamExt, pin_mut};
 use tokio_postgres::Client;
 
+use crate::chunk::{copy_in_sql, copy_out_sql, stream};
 use crate::context::StepContext;
 use crate::error::{Error, Result};
 use crate::job::{Mode, Side};
-use crate::pg::quote_ident;
-use crate::plan::slice_predicate;
-use crate::schema::to_value;
-use crate::step::{
-    Chunk, ChunkInput, CopyChunkOutput, CopyFormat, CopyRequest, PostDataItem, RefreshCounts, Slice, keys,
-};
-
-/// The chunk ledger on the target: one row per committed slice, written in the slice's
-/// transaction. Created with pgferry's other bookkeeping before any data is loaded. A refresh
-/// also records per slice the source rows compared, the target rows deleted, whether the slice
-/// was equal, and whether the refresh proved the slice equal itself (all `NULL` for a snapshot's
-/// slices; see [`crate::refresh::refresh_slice`]).
-pub const LEDGER_DDL: &str = "CREATE TABLE IF NOT EXISTS pgferry.copied_chunks (run_id text NOT NULL, \
-     chunk_id text NOT NULL, slice integer NOT NULL, table_schema text NOT NULL, table_name text NOT NULL, \
-     rows bigint NOT NULL, bytes bigint NOT NULL, committed_at timestamptz NOT NULL DEFAULT now(), \
-     PRIMARY KEY (run_id, chunk_id, slice)); \
-     ALTER TABLE pgferry.copied_chunks ADD COLUMN IF NOT EXISTS compared bigint, \
-     ADD COLUMN IF NOT EXISTS deleted bigint, ADD COLUMN IF NOT EXISTS equal boolean, \
-     ADD COLUMN IF NOT EXISTS proven boolean";
+use crate::ledger::{LedgerRow, ledger, record_slice};
+use crate::step::to_value;
+use crate::step::{Chunk, ChunkInput, CopyChunkOutput, CopyRequest, PostDataItem, RefreshCounts, Slice, keys};
 
 /// Time kept in reserve at the end of an invocation: committing, writing the result, returning.
 const DEADLINE_RESERVE: Duration = Duration::from_secs(20);
@@ -56,44 +40,6 @@ pub async fn handle(ctx: &StepContext, request: CopyRequest, deadline: Option<In
         }
         CopyRequest::LargeObjects(input) => to_value(crate::lobs::copy_all(ctx, &input).await?),
     })
-}
-
-/// `"a", "b"`: the explicit column list used on both ends (generated columns excluded, T30).
-pub fn column_list(columns: &[String]) -> String {
-    columns.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ")
-}
-
-fn format_option(format: CopyFormat) -> &'static str {
-    match format {
-        CopyFormat::Binary => "FORMAT binary",
-        CopyFormat::Text => "FORMAT text",
-    }
-}
-
-/// The source side of a slice.
-pub fn copy_out_sql(chunk: &Chunk, slice: &Slice) -> String {
-    match slice_predicate(&chunk.key, slice) {
-        None => format!(
-            "COPY {} ({}) TO STDOUT ({})",
-            chunk.table,
-            column_list(&chunk.columns),
-            format_option(chunk.format)
-        ),
-        Some(pred) => copy_out_where(chunk, &pred),
-    }
-}
-
-/// The source side of the chunk's rows that `predicate` selects.
-pub(crate) fn copy_out_where(chunk: &Chunk, predicate: &str) -> String {
-    let (table, cols, fmt) = (&chunk.table, column_list(&chunk.columns), format_option(chunk.format));
-    format!("COPY (SELECT {cols} FROM ONLY {table} WHERE {predicate}) TO STDOUT ({fmt})")
-}
-
-/// The target side of a slice; a whole table is truncated in the same transaction, so FREEZE.
-pub fn copy_in_sql(chunk: &Chunk, slice: &Slice) -> String {
-    let (table, cols, fmt) = (&chunk.table, column_list(&chunk.columns), format_option(chunk.format));
-    let freeze = if matches!(slice, Slice::Whole) { ", FREEZE" } else { "" };
-    format!("COPY {table} ({cols}) FROM STDIN ({fmt}{freeze})")
 }
 
 /// Copies a chunk's remaining slices, exactly once each, until done or out of time.
@@ -230,124 +176,6 @@ async fn build_indexes_of_completed_table(
         }
     }
     Ok(true)
-}
-
-/// One committed slice in the ledger.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct LedgerRow {
-    pub slice: usize,
-    /// Rows and bytes written.
-    pub rows: u64,
-    pub bytes: u64,
-    /// Refresh only: source rows compared, target rows deleted, whether the slice was equal
-    /// (`None`: covered by another slice of the chunk).
-    pub compared: Option<u64>,
-    pub deleted: Option<u64>,
-    pub equal: Option<bool>,
-    /// Refresh only: the slice was compared key by key with the transaction-id marks, and after
-    /// its repair the copied rows hashed equal on both sides and the counts agreed, in the
-    /// slice's transaction: its verification needs no second pass.
-    pub proven: Option<bool>,
-}
-
-impl LedgerRow {
-    /// The refresh counts this slice contributes.
-    pub fn refresh_counts(&self) -> RefreshCounts {
-        let compared = self.compared.unwrap_or(0);
-        RefreshCounts {
-            rows_compared: compared,
-            rows_skipped: compared.saturating_sub(self.rows),
-            rows_reloaded: self.rows,
-            rows_deleted: self.deleted.unwrap_or(0),
-            slices_equal: usize::from(self.equal == Some(true)),
-            slices_reloaded: usize::from(self.equal == Some(false)),
-        }
-    }
-}
-
-/// Committed slices of a chunk.
-async fn ledger(target: &Client, run_id: &str, chunk_id: &str) -> Result<Vec<LedgerRow>> {
-    let rows = target
-        .query(
-            "SELECT slice, rows, bytes, compared, deleted, equal, proven FROM pgferry.copied_chunks \
-             WHERE run_id = $1 AND chunk_id = $2",
-            &[&run_id, &chunk_id],
-        )
-        .await
-        .map_err(|e| Error::db("read chunk ledger", e))?;
-    let n = |v: i64| u64::try_from(v).unwrap_or(0);
-    Ok(rows
-        .iter()
-        .map(|r| LedgerRow {
-            slice: usize::try_from(r.get::<_, i32>(0)).unwrap_or(usize::MAX),
-            rows: n(r.get(1)),
-            bytes: n(r.get(2)),
-            compared: r.get::<_, Option<i64>>(3).map(n),
-            deleted: r.get::<_, Option<i64>>(4).map(n),
-            equal: r.get(5),
-            proven: r.get(6),
-        })
-        .collect())
-}
-
-/// Records a committed slice, in the transaction that wrote its rows.
-pub(crate) async fn record_slice<C: tokio_postgres::GenericClient>(
-    client: &C,
-    input: &ChunkInput,
-    row: &LedgerRow,
-) -> Result<()> {
-    let i64_of = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-    let chunk = &input.chunk;
-    client
-        .execute(
-            "INSERT INTO pgferry.copied_chunks \
-             (run_id, chunk_id, slice, table_schema, table_name, rows, bytes, compared, deleted, equal, proven) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-            &[
-                &input.run_id,
-                &chunk.id,
-                &i32::try_from(row.slice).unwrap_or(i32::MAX),
-                &chunk.table.schema,
-                &chunk.table.name,
-                &i64_of(row.rows),
-                &i64_of(row.bytes),
-                &row.compared.map(i64_of),
-                &row.deleted.map(i64_of),
-                &row.equal,
-                &row.proven,
-            ],
-        )
-        .await
-        .map_err(|e| Error::db("record slice in ledger", e))?;
-    Ok(())
-}
-
-/// Streams `out_sql` on the source into `in_sql` on the target transaction, undecoded:
-/// `(rows, bytes)`.
-pub(crate) async fn stream(
-    source: &Client,
-    tx: &tokio_postgres::Transaction<'_>,
-    out_sql: &str,
-    in_sql: &str,
-    table: &crate::pg::QualifiedName,
-) -> Result<(u64, u64)> {
-    let out = source.copy_out(out_sql).await.map_err(|e| Error::db(format!("start reading {table}"), e))?;
-    let sink =
-        tx.copy_in::<_, bytes::Bytes>(in_sql).await.map_err(|e| Error::db(format!("start writing {table}"), e))?;
-    pin_mut!(out);
-    pin_mut!(sink);
-    let mut bytes = 0u64;
-    while let Some(buf) = out.try_next().await.map_err(|e| Error::db(format!("read {table}"), e))? {
-        bytes += buf.len() as u64;
-        sink.feed(buf).await.map_err(|e| Error::db(format!("write {table}"), e))?;
-    }
-    let rows = sink.as_mut().finish().await.map_err(|e| Error::db(format!("finish writing {table}"), e))?;
-    Ok((rows, bytes))
-}
-
-/// The `WITH (…)` options of a COPY of this chunk, without FREEZE.
-pub(crate) fn copy_options(chunk: &Chunk) -> &'static str {
-    format_option(chunk.format)
 }
 
 /// Loads one slice in one target transaction, ledger row included.

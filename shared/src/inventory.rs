@@ -1537,7 +1537,7 @@ async fn schema_reports(ctx: &StepContext, run: &str, target: &Client) -> Result
         return Ok((Some(run), reports));
     }
     // No bookkeeping table: the target was not made by pgferry's schema step.
-    let Some(previous) = crate::schema::pre_data_applied_by(target).await else { return Ok((None, vec![])) };
+    let Some(previous) = crate::ledger::pre_data_applied_by(target).await else { return Ok((None, vec![])) };
     let (run, reports) = load(previous).await;
     Ok(if reports.is_empty() { (None, vec![]) } else { (Some(run), reports) })
 }

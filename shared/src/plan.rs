@@ -24,7 +24,7 @@ use crate::dump::report::SchemaReport;
 use crate::dump::sanitize::Verdict;
 use crate::error::{Error, Result};
 use crate::job::{Mode, Side};
-use crate::pg::{QualifiedName, quote_ident, quote_literal};
+use crate::pg::{QualifiedName, quote_ident};
 use crate::step::{Chunk, CopyFormat, KeyColumn, PlanOutput, Slice, StepInput, keys};
 
 /// Target size of one slice (one transaction on the target): small enough that a slice commits
@@ -113,7 +113,7 @@ async fn relations_not_created(ctx: &StepContext, input: &StepInput) -> HashMap<
             let Ok(target) = ctx.connect(&input.job, Side::Target, "plan", &input.run_id).await else {
                 return HashMap::new();
             };
-            let Some(applied_by) = crate::schema::pre_data_applied_by(&target).await else { return HashMap::new() };
+            let Some(applied_by) = crate::ledger::pre_data_applied_by(&target).await else { return HashMap::new() };
             match load(applied_by).await {
                 Ok(report) => report,
                 Err(_) => return HashMap::new(),
@@ -338,52 +338,6 @@ async fn quantile_bounds(source: &Client, rel: &Relation, key: &[KeyColumn], wan
     Ok(bounds)
 }
 
-/// The SQL condition selecting a slice's rows (`None` for a whole table). Bounds are literals,
-/// quoted by the one helper and cast to the key's type: `COPY (SELECT …)` takes no parameters.
-pub fn slice_predicate(key: &[KeyColumn], slice: &Slice) -> Option<String> {
-    match slice {
-        Slice::Whole => None,
-        Slice::KeyRange { lower, upper } => {
-            let cols = format!("({})", key.iter().map(|k| quote_ident(&k.name)).collect::<Vec<_>>().join(", "));
-            let typed = |values: &[String]| {
-                let parts: Vec<String> =
-                    key.iter().zip(values).map(|(k, v)| format!("{}::{}", quote_literal(v), k.type_name)).collect();
-                format!("({})", parts.join(", "))
-            };
-            let mut conds = Vec::new();
-            if let Some(l) = lower {
-                conds.push(format!("{cols} >= {}", typed(l)));
-            }
-            if let Some(u) = upper {
-                conds.push(format!("{cols} < {}", typed(u)));
-            }
-            Some(if conds.is_empty() { "true".to_string() } else { conds.join(" AND ") })
-        }
-        Slice::Pages { first_page, end_page } => {
-            let mut cond = format!("ctid >= '({first_page},0)'::tid");
-            if let Some(end) = end_page {
-                cond.push_str(&format!(" AND ctid < '({end},0)'::tid"));
-            }
-            Some(cond)
-        }
-    }
-}
-
-/// The condition selecting all rows of a chunk: its slices are consecutive, so the chunk is the
-/// range from its first slice's lower bound to its last slice's upper bound.
-pub fn chunk_predicate(chunk: &Chunk) -> Option<String> {
-    let merged = match (chunk.slices.first(), chunk.slices.last()) {
-        (Some(Slice::KeyRange { lower, .. }), Some(Slice::KeyRange { upper, .. })) => {
-            Slice::KeyRange { lower: lower.clone(), upper: upper.clone() }
-        }
-        (Some(Slice::Pages { first_page, .. }), Some(Slice::Pages { end_page, .. })) => {
-            Slice::Pages { first_page: *first_page, end_page: *end_page }
-        }
-        _ => Slice::Whole,
-    };
-    slice_predicate(&chunk.key, &merged)
-}
-
 /// The plan step: builds the plan and stores it, with the item lists the Map states read.
 /// A run resumed (or a step retried) keeps the plan it made: chunk ids and slices must stay what
 /// the target's ledger recorded them as.
@@ -419,6 +373,7 @@ pub async fn run(ctx: &StepContext, input: &StepInput) -> Result<PlanOutput> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chunk::{chunk_predicate, slice_predicate};
 
     fn key(cols: &[(&str, &str)]) -> Vec<KeyColumn> {
         cols.iter().map(|(n, t)| KeyColumn { name: n.to_string(), type_name: t.to_string() }).collect()

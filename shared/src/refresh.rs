@@ -48,10 +48,10 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
 
+use crate::chunk::hash_sql;
+use crate::chunk::slice_predicate;
+use crate::chunk::{column_list, copy_in_sql, copy_options, copy_out_sql, copy_out_where, stream};
 use crate::context::StepContext;
-use crate::copy::{
-    LedgerRow, column_list, copy_in_sql, copy_options, copy_out_sql, copy_out_where, record_slice, stream,
-};
 use crate::dump::apply;
 use crate::dump::facts::{Facts, TargetFacts};
 use crate::dump::lex::{self, Item, ItemKind};
@@ -59,14 +59,13 @@ use crate::dump::parse::Statement;
 use crate::dump::report::SchemaReport;
 use crate::dump::sanitize::{self, Plan, TocEntry};
 use crate::dump::tool as dump;
+use crate::dump::{PRE_DATA, plan_sections, section_hash};
 use crate::error::{Error, ErrorKind, Result};
 use crate::job::{Job, Mode, Side};
+use crate::ledger::{LedgerRow, marker, record_slice};
 use crate::pg::{ConnSpec, QualifiedName, quote_ident, quote_literal};
-use crate::plan::slice_predicate;
 use crate::roles::MembershipLog;
-use crate::schema::{PRE_DATA, marker, plan_sections, section_hash};
 use crate::step::{ChunkInput, CopyChunkOutput, RefreshCounts, SchemaOutput, Slice, StepInput, keys};
-use crate::verify::hash_sql;
 
 /// pgferry's record of runs into a target database: which source each copied, and when the copy
 /// finished (set by the large-object step, the last step that writes data). A refresh accepts
@@ -1051,7 +1050,7 @@ pub async fn pre_data(ctx: &StepContext, input: &StepInput) -> Result<SchemaOutp
     for holder in claim(&tx, &database, &input.job, run).await? {
         outcome.notes.push(format!("took the target over from refresh run {holder}, which had not ended"));
     }
-    crate::schema::prepare_section(&tx, &mut log, &facts, &pre_plan).await?;
+    crate::dump::prepare_section(&tx, &mut log, &facts, &pre_plan).await?;
     for table in &drop {
         drop_table(&tx, table).await?;
     }
@@ -1193,7 +1192,7 @@ pub(crate) async fn refresh_slice(
             // multiset of rows (below) or reloaded whole, as is a table without columns. (With
             // the marks too: for a keyless table, "nothing written since" would still need the
             // hash, a delete on each side cancelling out in the counts.)
-            let hash = crate::verify::row_hash(source, chunk).await?;
+            let hash = crate::chunk::row_hash(source, chunk).await?;
             let sql = hash_sql(chunk, &hash, filter.clone());
             let (s, t) = tokio::try_join!(source.query_one(&sql, &[]), target.query_one(&sql, &[]))
                 .map_err(|e| Error::db(format!("hash {}", chunk.table), e))?;
@@ -1396,7 +1395,7 @@ async fn prove_repair(
     if target_rows + copied != source_rows + deleted {
         return Ok(false);
     }
-    let hash = crate::verify::row_hash(source, chunk).await?;
+    let hash = crate::chunk::row_hash(source, chunk).await?;
     let (on_source, on_target) = tokio::try_join!(
         crate::watermark::hashes_by_key(source, chunk, filter, &hash, &diff.to_copy),
         crate::watermark::hashes_by_key(tx, chunk, filter, &hash, &diff.to_copy)
@@ -1677,8 +1676,8 @@ pub async fn summarize(ctx: &StepContext, run: &str) -> Result<Option<RefreshSum
     }
     out.tables_changed = per_table.into_iter().map(|(t, (c, d))| (t, c, d)).collect();
     let mut verified: BTreeMap<QualifiedName, TableVerification> = BTreeMap::new();
-    for key in ctx.store.list(&crate::verify::scope_prefix(run)).await? {
-        let v: crate::verify::VerifyScope = ctx.store.get_json(&key).await?;
+    for key in ctx.store.list(&crate::chunk::scope_prefix(run)).await? {
+        let v: crate::chunk::VerifyScope = ctx.store.get_json(&key).await?;
         let t = verified.entry(v.table.clone()).or_insert_with(|| TableVerification {
             table: v.table.clone(),
             rows_hashed: 0,

@@ -92,7 +92,7 @@ pub async fn invoke(ctx: &StepContext, function: Function, payload: Value, deadl
         }
         Function::Preflight => {
             let input: StepInput = request(function, payload)?;
-            Ok(schema::to_value(preflight::run(ctx, &input).await?))
+            Ok(crate::step::to_value(preflight::run(ctx, &input).await?))
         }
         Function::Schema => schema::handle_until(ctx, request::<SchemaRequest>(function, payload)?, deadline).await,
         Function::Copy => copy::handle(ctx, request::<CopyRequest>(function, payload)?, deadline).await,

@@ -660,6 +660,10 @@ pub struct DiagnoseOutput {
     pub cause: String,
 }
 
+pub(crate) fn to_value<T: Serialize>(v: T) -> serde_json::Value {
+    serde_json::to_value(v).expect("step outputs serialize")
+}
+
 // ---------------------------------------------------------------------------------- checks
 
 /// The name of the check holding a clone's estimate (kept in the clone record and the report).

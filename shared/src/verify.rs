@@ -9,13 +9,14 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::chunk::{VerifyScope, chunk_hash_sql, hash_sql, row_hash, scope_key};
 use crate::context::StepContext;
 use crate::error::{Error, Result};
 use crate::inventory::InventoryReport;
 use crate::job::Side;
 use crate::pg::{QualifiedName, quote_ident};
 use crate::plan::Plan;
-use crate::schema::to_value;
+use crate::step::to_value;
 use crate::step::{
     Chunk, ChunkInput, CopyChunkOutput, DiagnoseInput, DiagnoseOutput, Differences, ReportOutput, Slice, StepInput,
     VerifyChunkOutput, VerifyRequest, keys,
@@ -31,75 +32,6 @@ pub async fn handle(ctx: &StepContext, request: VerifyRequest) -> Result<serde_j
         VerifyRequest::Report(input) => to_value(report(ctx, &input).await?),
         VerifyRequest::Diagnose(input) => to_value(diagnose(ctx, &input).await?),
     })
-}
-
-/// Types whose own extended hash function tells apart exactly the values whose text forms differ
-/// (by OID): integers, `bool`, `bytea`, `"char"`, `name`, `oid`, `uuid`, dates and times (hashed
-/// by their exact internal value, so the client's time zone plays no part). Text types join them
-/// only under a deterministic collation, `char(n)` only with its length (its values are padded);
-/// floats (`-0` = `0`), `numeric` (`1.0` = `1.00`), `interval`, json and every other type are
-/// hashed by their text form.
-const NATIVE_HASH_TYPES: &[u32] = &[16, 17, 18, 19, 20, 21, 23, 25, 26, 1043, 1082, 1083, 1114, 1184, 2950];
-const BPCHAR: u32 = 1042;
-const COLLATABLE: &[u32] = &[25, 1043, BPCHAR];
-
-/// The expression hashing one row to 64 bits. Columns of [`NATIVE_HASH_TYPES`] go through their
-/// type's hash function and the others through their text form under the pinned session settings
-/// (`ROW(…)::text` writes NULL as nothing and `''` as `""`, so they differ), one element of the
-/// record: `hash_record_extended` is 2–3× cheaper than formatting a whole row as text. Its result
-/// combines the columns' hashes linearly, so it is mixed once more: summed over rows, a linear
-/// combination would not see two rows swapping a column's values.
-pub(crate) fn row_hash_expr(columns: &[(String, bool)]) -> String {
-    if columns.is_empty() {
-        return "0::bigint".to_string();
-    }
-    let names = |native: bool| columns.iter().filter(|c| c.1 == native).map(|c| quote_ident(&c.0)).collect::<Vec<_>>();
-    let (mut native, other) = (names(true), names(false));
-    if native.is_empty() {
-        return format!("hashtextextended(ROW({})::text, 0)", other.join(", "));
-    }
-    if !other.is_empty() {
-        native.push(format!("ROW({})::text", other.join(", ")));
-    }
-    format!("hashint8extended(hash_record_extended(ROW({}), 0), 0)", native.join(", "))
-}
-
-/// The row hash expression of a chunk's columns, from the table's column types on `client`
-/// (the source: both sides must run the same expression).
-pub(crate) async fn row_hash(client: &tokio_postgres::Client, chunk: &Chunk) -> Result<String> {
-    let rows = client
-        .query(
-            "SELECT a.attname::text, a.atttypid::oid, a.atttypmod, coalesce(co.collisdeterministic, true) \
-             FROM pg_attribute a LEFT JOIN pg_collation co ON co.oid = a.attcollation \
-             WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped",
-            &[&chunk.table.to_string()],
-        )
-        .await
-        .map_err(|e| Error::db(format!("read column types of {}", chunk.table), e))?;
-    let native: HashMap<String, bool> = rows
-        .iter()
-        .map(|r| {
-            let (oid, typmod, deterministic): (u32, i32, bool) = (r.get(1), r.get(2), r.get(3));
-            let ok = (NATIVE_HASH_TYPES.contains(&oid) || (oid == BPCHAR && typmod >= 0))
-                && (deterministic || !COLLATABLE.contains(&oid));
-            (r.get(0), ok)
-        })
-        .collect();
-    let columns: Vec<(String, bool)> =
-        chunk.columns.iter().map(|c| (c.clone(), native.get(c).copied().unwrap_or(false))).collect();
-    Ok(row_hash_expr(&columns))
-}
-
-/// SQL computing `(count, hash sum)` of the rows matching `filter`, `row_hash` being the row
-/// hash expression. A sum, not a xor: two equal rows must not cancel out.
-pub(crate) fn hash_sql(chunk: &Chunk, row_hash: &str, filter: Option<String>) -> String {
-    let filter = filter.map_or(String::new(), |p| format!(" WHERE {p}"));
-    format!("SELECT count(*)::bigint, coalesce(sum({row_hash}), 0)::text FROM ONLY {}{filter}", chunk.table)
-}
-
-/// SQL computing `(count, hash sum)` of a chunk's rows.
-fn chunk_hash_sql(chunk: &Chunk, row_hash: &str) -> String {
-    hash_sql(chunk, row_hash, crate::plan::chunk_predicate(chunk))
 }
 
 /// Compares one chunk on both sides; a differing chunk with a key is drilled down to its keys.
@@ -163,7 +95,7 @@ pub async fn verify_chunk(ctx: &StepContext, input: &ChunkInput) -> Result<Verif
     let source = ctx.connect(&input.job, Side::Source, "verify", &input.run_id).await?;
     let hash = row_hash(&source, chunk).await?;
     if let Some(marks) = &marks {
-        let filter = crate::plan::chunk_predicate(chunk);
+        let filter = crate::chunk::chunk_predicate(chunk);
         let v = crate::watermark::verify_changed(&source, &target, chunk, &hash, &filter, marks).await?;
         if v.equal {
             let proof = format!("keys equal; {} changed rows hashed equal", v.rows_hashed);
@@ -235,26 +167,6 @@ async fn record_proven(
     Ok(output)
 }
 
-/// How much of a chunk a refresh's verification hashed now, and how much it proved unchanged
-/// since an earlier verified run (stored at `runs/<run>/verify-scope/<chunk>.json`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct VerifyScope {
-    pub chunk_id: String,
-    pub table: QualifiedName,
-    /// Rows hashed on both sides by this verification.
-    pub rows_hashed: u64,
-    /// Rows written on neither side since the marks of run `unchanged_since`, which found them
-    /// equal; their keys are compared now (count and key hash).
-    pub rows_unchanged: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub unchanged_since: Option<String>,
-    /// The keys were compared and the copied rows hashed by the refresh itself, in each slice's
-    /// transaction (`refresh.verify: changed`), not by a second pass.
-    #[serde(default)]
-    pub by_refresh: bool,
-}
-
 /// The refresh's own verification of a chunk, from the ledger's `proven` ([`crate::refresh`]):
 /// - keyed: the copy chunk with the same slices had every slice committed in this run and proven
 ///   equal in its transaction (rows hashed: those the repairs copied);
@@ -301,14 +213,6 @@ async fn refresh_proof(
     }))
 }
 
-pub(crate) fn scope_prefix(run: &str) -> String {
-    format!("runs/{run}/verify-scope/")
-}
-
-fn scope_key(run: &str, chunk: &str) -> String {
-    format!("{}{chunk}.json", scope_prefix(run))
-}
-
 /// A key range `[lower, upper)`; `None` is unbounded.
 type Range = (Option<Vec<String>>, Option<Vec<String>>);
 
@@ -325,7 +229,7 @@ fn chunk_range(chunk: &Chunk) -> Range {
 }
 
 fn range_filter(chunk: &Chunk, range: &Range) -> Option<String> {
-    crate::plan::slice_predicate(&chunk.key, &Slice::KeyRange { lower: range.0.clone(), upper: range.1.clone() })
+    crate::chunk::slice_predicate(&chunk.key, &Slice::KeyRange { lower: range.0.clone(), upper: range.1.clone() })
 }
 
 /// Splits a differing range at its median key until ranges are small, then compares keys and row
@@ -696,6 +600,7 @@ async fn failed_item(ctx: &StepContext, run: &str) -> Result<Option<(String, Str
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chunk::row_hash_expr;
 
     /// Issue 24: the run's failure names the failed item's error, read back from the export the
     /// failed Distributed Map left (its own error is generic); other errors pass through.

@@ -200,8 +200,8 @@ async fn concurrent_runs_in_one_cluster_hold_their_own_memberships_and_release_o
     let (ctx_a, a) = step_setup(&source_db, &unique_name("holders_a"), serde_json::json!({}));
     let (ctx_b, b) = step_setup(&source_db, &unique_name("holders_b"), serde_json::json!({}));
     let target = connect(&testbed().url(Server::Target, "postgres")).await;
-    let mut log_a = MembershipLog::open(&ctx_a.store, &a.run_id, schema::PRE_DATA).await.unwrap();
-    let mut log_b = MembershipLog::open(&ctx_b.store, &b.run_id, schema::PRE_DATA).await.unwrap();
+    let mut log_a = MembershipLog::open(&ctx_a.store, &a.run_id, pgferry_core::dump::PRE_DATA).await.unwrap();
+    let mut log_b = MembershipLog::open(&ctx_b.store, &b.run_id, pgferry_core::dump::PRE_DATA).await.unwrap();
 
     assert!(log_a.ensure(&target, &owner).await.unwrap(), "A needs the membership and takes it");
     assert!(member_of(&admin, &master, &owner).await);

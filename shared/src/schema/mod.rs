@@ -10,12 +10,15 @@
 //!   same job into the same database finds the same schema applied and changes nothing.
 //! - **release** revokes the memberships the master was given to act as the objects' owners.
 
-use crate::dump::{apply, facts, lex, postdata, report, sanitize, tool};
+use crate::dump::{
+    POST_DATA, PRE_DATA, acting_roles, apply, facts, lex, plan_sections, postdata, prepare_section, report, sanitize,
+    section_hash, tool,
+};
+use crate::ledger::marker;
+use crate::step::to_value;
 
 use std::time::Instant;
 
-use serde::Serialize;
-use sha2::{Digest, Sha256};
 use tokio_postgres::Client;
 
 use crate::catalog;
@@ -29,13 +32,8 @@ use crate::step::{
     SchemaOutput, SchemaRequest, SequencesOutput, StepInput, keys,
 };
 use facts::{Facts, SourceFacts, TargetFacts};
-use lex::{Item, ItemKind};
 use report::SchemaReport;
-use sanitize::{ApplyAs, Phase, Plan, Sanitizer, Verdict};
-
-/// Dump sections, in the order they are applied.
-pub const PRE_DATA: &str = "pre-data";
-pub const POST_DATA: &str = "post-data";
+use sanitize::{ApplyAs, Phase, Sanitizer};
 
 /// Entry point of the schema function, without a time limit.
 pub async fn handle(ctx: &StepContext, request: SchemaRequest) -> Result<serde_json::Value> {
@@ -69,10 +67,6 @@ pub async fn handle_until(
         SchemaRequest::AbandonReplication(input) => to_value(crate::continuous::abandon(ctx, &input).await?),
     };
     Ok(value)
-}
-
-pub(crate) fn to_value<T: Serialize>(v: T) -> serde_json::Value {
-    serde_json::to_value(v).expect("step outputs serialize")
 }
 
 /// Takes the run's dump (once), then converges roles and the target database.
@@ -158,32 +152,6 @@ pub async fn globals(ctx: &StepContext, input: &StepInput) -> Result<GlobalsOutp
         rewritten: report.rewritten,
         skipped: report.skipped,
     })
-}
-
-/// DDL of pgferry's bookkeeping on the target: applied sections, with the hash of what was applied.
-pub(crate) const BOOKKEEPING_DDL: &str = "CREATE SCHEMA IF NOT EXISTS pgferry; \
-     CREATE TABLE IF NOT EXISTS pgferry.applied_sections (run_id text NOT NULL, section text NOT NULL, \
-        statements integer NOT NULL, applied_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (run_id, section)); \
-     ALTER TABLE pgferry.applied_sections ADD COLUMN IF NOT EXISTS dump_hash text";
-
-/// The pre-data and post-data plans, computed together so that the post-data plan knows which
-/// pre-data objects were skipped.
-pub(crate) fn plan_sections(facts: &Facts, pre_data: &[Item<'_>], post_data: &[Item<'_>]) -> (Plan, Plan) {
-    let mut sanitizer = Sanitizer::new(facts);
-    let pre = sanitizer.plan(Phase::PreData, pre_data);
-    let post = sanitizer.plan(Phase::PostData, post_data);
-    (pre, post)
-}
-
-/// A hash of a section's statements as dumped (comments and psql lines excluded), which says
-/// whether two runs dumped the same schema.
-pub(crate) fn section_hash(items: &[Item<'_>]) -> String {
-    let mut h = Sha256::new();
-    for item in items.iter().filter(|i| i.kind == ItemKind::Statement && !i.is_empty()) {
-        h.update(item.sql().as_bytes());
-        h.update(b"\n;\n");
-    }
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Applies the pre-data section of the run's dump.
@@ -443,83 +411,6 @@ async fn section(ctx: &StepContext, input: &StepInput, phase: Phase, extra: &[St
         "schema section applied"
     );
     Ok(output)
-}
-
-/// Opens a section's transaction for its statements: the master made a member of the database
-/// owner and of the roles the plan acts as, pgferry's bookkeeping and chunk ledger in place.
-pub(crate) async fn prepare_section(
-    tx: &tokio_postgres::Transaction<'_>,
-    log: &mut MembershipLog,
-    facts: &Facts,
-    plan: &Plan,
-) -> Result<()> {
-    apply::ensure_database_owner(tx, log, &facts.target_database).await?;
-    for role in acting_roles(facts, plan) {
-        log.ensure(tx, &role).await?;
-    }
-    tx.batch_execute(BOOKKEEPING_DDL).await.map_err(|e| Error::db("create pgferry bookkeeping schema", e))?;
-    tx.batch_execute(crate::copy::LEDGER_DDL).await.map_err(|e| Error::db("create the chunk ledger", e))?;
-    Ok(())
-}
-
-/// Roles the master must be a member of to apply a plan (and to copy into the tables it owns).
-pub(crate) fn acting_roles(facts: &Facts, plan: &Plan) -> Vec<String> {
-    let mut roles: Vec<String> = plan.acting_roles.iter().filter(|r| **r != facts.target.master).cloned().collect();
-    // Owners of the objects a plan gives away are acting roles too.
-    for s in &plan.statements {
-        if let ApplyAs::Owner { owner, .. } = &s.apply
-            && s.verdict != Verdict::Skip
-            && !roles.contains(owner)
-        {
-            roles.push(owner.clone());
-        }
-    }
-    roles
-}
-
-/// The run that last applied pre-data to the target, as pgferry's bookkeeping records it; `None`
-/// without bookkeeping (a target pgferry's schema step did not make) or when it cannot be read.
-pub(crate) async fn pre_data_applied_by(target: &Client) -> Option<String> {
-    target
-        .query_opt(
-            "SELECT run_id FROM pgferry.applied_sections WHERE to_regclass('pgferry.applied_sections') IS NOT NULL \
-             AND section = 'pre-data' ORDER BY applied_at DESC LIMIT 1",
-            &[],
-        )
-        .await
-        .ok()
-        .flatten()
-        .map(|row| row.get(0))
-}
-
-/// The latest applied-section marker: `(run id, dump hash)`, for one run or any.
-pub(crate) async fn marker(
-    target: &Client,
-    run: Option<&String>,
-    section: &str,
-) -> Result<Option<(String, Option<String>)>> {
-    let exists: bool = target
-        .query_one(
-            "SELECT to_regclass('pgferry.applied_sections') IS NOT NULL \
-                AND EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('pgferry.applied_sections') \
-                            AND attname = 'dump_hash')",
-            &[],
-        )
-        .await
-        .map_err(|e| Error::db("look for pgferry bookkeeping", e))?
-        .get(0);
-    if !exists {
-        return Ok(None);
-    }
-    let row = target
-        .query_opt(
-            "SELECT run_id, dump_hash FROM pgferry.applied_sections WHERE section = $1 \
-             AND ($2::text IS NULL OR run_id = $2) ORDER BY applied_at DESC LIMIT 1",
-            &[&section, &run],
-        )
-        .await
-        .map_err(|e| Error::db("read applied sections", e))?;
-    Ok(row.map(|r| (r.get(0), r.get(1))))
 }
 
 /// Revokes the memberships the master was given for this run; idempotent.
