@@ -34,7 +34,7 @@ use crate::aws::rds::{
 use crate::context::StepContext;
 use crate::error::{Error, ErrorKind, Result};
 use crate::job::Job;
-use crate::step::{CloneDeleted, CloneInput, CloneRecord, CloneRequest, PreflightOutput, StepInput, keys};
+use crate::step::{CloneDeleted, CloneInput, CloneRecord, PreflightOutput, StepInput, keys};
 
 /// Statuses from which a clone being created never becomes available.
 const FAILED: &[&str] = &[
@@ -50,16 +50,6 @@ const FAILED: &[&str] = &[
     "deleting",
     "deleted",
 ];
-
-/// Runs one clone action of the preflight function.
-pub async fn handle(ctx: &StepContext, request: CloneRequest) -> Result<Value> {
-    let value = match request {
-        CloneRequest::CreateClone(input) => serde_json::to_value(create(ctx, &input).await?),
-        CloneRequest::DescribeClone(input) => serde_json::to_value(describe(ctx, &input).await?),
-        CloneRequest::DeleteClone(input) => serde_json::to_value(delete(ctx, &input).await?),
-    };
-    value.map_err(|e| Error::Internal(format!("clone step output: {e}")))
-}
 
 /// `pgferry-<run id, shortened>-<8 hex of its SHA-256>`: a valid RDS identifier (letters, digits,
 /// single hyphens, at most 63 characters), the same for every attempt of one run.

@@ -21,26 +21,12 @@ use crate::context::StepContext;
 use crate::error::{Error, Result};
 use crate::job::{Mode, Side};
 use crate::ledger::{LedgerRow, ledger, record_slice};
-use crate::step::to_value;
-use crate::step::{Chunk, ChunkInput, CopyChunkOutput, CopyRequest, PostDataItem, RefreshCounts, Slice, keys};
+use crate::step::{Chunk, ChunkInput, CopyChunkOutput, PostDataItem, RefreshCounts, Slice, keys};
 
 /// Time kept in reserve at the end of an invocation: committing, writing the result, returning.
 const DEADLINE_RESERVE: Duration = Duration::from_secs(20);
 /// Throughput assumed for the first slice of an invocation, before one has been measured.
 const ASSUMED_BYTES_PER_SEC: f64 = 10.0 * 1024.0 * 1024.0;
-
-/// Entry point of the copy function. `deadline` is when the invocation is killed (Lambda's
-/// remaining time); `None` means no limit.
-pub async fn handle(ctx: &StepContext, request: CopyRequest, deadline: Option<Instant>) -> Result<serde_json::Value> {
-    Ok(match request {
-        CopyRequest::Plan(input) => to_value(crate::plan::run(ctx, &input).await?),
-        CopyRequest::CopyChunk(input) => {
-            ctx.store.check_item(&input.run_id, &input.chunk).await?;
-            to_value(copy_chunk(ctx, &input, deadline).await?)
-        }
-        CopyRequest::LargeObjects(input) => to_value(crate::lobs::copy_all(ctx, &input).await?),
-    })
-}
 
 /// Copies a chunk's remaining slices, exactly once each, until done or out of time.
 #[tracing::instrument(skip_all, fields(chunk = %input.chunk.id, table = %input.chunk.table))]

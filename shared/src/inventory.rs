@@ -1569,7 +1569,7 @@ pub async fn inventory(ctx: &StepContext, input: &StepInput) -> Result<Inventory
     let names: Vec<String> = names.into_iter().collect();
     // The replication user of a running continuous replication exists only on the source, with
     // SELECT on the published tables, until the cutover drops it: not part of the copy.
-    let replication_users = crate::continuous::replication_users(&target).await?;
+    let replication_users = crate::replication::replication_users(&target).await?;
     for object in s.objects.values_mut() {
         for (aspect, value) in &mut object.aspects {
             if is_acl_aspect(aspect) && !replication_users.is_empty() {

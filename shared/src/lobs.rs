@@ -22,10 +22,8 @@ use crate::error::{Error, Result};
 use crate::job::{Mode, Side};
 use crate::pg::{quote_ident, quote_literal};
 use crate::roles::MembershipLog;
+pub use crate::step::LARGE_OBJECTS;
 use crate::step::{LargeObjectsOutput, StepInput};
-
-/// The artifact key part of the memberships this step holds ([`MembershipLog`]).
-pub const LARGE_OBJECTS: &str = "large-objects";
 
 /// Bytes read and written per round trip.
 pub const PIECE_BYTES: i32 = 1024 * 1024;

@@ -15,7 +15,6 @@
 
 use std::collections::HashMap;
 
-use serde::{Deserialize, Serialize};
 use tokio_postgres::Client;
 
 use crate::catalog::{self, Relation};
@@ -25,6 +24,7 @@ use crate::dump::sanitize::Verdict;
 use crate::error::{Error, Result};
 use crate::job::{Mode, Side};
 use crate::pg::{QualifiedName, quote_ident};
+pub use crate::step::Plan;
 use crate::step::{Chunk, CopyFormat, KeyColumn, PlanOutput, Slice, StepInput, keys};
 
 /// Target size of one slice (one transaction on the target): small enough that a slice commits
@@ -52,28 +52,6 @@ impl Default for PlanOptions {
     fn default() -> Self {
         Self { slice_bytes: DEFAULT_SLICE_BYTES, slices_per_chunk: DEFAULT_SLICES_PER_CHUNK }
     }
-}
-
-/// The full plan, stored at `runs/<run>/plan.json`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Plan {
-    pub chunks: Vec<Chunk>,
-    /// What the verify Map iterates over: the key-range and whole-table chunks, and one
-    /// whole-table item per table cut into page ranges (pages differ between clusters).
-    pub verify_items: Vec<Chunk>,
-    /// Unlogged tables: copied, but their contents are not crash-safe on the target either.
-    pub unlogged: Vec<QualifiedName>,
-    /// Refreshed in post-data instead of copied (only those populated on the source: T66).
-    pub materialized_views: Vec<QualifiedName>,
-    /// Relations with no data of their own, with the reason.
-    pub skipped: Vec<(QualifiedName, String)>,
-    /// Planning decisions a user should know about (fallbacks, keyless tables).
-    pub notes: Vec<String>,
-    pub estimated_bytes: u64,
-    /// Rough copy time at `concurrency` chunks in flight: the larger of the total over all lanes
-    /// and the largest chunk alone.
-    pub estimated_seconds: u64,
 }
 
 /// What a chunk is expected to cost, for ordering the Map's items. A refresh compares and

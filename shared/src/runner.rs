@@ -17,7 +17,7 @@ use crate::asl::{Environment, TaskFailure};
 use crate::context::StepContext;
 use crate::error::{Error, Result};
 use crate::step::{CloneRequest, CopyRequest, SchemaRequest, StepInput, VerifyRequest};
-use crate::{clone, copy, preflight, schema, verify};
+use crate::{dispatch, preflight};
 
 /// The state machine definition, compiled in so that `pgferry run` runs exactly this file.
 pub const DEFINITION: &str = include_str!("../../statemachine/replication.asl.json");
@@ -88,15 +88,15 @@ pub async fn invoke(ctx: &StepContext, function: Function, payload: Value, deadl
         // The preflight function also hosts the clone actions of `"consistency": "clone"`, told
         // apart by their `action`; the preflight request itself has none.
         Function::Preflight if payload.get("action").is_some() => {
-            clone::handle(ctx, request::<CloneRequest>(function, payload)?).await
+            dispatch::clone(ctx, request::<CloneRequest>(function, payload)?).await
         }
         Function::Preflight => {
             let input: StepInput = request(function, payload)?;
             Ok(crate::step::to_value(preflight::run(ctx, &input).await?))
         }
-        Function::Schema => schema::handle_until(ctx, request::<SchemaRequest>(function, payload)?, deadline).await,
-        Function::Copy => copy::handle(ctx, request::<CopyRequest>(function, payload)?, deadline).await,
-        Function::Verify => verify::handle(ctx, request::<VerifyRequest>(function, payload)?).await,
+        Function::Schema => dispatch::schema_until(ctx, request::<SchemaRequest>(function, payload)?, deadline).await,
+        Function::Copy => dispatch::copy(ctx, request::<CopyRequest>(function, payload)?, deadline).await,
+        Function::Verify => dispatch::verify(ctx, request::<VerifyRequest>(function, payload)?).await,
     }
 }
 

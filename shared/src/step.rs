@@ -355,6 +355,28 @@ pub struct PlanOutput {
     pub max_concurrency: u32,
 }
 
+/// The full plan, stored at `runs/<run>/plan.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    pub chunks: Vec<Chunk>,
+    /// What the verify Map iterates over: the key-range and whole-table chunks, and one
+    /// whole-table item per table cut into page ranges (pages differ between clusters).
+    pub verify_items: Vec<Chunk>,
+    /// Unlogged tables: copied, but their contents are not crash-safe on the target either.
+    pub unlogged: Vec<QualifiedName>,
+    /// Refreshed in post-data instead of copied (only those populated on the source: T66).
+    pub materialized_views: Vec<QualifiedName>,
+    /// Relations with no data of their own, with the reason.
+    pub skipped: Vec<(QualifiedName, String)>,
+    /// Planning decisions a user should know about (fallbacks, keyless tables).
+    pub notes: Vec<String>,
+    pub estimated_bytes: u64,
+    /// Rough copy time at `concurrency` chunks in flight: the larger of the total over all lanes
+    /// and the largest chunk alone.
+    pub estimated_seconds: u64,
+}
+
 /// A unit of copy and verify work: one table's rows in one or more consecutive slices.
 ///
 /// Each slice is loaded in its own transaction together with its ledger row, so a chunk that
@@ -663,6 +685,9 @@ pub struct DiagnoseOutput {
 pub(crate) fn to_value<T: Serialize>(v: T) -> serde_json::Value {
     serde_json::to_value(v).expect("step outputs serialize")
 }
+
+/// The artifact key part of the memberships this step holds ([`MembershipLog`]).
+pub const LARGE_OBJECTS: &str = "large-objects";
 
 // ---------------------------------------------------------------------------------- checks
 

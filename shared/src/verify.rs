@@ -15,24 +15,11 @@ use crate::error::{Error, Result};
 use crate::inventory::InventoryReport;
 use crate::job::Side;
 use crate::pg::{QualifiedName, quote_ident};
-use crate::plan::Plan;
-use crate::step::to_value;
+use crate::step::Plan;
 use crate::step::{
     Chunk, ChunkInput, CopyChunkOutput, DiagnoseInput, DiagnoseOutput, Differences, ReportOutput, Slice, StepInput,
-    VerifyChunkOutput, VerifyRequest, keys,
+    VerifyChunkOutput, keys,
 };
-
-/// Entry point of the verify function.
-pub async fn handle(ctx: &StepContext, request: VerifyRequest) -> Result<serde_json::Value> {
-    Ok(match request {
-        VerifyRequest::VerifyChunk(input) => {
-            ctx.store.check_item(&input.run_id, &input.chunk).await?;
-            to_value(verify_chunk(ctx, &input).await?)
-        }
-        VerifyRequest::Report(input) => to_value(report(ctx, &input).await?),
-        VerifyRequest::Diagnose(input) => to_value(diagnose(ctx, &input).await?),
-    })
-}
 
 /// Compares one chunk on both sides; a differing chunk with a key is drilled down to its keys.
 #[tracing::instrument(skip_all, fields(chunk = %input.chunk.id, table = %input.chunk.table))]

@@ -29,8 +29,8 @@ pub struct Copied {
 /// with `options` `None`), every chunk, post-data with its items, sequences, large objects.
 pub async fn copy_with_steps(source_db: &str, target_db: &str, options: Option<PlanOptions>) -> Copied {
     let (ctx, input) = step_setup(source_db, target_db, serde_json::json!({}));
-    schema::handle(&ctx, SchemaRequest::Globals(input.clone())).await.unwrap();
-    schema::handle(&ctx, SchemaRequest::PreData(input.clone())).await.unwrap();
+    pgferry_core::dispatch::schema(&ctx, SchemaRequest::Globals(input.clone())).await.unwrap();
+    pgferry_core::dispatch::schema(&ctx, SchemaRequest::PreData(input.clone())).await.unwrap();
     let plan = match options {
         None => {
             plan::run(&ctx, &input).await.unwrap();
@@ -59,7 +59,7 @@ pub async fn copy_with_steps(source_db: &str, target_db: &str, options: Option<P
         assert!(done.await.unwrap());
     }
     schema::post_data_complete(&ctx, &input).await.unwrap();
-    schema::handle(&ctx, SchemaRequest::Sequences(input.clone())).await.unwrap();
+    pgferry_core::dispatch::schema(&ctx, SchemaRequest::Sequences(input.clone())).await.unwrap();
     pgferry_core::lobs::copy_all(&ctx, &input).await.unwrap();
     Copied { ctx, input, plan, source_db: source_db.to_string(), target_db: target_db.to_string() }
 }

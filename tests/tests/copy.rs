@@ -5,7 +5,6 @@ use std::time::{Duration, Instant};
 
 use pgferry_core::context::StepContext;
 use pgferry_core::plan::{self, Plan, PlanOptions};
-use pgferry_core::schema;
 use pgferry_core::step::{ChunkInput, CopyFormat, SchemaRequest, Slice, StepInput};
 use pgferry_core::{ErrorKind, copy};
 use pgferry_tests::{Server, connect, drop_db, source_with, step_setup, testbed, unique_name};
@@ -23,8 +22,8 @@ struct Pair {
 async fn pair(prefix: &str, ddl: &str) -> Pair {
     let (source_db, target_db, source) = source_with(prefix, ddl).await;
     let (ctx, input) = step_setup(&source_db, &target_db, serde_json::json!({}));
-    schema::handle(&ctx, SchemaRequest::Globals(input.clone())).await.unwrap();
-    schema::handle(&ctx, SchemaRequest::PreData(input.clone())).await.unwrap();
+    pgferry_core::dispatch::schema(&ctx, SchemaRequest::Globals(input.clone())).await.unwrap();
+    pgferry_core::dispatch::schema(&ctx, SchemaRequest::PreData(input.clone())).await.unwrap();
     Pair { ctx, input, source_db, target_db, source }
 }
 

@@ -153,7 +153,7 @@ async fn t57_a_refresh_of_a_database_pgferry_did_not_copy_is_refused_by_every_st
     assert!(!out.checks.iter().any(|c| c.name == "target-empty"), "a refresh expects a populated target");
 
     // Never trust that preflight ran: each writing step refuses on its own.
-    let err = schema::handle(&ctx, SchemaRequest::Globals(input.clone())).await.unwrap_err();
+    let err = pgferry_core::dispatch::schema(&ctx, SchemaRequest::Globals(input.clone())).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::TargetNotEmpty, "{err}");
     assert!(err.to_string().contains("mode refresh updates only a database pgferry copied from"), "{err}");
     let err = schema::pre_data(&ctx, &input).await.unwrap_err();
@@ -172,13 +172,13 @@ async fn t57_a_refresh_of_a_database_pgferry_did_not_copy_is_refused_by_every_st
     let (ctx, input) = step_setup(&other_db, &other_target, serde_json::json!({}));
     assert!(matches!(run_machine(ctx, &input).await.0, Outcome::Succeeded(_)));
     let (ctx, input) = step_setup(&source_db, &other_target, refresh_job(serde_json::json!({})));
-    let err = schema::handle(&ctx, SchemaRequest::Globals(input.clone())).await.unwrap_err();
+    let err = pgferry_core::dispatch::schema(&ctx, SchemaRequest::Globals(input.clone())).await.unwrap_err();
     assert!(err.to_string().contains("another source"), "{err}");
 
     // A missing database has nothing to refresh.
     let (ctx, input) =
         step_setup(&source_db, &pgferry_tests::unique_name("rf_t57_missing"), refresh_job(serde_json::json!({})));
-    let err = schema::handle(&ctx, SchemaRequest::Globals(input.clone())).await.unwrap_err();
+    let err = pgferry_core::dispatch::schema(&ctx, SchemaRequest::Globals(input.clone())).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
     assert!(err.to_string().contains("does not exist"), "{err}");
     drop(target);
@@ -205,10 +205,10 @@ async fn one_refresh_at_a_time_holds_the_target_and_a_stopped_one_is_taken_over_
     // target and the second stops there, naming it, before it writes anything.
     let (ctx_a, a) = step_setup(&source_db, &target_db, none());
     let (ctx_b, b) = step_setup(&source_db, &target_db, none());
-    schema::handle(&ctx_a, SchemaRequest::Globals(a.clone())).await.unwrap();
-    schema::handle(&ctx_b, SchemaRequest::Globals(b.clone())).await.unwrap();
-    schema::handle(&ctx_a, SchemaRequest::PreData(a.clone())).await.unwrap();
-    let err = schema::handle(&ctx_b, SchemaRequest::PreData(b.clone())).await.unwrap_err();
+    pgferry_core::dispatch::schema(&ctx_a, SchemaRequest::Globals(a.clone())).await.unwrap();
+    pgferry_core::dispatch::schema(&ctx_b, SchemaRequest::Globals(b.clone())).await.unwrap();
+    pgferry_core::dispatch::schema(&ctx_a, SchemaRequest::PreData(a.clone())).await.unwrap();
+    let err = pgferry_core::dispatch::schema(&ctx_b, SchemaRequest::PreData(b.clone())).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::TargetBusy, "{err}");
     assert!(err.to_string().contains(&format!("held by refresh run {}", a.run_id)), "{err}");
     assert_eq!(err.kind().step_error_name(), "Pgferry.TargetBusy");
@@ -224,7 +224,7 @@ async fn one_refresh_at_a_time_holds_the_target_and_a_stopped_one_is_taken_over_
     assert_eq!(check.status, CheckStatus::Fail, "{check:?}");
     assert!(check.detail.contains(&a.run_id), "{}", check.detail);
     assert!(check.advice.as_deref().unwrap().contains("takeOverFrom"), "{check:?}");
-    let err = schema::handle(&ctx, SchemaRequest::Globals(input.clone())).await.unwrap_err();
+    let err = pgferry_core::dispatch::schema(&ctx, SchemaRequest::Globals(input.clone())).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::TargetBusy, "{err}");
     let (outcome, _) = run_machine(ctx, &input).await;
     assert!(matches!(&outcome, Outcome::Failed { error, .. } if error == "Pgferry.PreflightFailed"), "{outcome:?}");
@@ -234,7 +234,7 @@ async fn one_refresh_at_a_time_holds_the_target_and_a_stopped_one_is_taken_over_
     // Taking over from a run that does not hold the target is no way around it.
     let other = refresh_job(serde_json::json!({"refresh": {"takeOverFrom": "run-that-never-was"}}));
     let (ctx, input) = step_setup(&source_db, &target_db, other);
-    let err = schema::handle(&ctx, SchemaRequest::Globals(input.clone())).await.unwrap_err();
+    let err = pgferry_core::dispatch::schema(&ctx, SchemaRequest::Globals(input.clone())).await.unwrap_err();
     assert!(err.to_string().contains("takeOverFrom names run-that-never-was, which does not hold it"), "{err}");
 
     // Naming A takes over: the run refreshes, says so, and lets go at its end.
@@ -356,8 +356,8 @@ struct RefreshRun {
 
 async fn refresh_copy(source_db: &str, target_db: &str, extra: serde_json::Value) -> pgferry_core::Result<RefreshRun> {
     let (ctx, input) = step_setup(source_db, target_db, refresh_job(extra));
-    schema::handle(&ctx, SchemaRequest::Globals(input.clone())).await?;
-    schema::handle(&ctx, SchemaRequest::PreData(input.clone())).await?;
+    pgferry_core::dispatch::schema(&ctx, SchemaRequest::Globals(input.clone())).await?;
+    pgferry_core::dispatch::schema(&ctx, SchemaRequest::PreData(input.clone())).await?;
     let plan = plan::build(&ctx, &input, PlanOptions { slice_bytes: 128 * 1024, slices_per_chunk: 3 }).await?;
     ctx.store.put_json(&keys::plan(&input.run_id), &plan).await?;
     ctx.store.put_json(&keys::chunks(&input.run_id), &plan.chunks).await?;
@@ -373,14 +373,14 @@ async fn refresh_copy(source_db: &str, target_db: &str, extra: serde_json::Value
 /// the release step that lets go of the target.
 async fn refresh_verify(run: RefreshRun) -> pgferry_core::Result<verify::Report> {
     let RefreshRun { ctx, input, plan } = run;
-    schema::handle(&ctx, SchemaRequest::Sequences(input.clone())).await?;
+    pgferry_core::dispatch::schema(&ctx, SchemaRequest::Sequences(input.clone())).await?;
     pgferry_core::lobs::copy_all(&ctx, &input).await?;
     for item in &plan.verify_items {
         let ci = ChunkInput { job: input.job.clone(), run_id: input.run_id.clone(), chunk: item.clone() };
         verify::verify_chunk(&ctx, &ci).await?;
     }
     let out = verify::report(&ctx, &input).await?;
-    schema::handle(&ctx, SchemaRequest::Release(input.clone())).await?;
+    pgferry_core::dispatch::schema(&ctx, SchemaRequest::Release(input.clone())).await?;
     ctx.store.get_json(&out.report_key).await
 }
 

@@ -35,8 +35,8 @@ async fn cleanup(source_db: &str, target_db: &str) {
 #[tokio::test]
 async fn t40_retried_chunk_is_committed_exactly_once() {
     let (ctx, input, source_db, target_db) = setup("t40").await;
-    schema::handle(&ctx, SchemaRequest::Globals(input.clone())).await.unwrap();
-    schema::handle(&ctx, SchemaRequest::PreData(input.clone())).await.unwrap();
+    pgferry_core::dispatch::schema(&ctx, SchemaRequest::Globals(input.clone())).await.unwrap();
+    pgferry_core::dispatch::schema(&ctx, SchemaRequest::PreData(input.clone())).await.unwrap();
     let plan = plan::build(&ctx, &input, plan::PlanOptions::default()).await.unwrap();
     assert_eq!(plan.chunks.len(), 1);
     assert_eq!(plan.chunks[0].columns, vec!["id", "name", "price"], "generated columns are not copied (T30)");
@@ -75,8 +75,8 @@ async fn map_items_changed_in_the_store_are_refused_as_tampered() {
     use pgferry_core::runner::{self, Function};
     use pgferry_core::step::{Chunk, PostDataItem};
     let (ctx, input, source_db, target_db) = setup("tampered").await;
-    schema::handle(&ctx, SchemaRequest::Globals(input.clone())).await.unwrap();
-    schema::handle(&ctx, SchemaRequest::PreData(input.clone())).await.unwrap();
+    pgferry_core::dispatch::schema(&ctx, SchemaRequest::Globals(input.clone())).await.unwrap();
+    pgferry_core::dispatch::schema(&ctx, SchemaRequest::PreData(input.clone())).await.unwrap();
     plan::run(&ctx, &input).await.unwrap();
     schema::post_data_plan(&ctx, &input).await.unwrap();
     let chunks: Vec<Chunk> = ctx.store.get_json(&keys::chunks(&input.run_id)).await.unwrap();
@@ -145,8 +145,8 @@ async fn globals_applied_while_the_same_role_is_altered_elsewhere_succeed() {
         let (ctx_a, input_a) = step_setup(&source_db, &a, serde_json::json!({}));
         let (ctx_b, input_b) = step_setup(&source_db, &b, serde_json::json!({}));
         let (ra, rb) = tokio::join!(
-            schema::handle(&ctx_a, SchemaRequest::Globals(input_a)),
-            schema::handle(&ctx_b, SchemaRequest::Globals(input_b))
+            pgferry_core::dispatch::schema(&ctx_a, SchemaRequest::Globals(input_a)),
+            pgferry_core::dispatch::schema(&ctx_b, SchemaRequest::Globals(input_b))
         );
         targets.extend([a, b]);
         ra.unwrap();
@@ -224,10 +224,10 @@ async fn concurrent_runs_in_one_cluster_hold_their_own_memberships_and_release_o
     expected.sort();
     assert_eq!(holders, expected, "each run through its own holder, the master not directly");
 
-    let out = schema::handle(&ctx_a, SchemaRequest::Release(a.clone())).await.unwrap();
+    let out = pgferry_core::dispatch::schema(&ctx_a, SchemaRequest::Release(a.clone())).await.unwrap();
     assert_eq!(out["revoked"], serde_json::json!([owner]), "{out}");
     assert!(member_of(&admin, &master, &owner).await, "B still acts as the owner after A ended");
-    schema::handle(&ctx_b, SchemaRequest::Release(b.clone())).await.unwrap();
+    pgferry_core::dispatch::schema(&ctx_b, SchemaRequest::Release(b.clone())).await.unwrap();
     assert!(!member_of(&admin, &master, &owner).await, "the last run to end leaves nothing granted");
     assert!(member_of(&admin, &master, &already).await, "the DBA's grant stays");
     let left: i64 =
@@ -290,7 +290,7 @@ async fn consenting_runs_from_one_source_read_through_their_own_memberships() {
 #[tokio::test]
 async fn t60_a_retried_schema_section_is_applied_once() {
     let (ctx, input, source_db, target_db) = setup("t60").await;
-    schema::handle(&ctx, SchemaRequest::Globals(input.clone())).await.unwrap();
+    pgferry_core::dispatch::schema(&ctx, SchemaRequest::Globals(input.clone())).await.unwrap();
     let first = schema::pre_data(&ctx, &input).await.unwrap();
     let second = schema::pre_data(&ctx, &input).await.unwrap();
     assert_eq!(first, second, "the retry finds the section applied and changes nothing");
@@ -308,7 +308,7 @@ async fn t60_a_retried_schema_section_is_applied_once() {
 #[tokio::test]
 async fn a_failing_schema_statement_is_named_and_leaves_nothing_applied() {
     let (ctx, input, source_db, target_db) = setup("applyfail").await;
-    schema::handle(&ctx, SchemaRequest::Globals(input.clone())).await.unwrap();
+    pgferry_core::dispatch::schema(&ctx, SchemaRequest::Globals(input.clone())).await.unwrap();
     // A table of the same name in the target makes the dump's CREATE TABLE fail half-way.
     let target = connect(&testbed().url(Server::Target, &target_db)).await;
     target.batch_execute("CREATE TABLE items (x int)").await.unwrap();
@@ -338,9 +338,9 @@ async fn t8_a_configured_source_master_maps_to_the_target_master() {
         .unwrap();
     let target_db = unique_name("t8_dst");
     let (ctx, input) = step_setup(&source_db, &target_db, serde_json::json!({"sourceMasterUser": role.clone()}));
-    schema::handle(&ctx, SchemaRequest::Globals(input.clone())).await.unwrap();
-    schema::handle(&ctx, SchemaRequest::PreData(input.clone())).await.unwrap();
-    schema::handle(&ctx, SchemaRequest::Release(input.clone())).await.unwrap();
+    pgferry_core::dispatch::schema(&ctx, SchemaRequest::Globals(input.clone())).await.unwrap();
+    pgferry_core::dispatch::schema(&ctx, SchemaRequest::PreData(input.clone())).await.unwrap();
+    pgferry_core::dispatch::schema(&ctx, SchemaRequest::Release(input.clone())).await.unwrap();
 
     let target_admin = connect(&testbed().admin_url(Server::Target, &target_db)).await;
     let owner: String = target_admin

@@ -552,7 +552,7 @@ async fn replication_user_check(client: &Client, user: &str) -> Result<Check> {
     Ok(if exists {
         fail(
             "replication-user",
-            crate::continuous::existing_replication_user(user),
+            crate::replication::existing_replication_user(user),
             "name a role that does not exist in continuous.replicationUser, or leave it out",
         )
     } else {
@@ -749,11 +749,11 @@ pub async fn publisher_reach_check(
     source: &ConnSpec,
     options: &crate::job::ContinuousOptions,
 ) -> Result<Check> {
-    use crate::continuous::Reach;
+    use crate::replication::Reach;
     let name = "target-reaches-source";
     let host = options.publisher_host.as_deref().unwrap_or(&source.host);
     let port = options.publisher_port.unwrap_or(source.port);
-    Ok(match crate::continuous::probe_publisher(target, source, options).await? {
+    Ok(match crate::replication::probe_publisher(target, source, options).await? {
         Reach::Reached => pass(name, format!("the target server reaches the source at {host}:{port}")),
         Reach::Unreachable(message) => fail(
             name,

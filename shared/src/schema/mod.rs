@@ -15,7 +15,6 @@ use crate::dump::{
     section_hash, tool,
 };
 use crate::ledger::marker;
-use crate::step::to_value;
 
 use std::time::Instant;
 
@@ -29,45 +28,11 @@ use crate::pg::{self, Session};
 use crate::roles::MembershipLog;
 use crate::step::{
     GlobalsOutput, PostDataItem, PostDataItemInput, PostDataItemOutput, PostDataPlanOutput, ReleaseOutput,
-    SchemaOutput, SchemaRequest, SequencesOutput, StepInput, keys,
+    SchemaOutput, SequencesOutput, StepInput, keys,
 };
 use facts::{Facts, SourceFacts, TargetFacts};
 use report::SchemaReport;
 use sanitize::{ApplyAs, Phase, Sanitizer};
-
-/// Entry point of the schema function, without a time limit.
-pub async fn handle(ctx: &StepContext, request: SchemaRequest) -> Result<serde_json::Value> {
-    handle_until(ctx, request, None).await
-}
-
-/// Entry point of the schema function. `deadline` is when the invocation is stopped (Lambda's
-/// remaining time); `None` means no limit.
-pub async fn handle_until(
-    ctx: &StepContext,
-    request: SchemaRequest,
-    deadline: Option<std::time::Instant>,
-) -> Result<serde_json::Value> {
-    let value = match request {
-        SchemaRequest::Globals(input) => to_value(globals(ctx, &input).await?),
-        SchemaRequest::PreData(input) => to_value(pre_data(ctx, &input).await?),
-        SchemaRequest::PostDataPlan(input) => to_value(post_data_plan(ctx, &input).await?),
-        SchemaRequest::PostDataItem(input) => {
-            ctx.store.check_item(&input.run_id, &input.item).await?;
-            to_value(post_data_item(ctx, &input, deadline).await?)
-        }
-        SchemaRequest::PostData(input) => to_value(post_data(ctx, &input).await?),
-        SchemaRequest::Sequences(input) => to_value(sequences(ctx, &input).await?),
-        SchemaRequest::Release(input) => to_value(release(ctx, &input).await?),
-        SchemaRequest::PrepareReplication(input) => to_value(crate::continuous::prepare(ctx, &input).await?),
-        SchemaRequest::Subscribe(input) => to_value(crate::continuous::subscribe(ctx, &input).await?),
-        SchemaRequest::CheckLag(input) => to_value(crate::continuous::check_lag(ctx, &input).await?),
-        SchemaRequest::CutoverCatchUp(input) => to_value(crate::continuous::catch_up(ctx, &input, deadline).await?),
-        SchemaRequest::FinishCutover(input) => to_value(crate::continuous::finish_cutover(ctx, &input).await?),
-        SchemaRequest::CleanupReplication(input) => to_value(crate::continuous::cleanup(ctx, &input).await?),
-        SchemaRequest::AbandonReplication(input) => to_value(crate::continuous::abandon(ctx, &input).await?),
-    };
-    Ok(value)
-}
 
 /// Takes the run's dump (once), then converges roles and the target database.
 pub async fn globals(ctx: &StepContext, input: &StepInput) -> Result<GlobalsOutput> {
@@ -228,7 +193,7 @@ async fn run_items(ctx: &StepContext, input: &StepInput, key: &str) -> Result<()
 
 /// Applies post-data from the stored dump, then refreshes materialized views.
 pub async fn post_data(ctx: &StepContext, input: &StepInput) -> Result<SchemaOutput> {
-    let plan: crate::plan::Plan = ctx.store.get_json(&keys::plan(&input.run_id)).await?;
+    let plan: crate::step::Plan = ctx.store.get_json(&keys::plan(&input.run_id)).await?;
     let refreshes: Vec<String> =
         plan.materialized_views.iter().map(|m| format!("REFRESH MATERIALIZED VIEW {m}")).collect();
     if input.job.mode == crate::job::Mode::Refresh {
@@ -417,7 +382,7 @@ async fn section(ctx: &StepContext, input: &StepInput, phase: Phase, extra: &[St
 pub async fn release(ctx: &StepContext, input: &StepInput) -> Result<ReleaseOutput> {
     let run = &input.run_id;
     let mut roles: Vec<String> = Vec::new();
-    for step in ["globals", "database", PRE_DATA, POST_DATA, crate::lobs::LARGE_OBJECTS] {
+    for step in ["globals", "database", PRE_DATA, POST_DATA, crate::step::LARGE_OBJECTS] {
         let logged: Vec<String> =
             ctx.store.get_json_opt(&keys::schema_memberships(run, step)).await?.unwrap_or_default();
         for r in logged {
