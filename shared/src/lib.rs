@@ -17,7 +17,6 @@ pub mod copy;
 pub mod dispatch;
 pub mod dump;
 pub mod error;
-pub mod inventory;
 pub mod job;
 mod keystream;
 pub mod ledger;

@@ -8,9 +8,9 @@
 //! the tests take one lock (a concurrent copy would undo a role change injected on the target),
 //! use roles with a unique suffix and drop them when done.
 
-use pgferry_core::inventory::{InventoryDifference, InventoryReport};
 use pgferry_core::pg::quote_ident;
 use pgferry_core::step::StepInput;
+use pgferry_core::verify::inventory::{InventoryDifference, InventoryReport};
 use pgferry_tests::copied::{Copied, copy_with_steps};
 use pgferry_tests::{Server, connect, create_db, testbed, unique_name};
 use tokio::sync::Mutex;
@@ -212,7 +212,7 @@ async fn t56_a_standalone_verify_explains_with_the_report_of_the_run_that_applie
     let c = copy_all(&source_db).await;
     // A later verify (a new run id, same artifact store) finds the run in pgferry's bookkeeping.
     let input = StepInput { job: c.input.job.clone(), run_id: unique_name("verify") };
-    let inv = pgferry_core::inventory::inventory(&c.ctx, &input).await.unwrap();
+    let inv = pgferry_core::verify::inventory::inventory(&c.ctx, &input).await.unwrap();
     assert_eq!(inv.schema_run.as_deref(), Some(c.input.run_id.as_str()));
     assert!(inv.equal(), "{}", inv.summary());
     assert!(!inv.explained.is_empty());

@@ -5,6 +5,8 @@
 //! cancel out) of a 64-bit hash of each row's text form, in which NULL and `''` differ. No row
 //! leaves either server.
 
+pub mod inventory;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
@@ -12,7 +14,6 @@ use serde::{Deserialize, Serialize};
 use crate::chunk::{VerifyScope, chunk_hash_sql, hash_sql, row_hash, scope_key};
 use crate::context::StepContext;
 use crate::error::{Error, Result};
-use crate::inventory::InventoryReport;
 use crate::job::Side;
 use crate::pg::{QualifiedName, quote_ident};
 use crate::step::Plan;
@@ -20,6 +21,7 @@ use crate::step::{
     Chunk, ChunkInput, CopyChunkOutput, DiagnoseInput, DiagnoseOutput, Differences, ReportOutput, Slice, StepInput,
     VerifyChunkOutput, keys,
 };
+use crate::verify::inventory::InventoryReport;
 
 /// Compares one chunk on both sides; a differing chunk with a key is drilled down to its keys.
 #[tracing::instrument(skip_all, fields(chunk = %input.chunk.id, table = %input.chunk.table))]
@@ -493,7 +495,7 @@ pub async fn report(ctx: &StepContext, input: &StepInput) -> Result<ReportOutput
     if !large_objects.equal() {
         differing.push("large objects".to_string());
     }
-    let inventory = crate::inventory::inventory(ctx, input).await?;
+    let inventory = crate::verify::inventory::inventory(ctx, input).await?;
     if !inventory.equal() {
         differing.push(format!("schema inventory ({} unexplained differences)", inventory.unexplained.len()));
     }
