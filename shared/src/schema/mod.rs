@@ -10,6 +10,8 @@
 //!   same job into the same database finds the same schema applied and changes nothing.
 //! - **release** revokes the memberships the master was given to act as the objects' owners.
 
+pub mod refresh;
+
 use crate::dump::{
     POST_DATA, PRE_DATA, acting_roles, apply, facts, lex, plan_sections, postdata, prepare_section, report, sanitize,
     section_hash, tool,
@@ -250,7 +252,7 @@ async fn refresh_materialized_views(
 
 async fn section(ctx: &StepContext, input: &StepInput, phase: Phase, extra: &[String]) -> Result<SchemaOutput> {
     if phase == Phase::PreData && input.job.mode == crate::job::Mode::Refresh {
-        return crate::refresh::pre_data(ctx, input).await;
+        return self::refresh::pre_data(ctx, input).await;
     }
     let started = Instant::now();
     let run = &input.run_id;

@@ -7,6 +7,8 @@
 
 pub mod inventory;
 
+pub mod refresh;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
@@ -355,7 +357,7 @@ pub struct Report {
     /// Mode refresh: rows compared, left alone and re-copied, tables created or rebuilt
     /// (`refresh copied no rows` when nothing differed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub refresh: Option<crate::refresh::RefreshSummary>,
+    pub refresh: Option<self::refresh::RefreshSummary>,
 }
 
 impl Report {
@@ -500,7 +502,7 @@ pub async fn report(ctx: &StepContext, input: &StepInput) -> Result<ReportOutput
         differing.push(format!("schema inventory ({} unexplained differences)", inventory.unexplained.len()));
     }
     let refresh = match input.job.mode {
-        crate::job::Mode::Refresh => crate::refresh::summarize(ctx, run).await?,
+        crate::job::Mode::Refresh => self::refresh::summarize(ctx, run).await?,
         crate::job::Mode::Snapshot | crate::job::Mode::Continuous => None,
     };
     let report = Report {

@@ -10,7 +10,9 @@
 //! The chunk that completes its table builds the table's indexes right away, overlapping with
 //! the copy of other tables.
 //! In mode `refresh` each slice is compared first and only what differs is re-copied
-//! ([`crate::refresh::refresh_slice`]), under the same ledger.
+//! ([`self::refresh::refresh_slice`]), under the same ledger.
+
+pub mod refresh;
 
 use std::time::{Duration, Instant};
 
@@ -73,7 +75,7 @@ pub async fn copy_chunk(ctx: &StepContext, input: &ChunkInput, deadline: Option<
         let slice_started = Instant::now();
         let (slice_rows, slice_bytes) = if refresh {
             let (r, b, c) =
-                crate::refresh::refresh_slice(source_client, &mut target, input, index, slice, marks.as_ref()).await?;
+                self::refresh::refresh_slice(source_client, &mut target, input, index, slice, marks.as_ref()).await?;
             counts.add(&c);
             (r, b)
         } else {
