@@ -552,3 +552,66 @@ fn clone_lifecycle_calls_are_limited_to_pgferry_prefixed_instances_and_clusters(
     assert!(statement["Condition"]["StringEquals"]["kms:ViaService"].to_string().contains("rds."), "{at}: {statement}");
     assert_eq!(statement["Condition"]["Bool"]["kms:GrantIsForAWSResource"], "true", "{at}: {statement}");
 }
+
+/// The layers of `pgferry-core` (docs/architecture.md), from the ground up.
+const LAYERS: [(&str, &[&str]); 4] = [
+    ("foundation", &["error", "pg", "aws", "store", "seal", "job", "step", "context", "telemetry", "catalog", "asl"]),
+    (
+        "machinery",
+        &["dump", "chunk", "ledger", "roles", "replication", "access", "watermark", "keystream", "rowset", "refresh"],
+    ),
+    ("steps", &["preflight", "schema", "plan", "copy", "lobs", "verify", "continuous", "clone"]),
+    ("dispatch", &["dispatch", "runner"]),
+];
+
+/// Issue 26: the rule of docs/architecture.md holds — each layer imports only layers below it
+/// (within the foundation and the machinery, a module may use a neighbour), and no step imports
+/// another step. Read from the code (`crate::<module>` paths outside test modules).
+#[test]
+fn each_layer_imports_only_the_layers_below_and_no_step_imports_another() {
+    let src = repo().join("shared/src");
+    let layer_of = |module: &str| LAYERS.iter().position(|(_, mods)| mods.contains(&module));
+    let mut files = vec![src.clone()];
+    let mut violations = Vec::new();
+    let mut seen = 0;
+    while let Some(path) = files.pop() {
+        if path.is_dir() {
+            files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+            continue;
+        }
+        if path.extension().is_none_or(|e| e != "rs") {
+            continue;
+        }
+        let rel = path.strip_prefix(&src).unwrap().to_string_lossy().replace('\\', "/");
+        let module = rel.split(['/', '.']).next().unwrap().to_string();
+        if module == "lib" {
+            continue;
+        }
+        let Some(own) = layer_of(&module) else {
+            violations.push(format!("{rel}: module `{module}` is in no layer of docs/architecture.md"));
+            continue;
+        };
+        seen += 1;
+        let text = std::fs::read_to_string(&path).unwrap();
+        let code = text.split("#[cfg(test)]\nmod tests").next().unwrap();
+        let mut used: Vec<&str> = code.match_indices("crate::").map(|(i, _)| &code[i + 7..]).collect();
+        // `use crate::{a, b::c}` names several modules at once.
+        let braces: Vec<&str> = code.match_indices("use crate::{").map(|(i, _)| &code[i + 12..]).collect();
+        for list in braces {
+            let list = &list[..list.find("};").unwrap_or(list.len())];
+            used.extend(list.split(',').map(str::trim));
+        }
+        for target in used {
+            let name: String = target.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            let Some(theirs) = layer_of(&name) else { continue };
+            let step_to_step = LAYERS[own].0 == "steps" && LAYERS[theirs].0 == "steps" && name != module;
+            if theirs > own || step_to_step {
+                violations.push(format!("{rel} ({}) uses `crate::{name}` ({})", LAYERS[own].0, LAYERS[theirs].0));
+            }
+        }
+    }
+    violations.sort();
+    violations.dedup();
+    assert!(seen > 40, "only {seen} files read");
+    assert!(violations.is_empty(), "imports against docs/architecture.md:\n{}", violations.join("\n"));
+}
