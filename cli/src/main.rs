@@ -467,21 +467,14 @@ fn progress_observer(work: Vec<String>, phases: Arc<Mutex<Vec<Phase>>>) -> Arc<d
             Event::StateEntered { name, map_index: None } => t.map_entered(name),
             Event::TaskSucceeded { name, map_index, output } => {
                 t.task_succeeded(name, map_index.is_some(), output);
-                if let Some(map) = t.current.as_mut().filter(|_| map_index.is_some())
-                    && map.due(live)
-                {
-                    if live {
-                        eprint!("\r\x1b[2K  ⋯ {}", map.line());
-                    } else {
-                        eprintln!("  ⋯ {}", map.line());
-                    }
+                if let Some(map) = t.current.as_mut().filter(|_| map_index.is_some()) {
+                    map.show(live);
                 }
             }
             Event::StateExited { name, map_index: None, elapsed, ok } if work.contains(name) => {
-                if live && t.current.take().is_some() {
+                if t.current.take().is_some() && live {
                     eprint!("\r\x1b[2K");
                 }
-                t.current = None;
                 eprintln!("  {} {name} ({})", if *ok { "✓" } else { "✗" }, summary::human_duration(*elapsed));
                 if let Ok(mut p) = phases.lock() {
                     p.push(Phase::new(name, *elapsed, *ok));

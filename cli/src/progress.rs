@@ -73,6 +73,18 @@ impl MapProgress {
         due
     }
 
+    /// Shows the line when one is due: redrawn in place on a terminal, a plain line otherwise.
+    pub fn show(&mut self, terminal: bool) {
+        if !self.due(terminal) {
+            return;
+        }
+        if terminal {
+            eprint!("\r\x1b[2K  ⋯ {}", self.line());
+        } else {
+            eprintln!("  ⋯ {}", self.line());
+        }
+    }
+
     pub fn line(&self) -> String {
         render(&Snapshot {
             name: &self.name,

@@ -265,14 +265,7 @@ impl Progress {
             let done = counts.succeeded() + counts.failed() + counts.aborted() + counts.timed_out();
             map.set_counts(u64::try_from(done).unwrap_or(0), u64::try_from(counts.total()).unwrap_or(0));
         }
-        let terminal = std::io::stderr().is_terminal();
-        if map.due(terminal) {
-            if terminal {
-                eprint!("\r\x1b[2K  ⋯ {}", map.line());
-            } else {
-                eprintln!("  ⋯ {}", map.line());
-            }
-        }
+        map.show(std::io::stderr().is_terminal());
     }
 
     fn is_work(&self, name: &str) -> bool {

@@ -631,15 +631,9 @@ pub fn endpoint_spec(side: Side, ep: &Endpoint, db: &DbFacts, secret: Option<&Db
 
 /// The deployment's seal key, from its secret's text (never logged).
 async fn seal_key_from_secret(clients: &Clients, secret_id: &str) -> Result<crate::seal::SealKey> {
-    let out = clients
-        .secrets
-        .get_secret_value()
-        .secret_id(secret_id)
-        .send()
-        .await
-        .map_err(|e| crate::aws::sdk_error("secretsmanager:GetSecretValue", secret_id, e))?;
-    let text = out.secret_string().ok_or_else(|| Error::job(format!("seal secret {secret_id} holds no text")))?;
-    crate::seal::SealKey::from_secret(text)
+    let (text, _) = crate::aws::secrets::read_text(clients, secret_id).await?;
+    let text = text.ok_or_else(|| Error::job(format!("seal secret {secret_id} holds no text")))?;
+    crate::seal::SealKey::from_secret(&text)
 }
 
 #[cfg(test)]

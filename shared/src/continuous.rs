@@ -26,7 +26,7 @@ use crate::context::StepContext;
 use crate::error::{Error, Result};
 use crate::job::{Job, KeylessTables, Mode, Side};
 use crate::pg::{QualifiedName, quote_ident, quote_literal};
-use crate::replication::{RECORD_TABLE, db_err, existing_replication_user, publisher_conninfo};
+use crate::replication::{RECORD_TABLE, db_err, existing_replication_user, publisher_conninfo, record_table_exists};
 use crate::step::{CatchUpOutput, DropOutput, LagOutput, ReplicationOutput, StepInput};
 
 /// How long one cutover catch-up invocation polls before handing back to the state machine
@@ -124,12 +124,7 @@ async fn ensure_record_table(target: &Client) -> Result<()> {
 }
 
 async fn record_of(target: &Client, run_id: &str) -> Result<Option<Record>> {
-    let exists: bool = target
-        .query_one("SELECT to_regclass('pgferry.replication') IS NOT NULL", &[])
-        .await
-        .map_err(db_err("look for the replication record table"))?
-        .get(0);
-    if !exists {
+    if !record_table_exists(target).await? {
         return Ok(None);
     }
     let row = target
@@ -155,12 +150,7 @@ async fn active_record(target: &Client) -> Result<Record> {
                  start one with \"mode\": \"continuous\" first"
             .to_string(),
     };
-    let exists: bool = target
-        .query_one("SELECT to_regclass('pgferry.replication') IS NOT NULL", &[])
-        .await
-        .map_err(db_err("look for the replication record table"))?
-        .get(0);
-    if !exists {
+    if !record_table_exists(target).await? {
         return Err(none());
     }
     let rows = target

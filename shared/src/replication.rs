@@ -26,15 +26,19 @@ pub fn existing_replication_user(user: &str) -> String {
     )
 }
 
+/// Whether the target has the table recording continuous runs ([`RECORD_TABLE`]).
+pub(crate) async fn record_table_exists(target: &Client) -> Result<bool> {
+    Ok(target
+        .query_one(&format!("SELECT to_regclass('{RECORD_TABLE}') IS NOT NULL"), &[])
+        .await
+        .map_err(db_err("look for the replication record table"))?
+        .get(0))
+}
+
 /// Replication users of the unfinished continuous runs recorded in the target database (the
 /// verification leaves them and their grants on the source out of the comparison).
 pub async fn replication_users(target: &Client) -> Result<std::collections::BTreeSet<String>> {
-    let exists: bool = target
-        .query_one("SELECT to_regclass('pgferry.replication') IS NOT NULL", &[])
-        .await
-        .map_err(db_err("look for the replication record table"))?
-        .get(0);
-    if !exists {
+    if !record_table_exists(target).await? {
         return Ok(Default::default());
     }
     let rows = target

@@ -230,14 +230,12 @@ impl<'a> Execution<'a> {
                 self.emit(Event::StateEntered { name: state.name.clone(), map_index });
                 tracing::debug!(state = %state.name, ?map_index, "entered state");
                 let started = Instant::now();
-                let step = match self.run_state(run, state, input, history).await {
-                    Step::Next { output, .. } | Step::End(output)
-                        if check_payload(&state.name, "output", &output).is_err() =>
-                    {
-                        Step::Failed(check_payload(&state.name, "output", &output).unwrap_err())
-                    }
-                    step => step,
-                };
+                let mut step = self.run_state(run, state, input, history).await;
+                if let Step::Next { output, .. } | Step::End(output) = &step
+                    && let Err(failure) = check_payload(&state.name, "output", output)
+                {
+                    step = Step::Failed(failure);
+                }
                 let ok = match &step {
                     Step::Next { ok, .. } => *ok,
                     Step::End(_) => true,

@@ -23,8 +23,9 @@ pub struct DbSecret {
     pub version_id: Option<String>,
 }
 
-/// Reads the current version of a secret (by ARN or name).
-pub async fn fetch(clients: &Clients, secret_id: &str) -> Result<DbSecret> {
+/// Reads the current version of a secret (by ARN or name): its text (`None` for a binary secret)
+/// and version id.
+pub async fn read_text(clients: &Clients, secret_id: &str) -> Result<(Option<String>, Option<String>)> {
     let out = clients
         .secrets
         .get_secret_value()
@@ -32,9 +33,15 @@ pub async fn fetch(clients: &Clients, secret_id: &str) -> Result<DbSecret> {
         .send()
         .await
         .map_err(|e| sdk_error("secretsmanager:GetSecretValue", secret_id, e))?;
-    let text = out.secret_string().ok_or_else(|| invalid(secret_id, "holds binary data, not a JSON text"))?;
-    let mut secret = parse(secret_id, text)?;
-    secret.version_id = out.version_id().map(str::to_string);
+    Ok((out.secret_string().map(str::to_string), out.version_id().map(str::to_string)))
+}
+
+/// Reads the current version of a database secret (by ARN or name).
+pub async fn fetch(clients: &Clients, secret_id: &str) -> Result<DbSecret> {
+    let (text, version_id) = read_text(clients, secret_id).await?;
+    let text = text.ok_or_else(|| invalid(secret_id, "holds binary data, not a JSON text"))?;
+    let mut secret = parse(secret_id, &text)?;
+    secret.version_id = version_id;
     Ok(secret)
 }
 
